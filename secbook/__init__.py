@@ -1,0 +1,9 @@
+"""secbook: the helper package behind the book *secbook 秒推 — second-scale LLM inference*.
+
+Each module is one idea of the book: ``models`` (what to run), ``measure`` (how to time it honestly),
+``roofline`` (the latency model), ``quantize``/``prune``/``distill`` (compression), ``generate``
+(fast generation loops), ``hardware`` (devices, dtypes, memory), ``widgets`` (the interactive panels).
+"""
+__version__ = "0.1.0"
+
+from .models import available, load  # noqa: E402,F401

@@ -1,0 +1,103 @@
+"""Build and execute the chapter notebooks from small Python scripts (``tools/notebooks/*.py``).
+
+Each chapter is written as a list of markdown and code cells in a script, so it is easy to review and
+regenerate; this module turns that list into ``chapters/<name>.ipynb`` and can execute it in place
+(outputs are committed: nbval compares the cells marked ``# NBVAL_CHECK_OUTPUT`` against them).
+
+    python tools/nb.py build tools/notebooks/01_why_latency.py      # write the .ipynb
+    python tools/nb.py run chapters/01_why_latency.ipynb            # execute in place, print the time
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def repository_url() -> str:
+    """The repository URL, read from _config.yml (its one home)."""
+    for line in (ROOT / "_config.yml").read_text().splitlines():
+        if line.strip().startswith("url:"):
+            return line.split("url:", 1)[1].strip()
+    raise RuntimeError("no repository url in _config.yml")
+
+
+COLAB_CELL = '''# Colab set-up: fetch the book's repository (package + tiny model) and install it. A no-op elsewhere.
+import subprocess, sys
+if "google.colab" in sys.modules:
+    subprocess.run(["git", "clone", "-q", "--depth", "1", "{url}", "/content/secbook"], check=False)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/secbook"], check=True)
+    sys.path.insert(0, "/content/secbook")'''
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip("\n"))
+
+
+def code(text: str, tags: tuple[str, ...] = ()):
+    cell = new_code_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def solution(text: str):
+    """A code cell whose input is hidden behind a toggle in the book (an exercise's solution)."""
+    return code(text, tags=("hide-input",))
+
+
+def notebook(cells: list, title: str | None = None):
+    nb = new_notebook()
+    nb.cells = [code(COLAB_CELL.format(url=repository_url()), tags=("hide-cell",))] + list(cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["accelerator"] = "GPU"
+    nb.metadata["colab"] = {"provenance": []}
+    return nb
+
+
+def write(nb, name: str) -> Path:
+    """Write ``chapters/<name>.ipynb`` atomically."""
+    out = ROOT / "chapters" / f"{name}.ipynb"
+    tmp = out.with_suffix(".ipynb.tmp")
+    nbformat.write(nb, tmp)
+    tmp.replace(out)
+    return out
+
+
+def execute(path: str | Path, timeout: int = 900) -> float:
+    """Execute a notebook in place with the current Python environment; return the seconds it took."""
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    t0 = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    seconds = time.perf_counter() - t0
+    tmp = path.with_suffix(".ipynb.tmp")
+    nbformat.write(nb, tmp)
+    tmp.replace(path)
+    return seconds
+
+
+def build(script: str | Path) -> Path:
+    """Run a chapter script: it must define ``NAME`` and ``CELLS``."""
+    ns: dict = {"__file__": str(script)}
+    exec(compile(Path(script).read_text(), str(script), "exec"), ns)
+    return write(notebook(ns["CELLS"]), ns["NAME"])
+
+
+if __name__ == "__main__":
+    cmd, *paths = sys.argv[1:]
+    for p in paths:
+        if cmd == "build":
+            print("wrote", build(p))
+        elif cmd == "run":
+            print(f"{p}: executed in {execute(p):.0f} s")
+        else:
+            raise SystemExit("usage: python tools/nb.py build SCRIPT... | run NOTEBOOK...")
