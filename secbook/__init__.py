@@ -7,3 +7,5 @@ Each module is one idea of the book: ``models`` (what to run), ``measure`` (how 
 __version__ = "0.1.0"
 
 from .models import available, load  # noqa: E402,F401
+from .measure import (Timing, describe_machine, load_results, machine_info, model_bytes, peak_memory,  # noqa: E402,F401
+                      perplexity, prompt_ids, results_frame, save_results, time_generation, token_agreement)

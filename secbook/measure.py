@@ -1,22 +1,47 @@
-"""Measuring what the book claims: perplexity (more helpers are added by the measurement chapter)."""
+"""Measurement you can trust: timing, bytes, memory, quality, and the machine the numbers came from.
+
+The rules follow standard benchmarking practice (and what MLPerf-style inference reports require): warm up
+first and report the first call (compilation, allocation, cache filling) separately; synchronise the GPU
+before every clock read, because CUDA kernels run asynchronously; repeat and report the median and spread;
+make every repeat do the same work (greedy decoding, a fixed number of new tokens); and attach the machine
+to every number. Time to first token (TTFT) is the prefill, time per output token (TPOT) the decode
+(terms as in the vLLM and TensorRT-LLM benchmarks).
+"""
 from __future__ import annotations
 
 import math
+import os
+import platform
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import torch
 
+from . import paths
 
+
+# --------------------------------------------------------------------------------------------- quality
 @torch.no_grad()
-def perplexity(model, tokenizer, text: str, window: int = 256, stride: int = 128,
+def perplexity(model, tokenizer, text: str | None = None, window: int = 256, stride: int = 128,
                max_tokens: int | None = 32768) -> float:
     """Sliding-window perplexity: exp(mean negative log-likelihood) of ``text``.
 
     Each window of ``window`` tokens is scored, but only the tokens not already scored by the previous
     window count, so every token is predicted with at least ``window - stride`` tokens of context
     (the standard recipe from the Hugging Face perplexity guide). ``max_tokens`` caps the work.
+    ``text=None`` means the committed held-out text (``secbook.corpus.heldout_text()``).
     """
     if stride <= 0 or stride > window:
         raise ValueError(f"stride must be in 1..window ({window}), got {stride}")
+    if text is None:
+        from .corpus import heldout_text
+
+        # ~4 characters per token is plenty for max_tokens tokens; None reads it all
+        text = heldout_text(max_chars=None if max_tokens is None else max_tokens * 8)
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]
     if max_tokens is not None:
         ids = ids[:max_tokens]
@@ -39,3 +64,390 @@ def perplexity(model, tokenizer, text: str, window: int = 256, stride: int = 128
         if end == len(ids):
             break
     return math.exp(nll / count)
+
+
+def token_agreement(a, b) -> float:
+    """Fraction of positions where two token sequences agree, over the shorter length.
+
+    Accepts lists or tensors, 1-D (one sequence) or 2-D (a batch, same number of rows). A speed-up that
+    changes the output must say by how much: this is the simplest such number for greedy decoding.
+    """
+    ta, tb = torch.as_tensor(a), torch.as_tensor(b)
+    if ta.dim() == 1 and tb.dim() == 1:
+        ta, tb = ta[None], tb[None]
+    if ta.dim() != 2 or tb.dim() != 2 or ta.shape[0] != tb.shape[0]:
+        raise ValueError(f"token_agreement needs two 1-D sequences or two 2-D batches with the same number of "
+                         f"rows; got shapes {tuple(ta.shape)} and {tuple(tb.shape)}")
+    n = min(ta.shape[1], tb.shape[1])
+    if n == 0:
+        raise ValueError("token_agreement needs non-empty sequences")
+    return float((ta[:, :n].cpu() == tb[:, :n].cpu()).float().mean())
+
+
+# --------------------------------------------------------------------------------------------- prompts
+_PROMPT_CACHE: dict[tuple[int, int], list[int]] = {}
+
+
+def _heldout_ids(tokenizer, n_tokens: int) -> list[int]:
+    from .corpus import heldout_text
+
+    key = (id(tokenizer), n_tokens)
+    if key not in _PROMPT_CACHE:
+        chars = max(4096, n_tokens * 8)
+        while True:
+            text = heldout_text(max_chars=chars)
+            ids = tokenizer(text, add_special_tokens=False).input_ids
+            if len(ids) >= n_tokens or len(text) < chars:
+                break
+            chars *= 2
+        if not ids:
+            raise ValueError("the held-out text tokenised to nothing")
+        while len(ids) < n_tokens:  # a tiny held-out text: cycle it
+            ids = ids + ids
+        _PROMPT_CACHE[key] = ids[:n_tokens]
+    return _PROMPT_CACHE[key]
+
+
+def prompt_ids(tokenizer, prompt_len: int, batch: int = 1) -> torch.LongTensor:
+    """A deterministic prompt ``[batch, prompt_len]`` cut from the committed held-out text.
+
+    Row ``i`` is the ``i``-th consecutive slice of ``prompt_len`` tokens, so a batch holds different
+    (realistic) prompts of equal length and no padding is needed.
+    """
+    if prompt_len < 1 or batch < 1:
+        raise ValueError(f"prompt_len and batch must be >= 1, got prompt_len={prompt_len}, batch={batch}")
+    ids = _heldout_ids(tokenizer, prompt_len * batch)
+    return torch.tensor(ids, dtype=torch.long).view(batch, prompt_len)
+
+
+# --------------------------------------------------------------------------------------------- timing
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _clock(fn: Callable, *args) -> tuple[Any, float]:
+    _sync()
+    t0 = time.perf_counter()
+    out = fn(*args)
+    _sync()
+    return out, time.perf_counter() - t0
+
+
+def hf_generate_fn(model, pad_token_id: int | None = None) -> Callable:
+    """Greedy ``model.generate`` that always produces exactly ``max_new_tokens`` (no early stop on EOS)."""
+    if pad_token_id is None:
+        pad_token_id = getattr(model.generation_config, "pad_token_id", None)
+        if pad_token_id is None:
+            pad_token_id = getattr(model.generation_config, "eos_token_id", None)
+            if isinstance(pad_token_id, (list, tuple)):
+                pad_token_id = pad_token_id[0]
+
+    @torch.inference_mode()
+    def generate(input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        return model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                              max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                              do_sample=False, num_beams=1, pad_token_id=pad_token_id)
+
+    return generate
+
+
+@dataclass
+class Timing:
+    """Result of :func:`time_generation`. Times are seconds; medians over ``repeats`` after warm-up.
+
+    ``tokens_per_s`` is the decode throughput: ``batch / tpot_s``. ``first_call_s`` is the very first
+    (cold) end-to-end call, never mixed into the medians.
+    """
+    ttft_s: float
+    tpot_s: float
+    tokens_per_s: float
+    latency_s: float
+    first_call_s: float
+    repeats: int
+    ttft_all: list[float] = field(default_factory=list)
+    latency_all: list[float] = field(default_factory=list)
+    batch: int = 1
+    prompt_len: int = 0
+    new_tokens: int = 0
+
+    def as_dict(self) -> dict:
+        """Flat scalars for a results table: the medians plus min/max spread (lists left out)."""
+        d = {k: v for k, v in asdict(self).items() if not isinstance(v, list)}
+        d["ttft_min_s"], d["ttft_max_s"] = min(self.ttft_all), max(self.ttft_all)
+        d["latency_min_s"], d["latency_max_s"] = min(self.latency_all), max(self.latency_all)
+        return d
+
+
+def _check_output(out, prompt_len: int, batch: int, n: int) -> None:
+    if isinstance(out, torch.Tensor) and out.dim() == 2:
+        if out.shape[0] != batch or out.shape[1] not in (prompt_len + n, n):
+            raise RuntimeError(f"generate_fn returned shape {tuple(out.shape)} for {n} new tokens on a "
+                               f"[{batch}, {prompt_len}] prompt: every repeat must produce exactly {n} tokens")
+
+
+def time_generation(model, tokenizer, prompt_len: int = 32, new_tokens: int = 64, batch: int = 1,
+                    warmup: int = 1, repeats: int = 5, generate_fn: Callable | None = None,
+                    input_ids: torch.Tensor | None = None) -> Timing:
+    """Time greedy generation: TTFT (a 1-token generation = prefill), TPOT and end-to-end latency.
+
+    ``generate_fn(input_ids, max_new_tokens) -> ids`` defaults to :func:`hf_generate_fn` (HF ``generate``,
+    greedy, exactly ``max_new_tokens``). The first call is timed on its own (``first_call_s``) and, with
+    the other ``warmup - 1`` warm-up rounds, left out; then each of ``repeats`` rounds times a 1-token
+    call (TTFT) and a ``new_tokens`` call (end-to-end). TPOT = (median end-to-end − median TTFT) /
+    (new_tokens − 1). The GPU is synchronised before every clock read.
+    """
+    if new_tokens < 2:
+        raise ValueError(f"new_tokens must be >= 2 to separate prefill from decode, got {new_tokens}")
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    if generate_fn is None:
+        if model is None:
+            raise ValueError("pass a model or a generate_fn")
+        generate_fn = hf_generate_fn(model)
+    if input_ids is None:
+        input_ids = prompt_ids(tokenizer, prompt_len, batch)
+    batch, prompt_len = input_ids.shape
+    if model is not None:
+        try:
+            input_ids = input_ids.to(next(model.parameters()).device)
+        except StopIteration:
+            pass
+    out, first_call = _clock(generate_fn, input_ids, new_tokens)  # cold: compile, allocate, fill caches
+    _check_output(out, prompt_len, batch, new_tokens)
+    generate_fn(input_ids, 1)
+    for _ in range(max(warmup, 1) - 1):
+        generate_fn(input_ids, 1)
+        generate_fn(input_ids, new_tokens)
+    ttft_all, latency_all = [], []
+    for _ in range(repeats):
+        ttft_all.append(_clock(generate_fn, input_ids, 1)[1])
+        latency_all.append(_clock(generate_fn, input_ids, new_tokens)[1])
+    ttft, latency = statistics.median(ttft_all), statistics.median(latency_all)
+    tpot = max(latency - ttft, 1e-12) / (new_tokens - 1)
+    return Timing(ttft_s=ttft, tpot_s=tpot, tokens_per_s=batch / tpot, latency_s=latency,
+                  first_call_s=first_call, repeats=repeats, ttft_all=ttft_all, latency_all=latency_all,
+                  batch=batch, prompt_len=prompt_len, new_tokens=new_tokens)
+
+
+# --------------------------------------------------------------------------------------------- bytes
+def tensor_bytes(t: torch.Tensor) -> int:
+    """Real storage of one tensor, including packed/quantized layouts.
+
+    Tensor subclasses that follow the PyTorch subclass protocol (torchao's quantized tensors) are
+    flattened into their inner tensors; bitsandbytes' ``Params4bit``/``Int8Params`` add their quantization
+    state (absmax scales, code book) or ``SCB`` scales; quantized ``torch.qint8`` tensors count 1 byte per
+    element plus their scales.
+    """
+    if t is None:
+        return 0
+    if type(t) not in (torch.Tensor, torch.nn.Parameter) and hasattr(t, "__tensor_flatten__"):
+        try:
+            names, _ = t.__tensor_flatten__()
+            return sum(tensor_bytes(getattr(t, n)) for n in names)
+        except Exception:  # pragma: no cover - unusual subclass: fall back to the plain count
+            pass
+    if t.is_quantized:
+        n = t.numel() * t.element_size()
+        if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric,
+                           torch.per_channel_affine_float_qparams):
+            n += tensor_bytes(t.q_per_channel_scales()) + tensor_bytes(t.q_per_channel_zero_points())
+        else:
+            n += 8 + 8  # one scale and one zero point
+        return n
+    n = t.numel() * t.element_size()
+    qs = getattr(t, "quant_state", None)  # bitsandbytes 4-bit
+    if qs is not None:
+        n += _quant_state_bytes(qs)
+    scb = getattr(t, "SCB", None)  # bitsandbytes 8-bit row scales
+    if isinstance(scb, torch.Tensor):
+        n += tensor_bytes(scb)
+    return n
+
+
+def _quant_state_bytes(qs) -> int:
+    n = 0
+    for name in ("absmax", "code", "offset"):
+        v = getattr(qs, name, None)
+        if isinstance(v, torch.Tensor):
+            n += tensor_bytes(v)
+    nested = getattr(qs, "state2", None)
+    if nested is not None:
+        n += _quant_state_bytes(nested)
+    return n
+
+
+def _packed_params_bytes(module) -> int | None:
+    """torch.ao dynamic-quantized Linear keeps its int8 weight in ``_packed_params``, not as a parameter."""
+    fn = getattr(module, "_weight_bias", None)
+    if fn is None or not hasattr(module, "_packed_params"):
+        return None
+    w, b = fn()
+    return tensor_bytes(w) + (tensor_bytes(b) if b is not None else 0)
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of every parameter and buffer as actually stored (shared/tied tensors counted once).
+
+    A module may define ``storage_bytes(self) -> int`` to report its own packed storage; that number then
+    replaces the count of its parameters and buffers and of everything below it. A 4-bit layer thus counts
+    about half a byte per weight plus its scales, not the 4 bytes of the fp32 tensor it replaced.
+    """
+    seen: set[int] = set()
+    total = 0
+
+    def visit(m: torch.nn.Module) -> None:
+        nonlocal total
+        sb = getattr(m, "storage_bytes", None)
+        if callable(sb):
+            total += int(sb())
+            return
+        packed = _packed_params_bytes(m)
+        if packed is not None:  # covers its LinearPackedParams child too
+            total += packed
+            return
+        for t in list(m._parameters.values()) + list(m._buffers.values()):
+            if t is None or id(t) in seen:
+                continue
+            seen.add(id(t))
+            total += tensor_bytes(t)
+        for child in m.children():
+            if id(child) not in seen:
+                seen.add(id(child))
+                visit(child)
+
+    visit(model)
+    return total
+
+
+# --------------------------------------------------------------------------------------------- memory
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def peak_memory(fn: Callable, *args, interval: float = 0.002, **kw) -> tuple[Any, int]:
+    """Run ``fn(*args, **kw)``; return ``(result, peak_bytes)``.
+
+    On CUDA: ``torch.cuda.max_memory_allocated`` after resetting the peak (tensors torch allocated on the
+    GPU). On CPU: the peak resident set size (RSS) of this process while ``fn`` ran, sampled every
+    ``interval`` seconds by a background thread (so it includes Python, torch and the model itself; subtract
+    a baseline to see what ``fn`` added).
+    """
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        result = fn(*args, **kw)
+        torch.cuda.synchronize()
+        return result, int(torch.cuda.max_memory_allocated())
+    peak = _rss()
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _rss())
+            stop.wait(interval)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        result = fn(*args, **kw)
+    finally:
+        stop.set()
+        th.join()
+    return result, max(peak, _rss())
+
+
+# --------------------------------------------------------------------------------------------- machine
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """What produced a number: CPU model and cores, RAM, GPU, and the library versions."""
+    import transformers
+
+    try:
+        import psutil
+
+        ram = psutil.virtual_memory().total
+    except ImportError:  # pragma: no cover
+        ram = 0
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": _cpu_name(),
+        "cores": cores,
+        "torch_threads": torch.get_num_threads(),
+        "ram_gb": round(ram / 2**30, 1),
+        "gpu": gpu,
+        "gpu_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "os": platform.system(),
+    }
+
+
+def describe_machine(info: dict | None = None) -> str:
+    """One line, e.g. ``AMD EPYC 9R14 (2 cores, 24 GiB RAM), GPU: none; torch 2.13.0, transformers 5.24.0``."""
+    i = info or machine_info()
+    return (f"{i['cpu']} ({i['cores']} cores, {i['ram_gb']:g} GiB RAM), GPU: {i['gpu']}; "
+            f"torch {i['torch']}, transformers {i['transformers']}")
+
+
+# --------------------------------------------------------------------------------------------- results
+MACHINE_COLUMNS = ("cpu", "cores", "ram_gb", "gpu", "torch", "transformers", "python")
+
+
+def results_frame(records: Sequence[dict]):
+    """A tidy DataFrame of ``records`` with the machine columns and a UTC timestamp added (existing
+    columns of the same name are kept, so recorded results from another machine stay labelled)."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(records))
+    info = machine_info()
+    for k in MACHINE_COLUMNS:
+        if k not in df.columns:
+            df[k] = info[k]
+    if "timestamp" not in df.columns:
+        df["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return df
+
+
+def _results_path(name: str) -> Path:
+    name = str(name)
+    if name.endswith(".csv"):
+        name = name[:-4]
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"results name must be a plain file stem like 'bench_cpu', got {name!r}")
+    return paths.RESULTS_DIR / f"{name}.csv"
+
+
+def save_results(df, name: str) -> Path:
+    """Write ``data/results/<name>.csv`` atomically (temp file, then rename); return the path."""
+    path = _results_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def load_results(name: str):
+    """Read ``data/results/<name>.csv`` (raises FileNotFoundError listing what exists)."""
+    import pandas as pd
+
+    path = _results_path(name)
+    if not path.exists():
+        have = sorted(p.stem for p in paths.RESULTS_DIR.glob("*.csv")) if paths.RESULTS_DIR.exists() else []
+        raise FileNotFoundError(f"no results file {path}; recorded results: {', '.join(have) or 'none'}")
+    return pd.read_csv(path)
