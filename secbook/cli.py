@@ -15,6 +15,27 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill(args: argparse.Namespace) -> int:
+    from .distill import DistillConfig, run
+
+    cfg = DistillConfig(layers=args.layers, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
+                        temperature=args.temperature, alpha=args.alpha, init=args.init, seed=args.seed)
+    r = run(args.teacher, out=args.out, cfg=cfg, progress=not args.quiet)
+    for k in ("teacher", "student", "baseline_student"):
+        print(f"{k:17s} {r[k]['parameters']:>10,} params  held-out perplexity {r[k]['heldout_perplexity']}")
+    return 0
+
+
+def _compress_sweep(args: argparse.Namespace) -> int:
+    from .compress import sweep
+
+    df = sweep(args.model, quick=args.quick, speed=not args.no_speed, name=args.name, progress=not args.quiet)
+    cols = [c for c in ("variant", "perplexity", "ppl_increase_pct", "size_vs_fp32", "decode_tokens_per_s",
+                        "error") if c in df]
+    print(df[cols].to_string(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m secbook", description="secbook: measure and speed up LLM inference.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -23,6 +44,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
+    d = sub.add_parser("distill", help="distil the tiny model into a smaller student (≈10 min on 2 cores)")
+    d.add_argument("--teacher", default="tiny", help="teacher model name or folder (default tiny)")
+    d.add_argument("--out", default=None, help="output folder (default data/models/student)")
+    d.add_argument("--layers", type=int, default=2, help="student layers (default 2)")
+    d.add_argument("--steps", type=int, default=400, help="optimizer steps for each student (default 400)")
+    d.add_argument("--batch-size", type=int, default=16, help="sequences per step (default 16)")
+    d.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (default 256)")
+    d.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T (default 2)")
+    d.add_argument("--alpha", type=float, default=0.5, help="weight of the KL term (default 0.5)")
+    d.add_argument("--init", choices=("teacher", "random"), default="teacher", help="student initialisation")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=_distill)
+    c = sub.add_parser("compress-sweep", help="evaluate every quantized/pruned variant of chapter 3.1 (CSV)")
+    c.add_argument("--model", default="tiny", help="model to compress (default tiny)")
+    c.add_argument("--quick", action="store_true", help="a small grid (for checking the pipeline)")
+    c.add_argument("--no-speed", action="store_true", help="skip the speed measurements")
+    c.add_argument("--name", default="compress_sweep", help="CSV name under data/results/")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=_compress_sweep)
+    from .bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return p
 
 

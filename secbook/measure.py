@@ -42,7 +42,7 @@ def perplexity(model, tokenizer, text: str | None = None, window: int = 256, str
 
         # ~4 characters per token is plenty for max_tokens tokens; None reads it all
         text = heldout_text(max_chars=None if max_tokens is None else max_tokens * 8)
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False, verbose=False).input_ids[0]
     if max_tokens is not None:
         ids = ids[:max_tokens]
     if len(ids) < 2:
@@ -96,7 +96,7 @@ def _heldout_ids(tokenizer, n_tokens: int) -> list[int]:
         chars = max(4096, n_tokens * 8)
         while True:
             text = heldout_text(max_chars=chars)
-            ids = tokenizer(text, add_special_tokens=False).input_ids
+            ids = tokenizer(text, add_special_tokens=False, verbose=False).input_ids
             if len(ids) >= n_tokens or len(text) < chars:
                 break
             chars *= 2

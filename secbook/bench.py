@@ -1,0 +1,206 @@
+"""``python -m secbook bench``: time a model the honest way and place it on this machine's roofline.
+
+One run loads the model once per technique, measures TTFT/TPOT/tokens/s with
+:func:`secbook.measure.time_generation` (medians after warm-up), counts the real bytes with
+``model_bytes``, computes model bandwidth utilisation (MBU) against this machine's measured read bandwidth,
+and asks :func:`secbook.roofline.predict` which bound applies. Techniques listed together are measured
+side by side in one run, and their greedy tokens are compared with the first technique's.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+# name -> (one-line description, what it needs)
+TECHNIQUES: dict[str, str] = {
+    "none": "the model as loaded (dtype from --dtype)",
+    "fp32": "cast all weights to float32",
+    "bf16": "cast all weights to bfloat16 (half the bytes; native on AVX512-BF16/AMX CPUs and Ampere+ GPUs)",
+    "fp16": "cast all weights to float16 (GPU; slow on most CPUs)",
+    "int8-dynamic": "torch.ao dynamic int8 quantization of every nn.Linear (CPU only): int8 weights, "
+                    "activations quantized on the fly",
+}
+
+
+def apply_technique(model, technique: str):
+    """Return the model transformed by ``technique`` (see :data:`TECHNIQUES`)."""
+    import torch
+
+    if technique not in TECHNIQUES:
+        raise ValueError(f"unknown technique {technique!r}; choose from {', '.join(TECHNIQUES)}")
+    if technique == "none":
+        return model
+    if technique in ("fp32", "bf16", "fp16"):
+        from .hardware import resolve_dtype
+
+        return model.to(resolve_dtype(technique))
+    # int8-dynamic
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("technique 'int8-dynamic' runs on CPU only (torch.ao dynamic quantization); "
+                         "use --device cpu")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model.float(), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _positive_int(minimum: int = 1) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+        return v
+
+    return parse
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """Register ``bench`` on the sub-parsers of ``python -m secbook``."""
+    techniques = "; ".join(f"{k}: {v}" for k, v in TECHNIQUES.items())
+    b = sub.add_parser(
+        "bench", help="time a model: TTFT, TPOT, tokens/s, MBU and the roofline bound on this machine",
+        description="Time greedy generation (medians after warm-up) and place it on this machine's roofline. "
+                    "Prints a table and writes data/results/<out>.csv with the machine in every row.")
+    b.add_argument("--model", default="tiny",
+                   help="model name: 'tiny', 'replica:smollm2-135m', 'replica:qwen2.5-0.5b', "
+                        "'replica:llama-3.2-1b', a local folder or a hub id (default: tiny)")
+    b.add_argument("--technique", nargs="+", default=["none"], metavar="T", choices=list(TECHNIQUES),
+                   help=f"one or more techniques, measured side by side (default: none). {techniques}")
+    b.add_argument("--prompt-len", type=_positive_int(1), default=32, help="prompt tokens per sequence (default 32)")
+    b.add_argument("--new-tokens", type=_positive_int(2), default=32, help="tokens to generate, >= 2 (default 32)")
+    b.add_argument("--batch", type=_positive_int(1), default=1, help="sequences per batch (default 1)")
+    b.add_argument("--repeats", type=_positive_int(1), default=3, help="timed repeats after warm-up; medians are reported (default 3)")
+    b.add_argument("--warmup", type=_positive_int(1), default=1, help="warm-up rounds, not timed into the medians (default 1)")
+    b.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="dtype to load the model in (default fp32)")
+    b.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu", help="device (default cpu)")
+    b.add_argument("--layers", type=_positive_int(1), default=None, help="replicas only: override num_hidden_layers")
+    b.add_argument("--suite", choices=["model", "generate"], default="model",
+                   help="'model' (default): time the model under each technique; 'generate': the generation-loop "
+                        "suite of secbook.generate.run_generate_suite")
+    b.add_argument("--out", default=None, metavar="NAME",
+                   help="results file stem under data/results/ (default: bench_<model>_<suite>)")
+    b.add_argument("--no-save", action="store_true", help="print the table only, write no CSV")
+    b.set_defaults(func=run_cli)
+
+    def one_line_error(message: str):  # usage is in --help; a bad flag gets one line and exit code 2
+        b.exit(2, f"{b.prog}: error: {message} (see --help)\n")
+
+    b.error = one_line_error
+    return b
+
+
+def run_model_suite(args: argparse.Namespace):
+    """Measure ``args.model`` under each technique; return a tidy DataFrame (one row per technique)."""
+    import gc
+
+    import torch
+
+    from . import models, roofline
+    from .measure import model_bytes, prompt_ids, results_frame, time_generation, token_agreement
+
+    for t in args.technique:
+        if t not in TECHNIQUES:
+            raise ValueError(f"unknown technique {t!r}; choose from {', '.join(TECHNIQUES)}")
+    overrides = {"num_hidden_layers": args.layers} if args.layers else {}
+    hw = None
+    rows, reference = [], None
+    for tech in args.technique:
+        model, tok = models.load(args.model, device=args.device, dtype=args.dtype, **overrides)
+        hw = hw or roofline.measure_machine()  # after the first load, so a bad model name fails fast
+        shape = roofline.to_shape(model)  # before quantization hides weights from parameters()
+        model = apply_technique(model, tech)
+        ids = prompt_ids(tok, args.prompt_len, args.batch)
+        from .measure import hf_generate_fn
+
+        gen, last = hf_generate_fn(model), {}
+
+        def fn(x, n, gen=gen, last=last):
+            out = gen(x, n)
+            if n == args.new_tokens:
+                last["ids"] = out
+            return out
+
+        t = time_generation(model, tok, new_tokens=args.new_tokens, warmup=args.warmup, repeats=args.repeats,
+                            generate_fn=fn, input_ids=ids)
+        nbytes = model_bytes(model)
+        elem = 4 if tech == "int8-dynamic" else next(model.parameters()).element_size()
+        bpw = nbytes / shape.params
+        pred = roofline.predict(shape, hw, batch=args.batch, prompt_len=args.prompt_len,
+                                new_tokens=args.new_tokens, bytes_per_weight=min(bpw, 8.0), kv_bytes=elem)
+        new = last["ids"][:, args.prompt_len:]
+        if reference is None:
+            reference = new
+        rows.append({
+            "model": args.model + (f" L={args.layers}" if args.layers else ""), "technique": tech,
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "device": args.device,
+            "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+            **{k: v for k, v in t.as_dict().items() if k not in ("batch", "prompt_len", "new_tokens")},
+            "model_bytes": nbytes,
+            "mbu": roofline.mbu(t, pred.decode_bytes, hw.bandwidth),
+            "bandwidth_GB/s": hw.bandwidth / 1e9,
+            "predicted_tpot_s": pred.tpot_s, "decode_intensity": pred.decode_intensity,
+            "ridge": pred.ridge, "bound": pred.decode_bound, "measured_over_roofline": t.tpot_s / pred.tpot_s,
+            "agreement": token_agreement(reference, new),
+        })
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return results_frame(rows)
+
+
+def format_table(df) -> str:
+    """The human view of a model-suite frame."""
+    view = df.copy()
+    view["TTFT ms"] = (view["ttft_s"] * 1e3).round(1)
+    view["TPOT ms"] = (view["tpot_s"] * 1e3).round(1)
+    view["tokens/s"] = view["tokens_per_s"].round(1)
+    view["MB"] = (view["model_bytes"] / 1e6).round(1)
+    view["MBU %"] = (view["mbu"] * 100).round(1)
+    view["pred TPOT ms"] = (view["predicted_tpot_s"] * 1e3).round(2)
+    view["agree"] = view["agreement"].round(3)
+    view["x roofline"] = view["measured_over_roofline"].round(1)
+    cols = ["model", "technique", "dtype", "batch", "TTFT ms", "TPOT ms", "tokens/s", "MB", "MBU %",
+            "bound", "pred TPOT ms", "x roofline", "agree"]
+    return view[cols].to_string(index=False)
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"python -m secbook bench: error: {msg}", file=sys.stderr)
+    return code
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from .measure import describe_machine, save_results
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in args.model)
+    name = args.out or f"bench_{safe}_{args.suite}"
+    try:
+        if args.suite == "generate":
+            try:
+                from .generate import run_generate_suite
+            except (ImportError, AttributeError) as e:
+                return _fail(f"the 'generate' suite is not available yet ({e.__class__.__name__}: {e})", 1)
+            df = run_generate_suite(args)
+            table = df.to_string(index=False)
+        else:
+            df = run_model_suite(args)
+            table = format_table(df)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        return _fail(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
+    print(f"machine: {describe_machine()}")
+    print(table)
+    if "bound" in df.columns and "bandwidth_GB/s" in df.columns:
+        print(f"MBU is against this machine's measured read bandwidth ({df['bandwidth_GB/s'].iloc[0]:.1f} GB/s); "
+              "'bound' is the roofline bound of one decode step here; 'x roofline' = measured TPOT / roofline TPOT "
+              "(>> 1: per-token overhead, not bandwidth, sets the speed).")
+    if not args.no_save:
+        print(f"wrote {save_results(df, name)}")
+    return 0
