@@ -17,3 +17,59 @@ def check_simplellm_params(answer: int) -> None:
             "Not quite. Embedding: vocab x embed. nn.LSTM: 4 gates x (hidden x input + hidden x hidden + "
             "2 biases of size hidden). Linear: hidden x vocab + vocab bias.")
     print(f"Correct: SimpleLLM has {truth:,} parameters.")
+
+
+# ------------------------------------------------------------------ chapter 4: the latency model
+def _close(answer: float, truth: float, rel: float) -> bool:
+    return abs(float(answer) - truth) <= rel * abs(truth)
+
+
+def check_decode_bound(answer: float) -> None:
+    """Chapter 4: upper bound on batch-1 decode tokens/s of a 7-billion-parameter model in bf16 on an
+    A100 80GB SXM (ignore the KV cache)."""
+    from .roofline import GPUS
+
+    truth = GPUS["A100 80GB SXM"].bandwidth / (7e9 * 2)
+    _expect(_close(answer, truth, 0.05),
+            "Not quite. Each decode step reads every weight once: bytes = parameters × bytes per weight "
+            "(bf16 = 2). Time per token ≥ bytes / bandwidth (2039 GB/s); tokens/s = 1 / that time.")
+    print(f"Correct: at most ≈ {truth:.0f} tokens/s — no kernel can beat the memory bandwidth.")
+
+
+def check_ridge_point(answer: float) -> None:
+    """Chapter 4: the ridge point (FLOP per byte) of an H100 SXM for dense bf16 tensor math."""
+    from .roofline import GPUS
+
+    truth = GPUS["H100 SXM"].ridge(2.0)
+    _expect(_close(answer, truth, 0.05),
+            "Not quite. Ridge point = peak FLOP/s / bandwidth in bytes/s (989 TFLOPS, 3350 GB/s).")
+    print(f"Correct: ≈ {truth:.0f} FLOP/byte; a kernel doing fewer FLOPs per byte moved is memory-bound.")
+
+
+def check_critical_batch(answer: float) -> None:
+    """Chapter 4: the smallest batch at which bf16 decoding on an A100 80GB SXM stops being memory-bound
+    (ignore the KV cache and attention FLOPs)."""
+    from .roofline import GPUS
+
+    truth = GPUS["A100 80GB SXM"].ridge(2.0)  # intensity of a bf16 decode step ≈ 2·B FLOP / 2 B = batch
+    _expect(_close(answer, truth, 0.10),
+            "Not quite. One decode step does 2·N·batch FLOPs and reads 2·N bytes (bf16), so its intensity is "
+            "≈ batch FLOP/byte. It becomes compute-bound when that reaches the ridge point (peak / bandwidth).")
+    print(f"Correct: about {truth:.0f} sequences; below that, batching more is almost free per token.")
+
+
+def check_onnx_bytes(answer: int, model=None, onnx_bytes: int | None = None) -> None:
+    """Chapter 7: predicted size of the tiny model's fp32 ONNX export (parameters x 4 bytes, tied weights
+    stored once). Within 10 % of the file really written (graph and constant tables add a little)."""
+    if model is None:
+        from .models import load
+
+        model, _ = load("tiny")
+    truth = 4 * sum(p.numel() for p in model.parameters())  # parameters() yields a tied weight once
+    _expect(abs(int(answer) - truth) <= 0.01 * truth,
+            "Count every parameter once (the output layer shares the embedding matrix) and multiply by the "
+            "bytes of one fp32 number.")
+    msg = f"Correct: {truth:,} bytes of fp32 weights"
+    if onnx_bytes is not None:
+        msg += f"; the exported file takes {onnx_bytes:,} bytes ({onnx_bytes / truth:.3f}x)"
+    print(msg + ".")

@@ -102,3 +102,38 @@ def test_fit_overhead_recovers_line():
     df = pd.DataFrame({"model_bytes": x, "measured_tpot_s": [0.02 + b / 1e10 for b in x]})
     ov, bw = roofline.fit_overhead(df)
     assert ov == pytest.approx(0.02, rel=1e-3) and bw == pytest.approx(1e10, rel=1e-3)
+
+
+def test_latency_widget_callback():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from secbook.widgets import latency_model_update, latency_model_widget
+
+    p, text = latency_model_update(1.0, 4, "T4", 1, 512)
+    assert p.weight_bytes == pytest.approx(0.5e9, rel=1e-3) and p.decode_bound == "memory"
+    assert "T4" in text and "tokens/s" in text
+    with pytest.raises(ValueError, match="bits"):
+        latency_model_update(1.0, 0, "T4", 1, 512)
+    with pytest.raises(ValueError, match="batch"):
+        latency_model_update(1.0, 16, "T4", 0, 512)
+    with pytest.raises(ValueError, match="H100 SXM"):
+        latency_model_update(1.0, 16, "Voodoo2", 1, 512)
+    w = latency_model_widget(extra_hardware={"toy": TOY_HW})
+    w.controls["hardware"].value = "toy"  # observe -> update
+    w.controls["bits"].value = 32
+    p2 = w.update()
+    assert p2.hardware == "toy" and p2.weight_bytes == pytest.approx(4e9, rel=1e-3)
+    assert "toy" in w.children[2].value
+
+
+def test_exercise_checks():
+    from secbook import exercises
+
+    exercises.check_decode_bound(2039e9 / 14e9)
+    exercises.check_ridge_point(989e12 / 3350e9)
+    exercises.check_critical_batch(153)
+    for check, wrong in ((exercises.check_decode_bound, 1455), (exercises.check_ridge_point, 29.5),
+                         (exercises.check_critical_batch, 1)):
+        with pytest.raises(AssertionError):
+            check(wrong)
