@@ -36,6 +36,16 @@ def _compress_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_hardware(args: argparse.Namespace) -> int:
+    from .hardware import bench, describe
+
+    print(describe().to_string())
+    for name, df in bench(tuple(args.models), device=args.device, new_tokens=args.new_tokens,
+                          tensor_parallel=not args.no_tp).items():
+        print(f"\n{name}\n{df.to_string(index=False)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m secbook", description="secbook: measure and speed up LLM inference.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -64,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--name", default="compress_sweep", help="CSV name under data/results/")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_compress_sweep)
+    h = sub.add_parser("bench-hardware", help="record chapter 3.3's precision / CUDA-graph / tensor-parallel "
+                                              "numbers on this machine (run it on a GPU) into data/results/")
+    h.add_argument("--models", nargs="+", default=["tiny", "replica:smollm2-135m"], help="models to measure")
+    h.add_argument("--device", default="auto", help="auto, cuda, cpu (default auto)")
+    h.add_argument("--new-tokens", type=int, default=32, help="decoded tokens per timing (default 32)")
+    h.add_argument("--no-tp", action="store_true", help="skip the 2-rank tensor-parallel run")
+    h.set_defaults(func=_bench_hardware)
     from .bench import add_parser as add_bench_parser
 
     add_bench_parser(sub)

@@ -549,3 +549,65 @@ def cuda_graph_benchmark(model, input_ids: torch.Tensor, new_tokens: int = 32, c
     df["ops_per_step"] = count_ops(model, input_ids)
     df["gpu"] = torch.cuda.get_device_name(dev)
     return df
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Recording: python -m secbook bench-hardware
+# ----------------------------------------------------------------------------------------------------------
+
+def bench(models: tuple[str, ...] = ("tiny", "replica:smollm2-135m"), device: str = "auto",
+          new_tokens: int = 32, ppl_tokens: int = 4096, tensor_parallel: bool = True,
+          save: bool = True) -> dict:
+    """Record this chapter's measurements on this machine as CSVs in ``data/results/`` (machine columns —
+    CPU, GPU name, versions — added by ``measure.results_frame``):
+
+    * ``hardware_precision_<device>``: fp32 / bf16 / fp16 weights and fp32 + autocast, per model;
+    * ``hardware_cuda_graphs_cuda`` (CUDA only): eager vs static cache vs CUDA graph vs reduce-overhead;
+    * ``hardware_tensor_parallel_<backend>``: our tensor parallelism on 2 ranks (if 2 devices exist).
+
+    Meant to be run on a GPU machine (Colab, a cloud GPU) so the book can show real GPU numbers.
+    """
+    import pandas as pd
+
+    import secbook
+    from .corpus import heldout_text
+    from .measure import results_frame, save_results
+
+    dev = pick_device(device)
+    tag = dev.type
+    text = heldout_text()
+    tables: dict[str, pd.DataFrame] = {}
+    prec, graphs = [], []
+    for name in models:
+        model, tok = secbook.load(name, device=dev)
+        dtypes = ["fp32"] + (["bf16"] if dev.type != "cuda" or supports_bf16(dev) else []) + ["fp16"]
+        auto = "bf16" if supports_bf16(dev) else "fp16"
+        df = precision_table(model, tok, text, dtypes=tuple(dtypes), autocast=auto, new_tokens=new_tokens,
+                             max_tokens=ppl_tokens).reset_index()
+        df["model"] = name
+        prec.append(df)
+        if dev.type == "cuda":
+            ids = tok(text, return_tensors="pt", add_special_tokens=False).input_ids[:, :32].to(dev)
+            for dt in dict.fromkeys([pick_dtype(dev), torch.float32]):
+                g = cuda_graph_benchmark(model.to(dt), ids, new_tokens=new_tokens).reset_index()
+                g["model"], g["dtype"] = name, str(dt).replace("torch.", "")
+                graphs.append(g)
+        del model
+    tables[f"hardware_precision_{tag}"] = pd.concat(prec, ignore_index=True)
+    if graphs:
+        tables["hardware_cuda_graphs_cuda"] = pd.concat(graphs, ignore_index=True)
+    if tensor_parallel:
+        from . import parallel
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if parallel.available_devices(backend) >= 2:
+            r = parallel.launch(2, "tiny", new_tokens=new_tokens)
+            tables[f"hardware_tensor_parallel_{backend}"] = pd.DataFrame([{k: v for k, v in r.items()
+                                                                           if k not in ("logits", "tokens")}])
+    out = {}
+    for name, df in tables.items():
+        df = results_frame(df.to_dict("records"))
+        out[name] = df
+        if save:
+            print("wrote", save_results(df, name))
+    return out
