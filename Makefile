@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup book test unit model clean
+.PHONY: setup browser book test unit model clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,15 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
+browser:
+	bash tools/install_browser.sh
+
 book: setup
+	bash tools/vendor_js.sh
 	$(VENV)/bin/jupyter-book build .
 	@echo "book: open _build/html/index.html"
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
 
 unit: setup

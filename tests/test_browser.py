@@ -1,0 +1,126 @@
+"""The rendered book as a reader's browser sees it: every page served on localhost and loaded in headless
+Chromium. The book is built from the notebooks' committed outputs (nbval re-executes every notebook in the
+same test run, and `make book` executes them afresh), so this test checks rendering, not computation."""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "_build" / "ci"
+HTML = OUT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def toc_pages() -> list[str]:
+    """Every document in _toc.yml, as the relative path of its HTML page."""
+    docs = re.findall(r"(?:root|file):\s*(\S+)", (ROOT / "_toc.yml").read_text())
+    return [d + ".html" if d != "book/intro" else "book/intro.html" for d in docs]
+
+
+PAGES = toc_pages()
+
+
+def build_from_committed_outputs() -> Path:
+    """jupyter-book build with execution off, into _build/ci."""
+    subprocess.run(["bash", str(ROOT / "tools" / "vendor_js.sh")], check=True, cwd=ROOT)
+    cfg = (ROOT / "_config.yml").read_text().replace("execute_notebooks: cache", 'execute_notebooks: "off"')
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "_config.yml").write_text(cfg)
+    shutil.rmtree(HTML, ignore_errors=True)
+    jb = Path(sys.executable).with_name("jupyter-book")
+    r = subprocess.run([str(jb), "build", str(ROOT), "--config", str(OUT / "_config.yml"), "--path-output",
+                        str(OUT)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (HTML / "index.html").exists()
+    return HTML
+
+
+@pytest.fixture(scope="module")
+def site():
+    """Build the book and serve it on a free localhost port."""
+    html = build_from_committed_outputs()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromedriver are missing: `make setup` installs them (apt-get install chromium chromium-driver)")
+        pytest.skip("chromium/chromedriver not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                "--disable-sync", "--disable-quic", "--window-size=1280,1600"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, script: str, timeout: float = 15.0):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.25).until(lambda d: d.execute_script(script))
+
+
+def test_toc_lists_pages():
+    assert "book/intro.html" in PAGES and len(PAGES) >= 4
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders(site, browser, page):
+    url = f"{site}/{page}"
+    assert urllib.request.urlopen(url, timeout=30).status == 200
+    browser.get(url)
+    wait_for(browser, "return document.readyState === 'complete'")
+    assert browser.title.strip() and "404" not in browser.title
+
+    # widgets: every embedded widget view must be replaced by a rendered widget
+    views = browser.execute_script(
+        "return document.querySelectorAll('script[type=\"application/vnd.jupyter.widget-view+json\"]').length")
+    if views:
+        wait_for(browser, "return document.querySelectorAll('.jupyter-widgets').length > 0", timeout=30)
+        rendered = browser.execute_script("return document.querySelectorAll('.widget-subarea, .jupyter-widgets').length")
+        assert rendered >= views, f"{page}: {views} widget views but {rendered} rendered widgets"
+
+    # no Python error in any cell output
+    errors = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.cell_output')).map(e => e.innerText)"
+        ".filter(t => t.includes('Traceback (most recent call last)') || /\\w+Error: /.test(t) && t.includes('----> '))")
+    assert not errors, f"{page}: error output in a cell: {errors[0][:500]}"
+    assert not browser.execute_script("return document.querySelectorAll('.output.traceback, .output.error').length")
+
+    # every image loads
+    wait_for(browser, "return Array.from(document.images).every(i => i.complete)")
+    broken = browser.execute_script("return Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.src)")
+    assert broken == [], f"{page}: images that did not load: {broken}"
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    height = min(browser.execute_script("return document.body.scrollHeight"), 12000)
+    browser.set_window_size(1280, max(height, 800))
+    browser.save_screenshot(str(SHOTS / (page.replace("/", "__").replace(".html", ".png"))))
+    browser.set_window_size(1280, 1600)
