@@ -127,14 +127,17 @@ def atomic_save(model, tokenizer, out_dir: Path, card: str) -> None:
 
 
 def train(cfg: TrainConfig | None = None, out_dir: Path | None = None, write_heldout: bool = True,
-          progress: bool = True) -> dict:
-    """Build the corpus, train tokenizer and model, save them; return a summary dict."""
+          progress: bool = True, corpus: tuple[list[str], list[str]] | None = None) -> dict:
+    """Build the corpus, train tokenizer and model, save them; return a summary dict.
+
+    ``corpus`` = (train_texts, heldout_texts) replaces the standard library (used by the tests).
+    """
     from tqdm.auto import tqdm
 
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir) if out_dir else MODELS_DIR / cfg.name
     torch.manual_seed(cfg.seed)
-    train_texts, heldout_texts = read_split()
+    train_texts, heldout_texts = corpus if corpus is not None else read_split()
     if write_heldout:
         tmp = HELDOUT_PATH.with_suffix(".tmp")
         tmp.write_text(FILE_SEPARATOR.join(heldout_texts), encoding="utf-8")
