@@ -73,3 +73,34 @@ def check_onnx_bytes(answer: int, model=None, onnx_bytes: int | None = None) -> 
     if onnx_bytes is not None:
         msg += f"; the exported file takes {onnx_bytes:,} bytes ({onnx_bytes / truth:.3f}x)"
     print(msg + ".")
+
+
+# ------------------------------------------------------------------ chapter 3.3: hardware
+def check_kv_cache_8k(answer: float) -> None:
+    """Chapter 3.3: bytes of the KV cache of Llama-3.1-8B (32 layers, 8 KV heads of size 128) for one
+    sequence of 8192 tokens in bf16."""
+    from .memory import kv_cache_bytes
+
+    truth = kv_cache_bytes("Llama-3.1-8B", batch=1, context=8192, dtype="bf16")
+    _expect(float(answer) == truth, "Not quite. 2 (K and V) × layers × KV heads × head size × tokens × bytes "
+            "per value. Did you use the 8 KV heads (not the 32 query heads), and 2 bytes for bf16?")
+    print(f"Correct: {truth:,} bytes = {truth / 2**30:g} GiB per 8k-token sequence.")
+
+
+def check_weights_fit_t4(answer: float) -> None:
+    """Chapter 3.3: the largest number of parameters (in billions) whose fp16 weights alone fit a 16 GiB T4
+    (ignore KV cache, activations and runtime)."""
+    truth = 16 * 2**30 / 2 / 1e9
+    _expect(abs(float(answer) - truth) <= 0.02 * truth,
+            "Not quite: memory in bytes (16 GiB = 16 × 2**30) divided by 2 bytes per fp16 parameter, in billions.")
+    print(f"Correct: about {truth:.2f} billion parameters — and that leaves no room for the KV cache.")
+
+
+def check_allreduce_bytes(answer: int) -> None:
+    """Chapter 3.3: bytes all-reduced per generated token by 2-way tensor parallelism of the tiny model
+    (6 layers, hidden 256, fp32, batch 1): two all-reduces of one hidden vector per layer."""
+    truth = 2 * 6 * 256 * 4
+    _expect(int(answer) == truth, "Not quite: per layer one all-reduce after attention's o projection and one "
+            "after the MLP's down projection, each of hidden_size values × 4 bytes.")
+    print(f"Correct: {truth:,} bytes per token (before the all-reduce algorithm's own factor) — tiny; the cost "
+          "is the latency of 12 synchronisations, not the bandwidth.")

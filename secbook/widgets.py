@@ -77,3 +77,78 @@ def latency_model_widget(extra_hardware: dict | None = None, params_b: float = 1
     box.controls = dict(params_b=size, bits=bits_w, hardware=hw_w, batch=batch_w, context=ctx_w)
     update()
     return box
+
+
+# ------------------------------------------------------------------ chapter 3.3: will it fit?
+FIT_RANGES = {"batch": (1, 1024), "context": (1, 1_048_576)}
+
+
+def memory_fit_update(gpu: str, model: str, dtype: str, batch: int, context: int, ax=None):
+    """The fit widget's callback without the widget: the memory estimate of ``model`` (a name in
+    ``secbook.memory.CONFIGS``) on ``gpu`` (a name in ``secbook.memory.GPUS``) in ``dtype`` with this batch and
+    context. Draws the breakdown as a stacked bar against the GPU's memory on ``ax`` (if given) and returns
+    ``(MemoryEstimate, one-line verdict)``."""
+    from .memory import BYTES_PER_PARAM, CONFIGS, GIB, GPUS, estimate, max_context
+
+    for name, v in (("batch", batch), ("context", context)):
+        _check_range(name, v, *FIT_RANGES[name])
+    if gpu not in GPUS:
+        raise ValueError(f"unknown GPU {gpu!r}; choose one of {list(GPUS)}")
+    if model not in CONFIGS:
+        raise ValueError(f"unknown model {model!r}; choose one of {list(CONFIGS)}")
+    if dtype not in BYTES_PER_PARAM:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {list(BYTES_PER_PARAM)}")
+    e = estimate(model, dtype, int(batch), int(context), gpu)
+    longest = max_context(model, gpu, dtype, int(batch))
+    verdict = (f"{model} in {dtype} on {gpu}: {e.total / GIB:.1f} GiB of {GPUS[gpu]} GiB → "
+               f"{'fits' if e.fits else 'does NOT fit'} (weights {e.weights / GIB:.1f}, KV cache "
+               f"{e.kv_cache / GIB:.2f}, activations {e.activations / GIB:.2f}, runtime {e.runtime / GIB:.1f} GiB); "
+               + (f"longest context that fits at batch {batch}: {longest:,} tokens."
+                  if longest else "not even the weights fit."))
+    if gpu == "T4" and dtype == "bf16":
+        verdict += " Note: a T4 has no bf16 — use fp16 there."
+    if ax is not None:
+        left = 0.0
+        for part, color in (("weights", "#4c72b0"), ("kv_cache", "#dd8452"), ("activations", "#55a868"),
+                            ("runtime", "#8172b3")):
+            w = getattr(e, part) / GIB
+            ax.barh([0], [w], left=left, color=color, label=part.replace("_", " "))
+            left += w
+        ax.axvline(GPUS[gpu], color="red", lw=2, label=f"{gpu} memory")
+        ax.set_xlim(0, max(left, GPUS[gpu]) * 1.08)
+        ax.set_yticks([])
+        ax.set_xlabel("GiB")
+        ax.set_title("fits" if e.fits else "does not fit", color="green" if e.fits else "red")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=5, fontsize=8, frameon=False)
+    return e, verdict
+
+
+def memory_fit_widget(gpu: str = "T4", model: str = "Llama-3.1-8B", dtype: str = "fp16", batch: int = 1,
+                      context: int = 8192):
+    """Dropdowns and sliders for GPU, model, dtype, batch and context → fits / does not fit, with the memory
+    breakdown bar (chapter 3.3)."""
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+
+    from .memory import BYTES_PER_PARAM, CONFIGS, GPUS
+
+    gpu_w = W.Dropdown(options=list(GPUS), value=gpu, description="GPU")
+    model_w = W.Dropdown(options=list(CONFIGS), value=model, description="model")
+    dtype_w = W.Dropdown(options=list(BYTES_PER_PARAM), value=dtype, description="dtype")
+    batch_w = W.IntSlider(value=batch, min=1, max=64, description="batch")
+    ctx_w = W.IntSlider(value=context, min=256, max=131072, step=256, description="context")
+    label, out = W.HTML(), W.Output()
+
+    def update(*_):
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(7, 1.8))
+            _, text = memory_fit_update(gpu_w.value, model_w.value, dtype_w.value, batch_w.value, ctx_w.value, ax)
+            fig.tight_layout()
+            plt.show()
+        label.value = text
+
+    for w in (gpu_w, model_w, dtype_w, batch_w, ctx_w):
+        w.observe(update, names="value")
+    update()
+    return W.VBox([W.HBox([gpu_w, model_w, dtype_w]), W.HBox([batch_w, ctx_w]), label, out])

@@ -1,0 +1,87 @@
+"""The fit estimate against real bytes, device maps, and disk offload giving the same logits."""
+import pytest
+import torch
+
+from secbook import memory as M
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "small_llama"])
+def test_parameter_count_and_weight_bytes_are_exact(fixture, request):
+    model, _ = request.getfixturevalue(fixture)
+    real = sum(p.numel() for p in model.parameters())
+    assert M.parameter_count(model) == real
+    assert M.estimate(model, "fp32").weights == sum(p.numel() * p.element_size() for p in model.parameters())
+    assert M.estimate(model, "bf16").weights == real * 2
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "qwen2.5-0.5b", "llama-3.2-1b"])
+def test_parameter_count_of_full_replicas(name):
+    from transformers import AutoModelForCausalLM
+
+    from secbook.models import replica_config
+
+    config = replica_config(name)
+    with torch.device("meta"):  # shapes only, no memory
+        model = AutoModelForCausalLM.from_config(config)
+    assert M.parameter_count(config) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "small_llama"])
+def test_kv_cache_estimate_equals_allocated_cache(fixture, request):
+    from secbook.hardware import output_cache
+
+    model, _ = request.getfixturevalue(fixture)
+    n, batch = 40, 2
+    with torch.no_grad():
+        out = model(input_ids=torch.randint(0, 1000, (batch, n)), use_cache=True, logits_to_keep=1)
+    cache = output_cache(out)
+    allocated = sum(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
+                    for layer in cache.layers)
+    assert M.kv_cache_bytes(model, batch=batch, context=n, dtype="fp32") == allocated
+
+
+def test_fit_verdicts_and_the_kv_formula():
+    e = M.estimate("Llama-3.1-8B", "bf16", batch=1, context=8192, device="T4")
+    assert e.kv_cache == 2 * 32 * 8 * 128 * 8192 * 2 == 2**30  # 1 GiB at 8k context
+    assert e.fits is False and M.estimate("Llama-3.1-8B", "int4", 1, 8192, "T4").fits
+    assert M.estimate("Llama-3.1-8B", "bf16", 1, 8192, "L4").fits
+    assert M.max_context("Llama-3.1-8B", "L4") > M.max_context("Llama-3.1-8B", "L4", batch=4) > 0
+    assert M.max_context("Llama-3.1-70B", "A100 80GB") == 0  # 140 GB of bf16 weights
+    assert M.parameter_count("Llama-3.1-8B") == 8_030_261_248
+    with pytest.raises(ValueError, match="unknown device"):
+        M.estimate("Llama-3.1-8B", device="TPU v9")
+    with pytest.raises(ValueError, match="batch and context"):
+        M.estimate("Llama-3.1-8B", batch=0)
+    with pytest.raises(ValueError, match="unknown model"):
+        M.estimate("GPT-5")
+
+
+def test_offload_to_disk_gives_the_same_logits(tiny, tmp_path):
+    model, tok = tiny
+    ids = tok("class Foo:\n    def __init__(self):\n", return_tensors="pt").input_ids
+    m = M.offload(model, {"cpu": "12MB"}, tmp_path)
+    places = list(m.hf_device_map.values())
+    assert "disk" in places and "cpu" in places
+    assert M._folder_bytes(tmp_path) > 4 * 3_000_000  # at least four decoder layers went to disk
+    with torch.no_grad():
+        assert torch.equal(m(ids).logits, model(ids).logits)
+    assert next(model.parameters()).device.type == "cpu"  # the original is untouched
+
+
+def test_device_map_auto_from_checkpoint(tiny, tmp_path):
+    from secbook.paths import MODELS_DIR
+
+    model, tok = tiny
+    ids = tok("print('hi')\n", return_tensors="pt").input_ids
+    m = M.load_with_device_map(MODELS_DIR / "tiny", {"cpu": "10MB"}, tmp_path)
+    assert "disk" in m.hf_device_map.values()
+    with torch.no_grad():
+        assert torch.equal(m(ids).logits, model(ids).logits)
+
+
+def test_budget_below_one_layer_is_refused(tiny):
+    model, _ = tiny
+    with pytest.raises(ValueError, match="smaller than one decoder layer"):
+        M.plan_device_map(model, {"cpu": "1MB"})
+    with pytest.raises(ValueError, match="at least one device"):
+        M.plan_device_map(model, {})
