@@ -611,3 +611,37 @@ def bench(models: tuple[str, ...] = ("tiny", "replica:smollm2-135m"), device: st
         if save:
             print("wrote", save_results(df, name))
     return out
+
+
+def recorded_gpu_results(kind: str):
+    """GPU results recorded by ``bench-hardware`` for this chapter (``data/results/hardware_<kind>_cuda.csv`` or
+    ``_nccl.csv``), labelled by the GPU they came from; prints a line and returns ``None`` if none exist."""
+    import pandas as pd
+
+    from .paths import RESULTS_DIR
+
+    files = [f for f in sorted(RESULTS_DIR.glob(f"hardware_{kind}_*.csv")) if f.stem.endswith(("_cuda", "_nccl"))]
+    if not files:
+        print(f"No GPU run of '{kind}' has been recorded yet (run `python -m secbook bench-hardware` on a GPU "
+              "machine to record one into data/results/).")
+        return None
+    df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    where = ", ".join(f"{g} ({t})" for g, t in df[["gpu", "timestamp"]].drop_duplicates().itertuples(index=False)) \
+        if {"gpu", "timestamp"} <= set(df.columns) else "unknown GPU"
+    print(f"Recorded on {where}:")
+    return df
+
+
+def gpu_only(what: str, kind: str | None = None) -> bool:
+    """For a GPU-only cell: ``True`` if a CUDA GPU is here; otherwise print one line saying what the cell
+    would do, show the recorded GPU results of ``kind`` (if any) and return ``False``."""
+    if torch.cuda.is_available():
+        return True
+    print(f"No CUDA GPU on this machine: on a GPU this cell would {what}.")
+    if kind is not None:
+        df = recorded_gpu_results(kind)
+        if df is not None:
+            from IPython.display import display
+
+            display(df)
+    return False
