@@ -375,10 +375,12 @@ def calibrate(specs=DEFAULT_CALIBRATION, hardware: Hardware | None = None, promp
     from . import models
     from .measure import model_bytes, results_frame, time_generation
 
-    hw = hardware or measure_machine()
     rows = []
     for name, over in tqdm(list(specs), disable=not progress, desc="calibrate"):
         model, tok = models.load(name, dtype=dtype, **over)
+        # without a given hardware, measure the bandwidth right next to each timing: on a shared machine
+        # the achievable bandwidth drifts, and the ratio should compare like with like
+        hw = hardware or measure_machine(repeats=3, refresh=True)
         s = to_shape(model)
         nbytes = model_bytes(model)
         t = time_generation(model, tok, prompt_len=prompt_len, new_tokens=new_tokens, repeats=repeats)
@@ -394,6 +396,29 @@ def calibrate(specs=DEFAULT_CALIBRATION, hardware: Hardware | None = None, promp
         del model
         gc.collect()
     return results_frame(rows)
+
+
+def describe_calibration(df, overhead_ratio: float = 3.0) -> str:
+    """Plain-language reading of a :func:`calibrate` frame, generated from the numbers themselves."""
+    import math
+
+    lines = []
+    for _, r in df.iterrows():
+        if r["ratio"] > overhead_ratio:
+            kind = "overhead-bound"
+        elif r["ratio"] >= 0.8:
+            kind = "close to its memory bound"
+        else:
+            kind = "faster than the bound: the bandwidth measurement was disturbed"
+        lines.append(f"{r['model']}: {r['model_bytes'] / 1e6:.0f} MB, {r['measured_tpot_s'] * 1e3:.1f} ms/token "
+                     f"= {r['ratio']:.1f}x its memory bound ({kind})")
+    ov, bw = fit_overhead(df) if len(df) >= 2 else (0.0, float("inf"))
+    if math.isfinite(bw) and ov > 0:
+        lines.append(f"straight-line fit: {ov * 1e3:.1f} ms of fixed overhead per token + bytes / {bw / GB:.1f} GB/s "
+                     f"-> reading the weights dominates above about {ov * bw / 1e6:.0f} MB")
+    else:
+        lines.append("the timings of this run are too noisy for a straight-line fit (was the machine busy?)")
+    return "\n".join(lines)
 
 
 def fit_overhead(df) -> tuple[float, float]:
