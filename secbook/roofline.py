@@ -351,19 +351,28 @@ def mbu(tpot_s, model_or_bytes, hardware: str | Hardware | float, batch: int = 1
 
 
 # --------------------------------------------------------------------------------------------- calibration
-DEFAULT_CALIBRATION = (
-    ("tiny", {}),
-    ("replica:smollm2-135m", {"num_hidden_layers": 2}),
-    ("replica:smollm2-135m", {"num_hidden_layers": 10}),
-    ("replica:smollm2-135m", {}),
-)
+def width_specs(hidden_sizes=(256, 1024, 2048), layers: int = 4, base: str = "replica:smollm2-135m") -> list:
+    """Calibration specs ``(label, name, overrides)``: the same depth, growing width (64-wide heads,
+    grouped-query attention with 4 query heads per KV head, MLP ≈ 8/3 × hidden). Equal depth means an equal
+    number of kernels per token, so the per-token overhead stays put while the bytes grow."""
+    specs = []
+    for h in hidden_sizes:
+        heads = max(1, h // 64)
+        specs.append((f"{layers} layers, hidden {h}", base, dict(
+            num_hidden_layers=layers, hidden_size=h, intermediate_size=max(64, round(h * 8 / 3 / 64) * 64),
+            num_attention_heads=heads, num_key_value_heads=max(1, heads // 4))))
+    return specs
+
+
+DEFAULT_CALIBRATION = [("tiny (6 layers, hidden 256)", "tiny", {})] + width_specs()
 
 
 def calibrate(specs=DEFAULT_CALIBRATION, hardware: Hardware | None = None, prompt_len: int = 16,
               new_tokens: int = 8, repeats: int = 3, dtype=None, progress: bool = True):
     """Predicted vs measured decode time per token on this machine for models of growing size.
 
-    ``specs`` are ``(name, config_overrides)`` pairs loaded one at a time with ``secbook.load``. For each,
+    ``specs`` are ``(name, config_overrides)`` or ``(label, name, config_overrides)`` tuples, loaded one at
+    a time with ``secbook.load`` (see :func:`width_specs`). For each,
     TPOT is measured with :func:`secbook.measure.time_generation` and predicted as the memory bound
     (model bytes / measured read bandwidth). Returns a DataFrame with the ratio measured/predicted and
     MBU; a ratio ≫ 1 means per-token overhead (Python, kernel launches), not bandwidth, sets the speed.
@@ -376,7 +385,8 @@ def calibrate(specs=DEFAULT_CALIBRATION, hardware: Hardware | None = None, promp
     from .measure import model_bytes, results_frame, time_generation
 
     rows = []
-    for name, over in tqdm(list(specs), disable=not progress, desc="calibrate"):
+    for spec in tqdm(list(specs), disable=not progress, desc="calibrate"):
+        label, name, over = spec if len(spec) == 3 else (None, *spec)
         model, tok = models.load(name, dtype=dtype, **over)
         # without a given hardware, measure the bandwidth right next to each timing: on a shared machine
         # the achievable bandwidth drifts, and the ratio should compare like with like
@@ -387,7 +397,7 @@ def calibrate(specs=DEFAULT_CALIBRATION, hardware: Hardware | None = None, promp
         kvb = next(model.parameters()).element_size()
         step_bytes = nbytes + (prompt_len + new_tokens / 2) * s.kv_per_token * kvb
         pred = step_bytes / hw.bandwidth
-        label = name + "".join(f" {k.replace('num_hidden_layers', 'L')}={v}" for k, v in over.items())
+        label = label or name + "".join(f" {k.replace('num_hidden_layers', 'L')}={v}" for k, v in over.items())
         rows.append({"model": label, "params": s.params, "layers": s.layers, "model_bytes": nbytes,
                      "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
                      "measured_tpot_s": t.tpot_s, "predicted_tpot_s": pred, "ratio": t.tpot_s / pred,

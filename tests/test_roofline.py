@@ -137,3 +137,27 @@ def test_exercise_checks():
                          (exercises.check_critical_batch, 1)):
         with pytest.raises(AssertionError):
             check(wrong)
+
+
+def test_calibrate_small_and_describe(tiny):
+    specs = [("tiny", {}), ("one layer", "replica:smollm2-135m", {"num_hidden_layers": 1})]
+    df = roofline.calibrate(specs, hardware=TOY_HW, prompt_len=4, new_tokens=3, repeats=1, progress=False)
+    assert df["model"].tolist() == ["tiny", "one layer"]
+    assert (df["measured_tpot_s"] > 0).all()
+    # predicted = (weights + KV at mean context) / bandwidth of the given hardware
+    kv = (4 + 1.5) * roofline.to_shape(tiny[0]).kv_per_token * 4
+    assert df["predicted_tpot_s"].iloc[0] == pytest.approx((df["model_bytes"].iloc[0] + kv) / 1e12)
+    assert df["ratio"].iloc[0] == pytest.approx(df["measured_tpot_s"].iloc[0] / df["predicted_tpot_s"].iloc[0])
+    assert {"cpu", "torch"} <= set(df.columns)
+
+
+def test_describe_calibration_text():
+    x = [1e7, 1e8, 1e9]
+    df = pd.DataFrame({"model": ["a", "b", "c"], "model_bytes": x,
+                       "measured_tpot_s": [0.01 + b / 1e10 for b in x]})
+    df["predicted_tpot_s"] = df["model_bytes"] / 1e10
+    df["ratio"] = df["measured_tpot_s"] / df["predicted_tpot_s"]
+    text = roofline.describe_calibration(df)
+    assert "a: 10 MB" in text and "overhead-bound" in text.splitlines()[0]
+    assert "close to its memory bound" in text.splitlines()[2]
+    assert "10.0 ms of fixed overhead" in text and "above about 100 MB" in text

@@ -189,14 +189,15 @@ so the total is not a clean 4×. Chapter 3 measures what such formats cost in pe
 
 A latency model is only worth something if it predicts measurements. On this machine we time greedy
 decoding (median of repeats after a warm-up, `secbook.measure.time_generation`) for models of growing
-size — the tiny model, and the SmolLM2-135M replica with 2, 10 and 30 layers — and compare the measured
-time per token with the memory bound: model bytes (plus KV cache) divided by the read bandwidth measured
-right before each model is timed. The ratio measured / predicted says how far from the bound each one is.
+size — the tiny model, and three Llama-shaped replicas with the same depth (4 layers) but growing width,
+from 60 MB to over 1 GB of fp32 weights — and compare the measured time per token with the memory bound:
+model bytes (plus KV cache) divided by the read bandwidth, measured right before each model is timed.
+Equal depth means the same number of kernels per token, so the fixed per-token cost stays the same while
+the bytes grow. The ratio measured / predicted says how far from the bound each one is.
 """),
     code(r"""
-specs = [("tiny", {}), ("replica:smollm2-135m", {"num_hidden_layers": 2}),
-         ("replica:smollm2-135m", {"num_hidden_layers": 10}), ("replica:smollm2-135m", {})]
-cal = roofline.calibrate(specs, hardware=cpu, prompt_len=16, new_tokens=8, repeats=3, progress=False)
+specs = roofline.DEFAULT_CALIBRATION  # tiny + roofline.width_specs((256, 1024, 2048), layers=4)
+cal = roofline.calibrate(specs, prompt_len=16, new_tokens=8, repeats=3, progress=False)
 cal[["model", "params", "model_bytes", "measured_tpot_s", "predicted_tpot_s", "ratio", "mbu"]].round(4)
 """),
     code(r"""
@@ -207,19 +208,21 @@ print(f"measured on {secbook.describe_machine()}, load average {os.getloadavg()[
 """),
     md(r"""
 The ratios printed above were measured while this page was built; on a busy machine they move from run
-to run, so read them as orders of magnitude. What they show:
+to run, so read them as orders of magnitude. What the model predicts, and what to check in them:
 
 * **The tiny model is overhead-bound, not memory-bound.** Its 23 MB of weights could be read in a few
   milliseconds, but every decode step also pays a fixed cost — Python, the `generate` loop, launching
   dozens of small kernels per layer — that has nothing to do with bytes. The roofline predicts it badly,
   and reading fewer bytes (quantization) would barely change its speed.
-* **As the model grows, the weights take over.** The ratio falls as the bytes per step grow: the
-  fixed per-token cost is shared by more and more weight traffic. A straight line — a fixed overhead plus
+* **As the model grows, the weights take over.** The fixed per-token cost is shared by more and more
+  weight traffic, so the ratio should fall as the replicas widen. A straight line — a fixed overhead plus
   bytes over an effective bandwidth — fits the measurements, and where the two terms are equal is the
   crossover from overhead-bound to memory-bound printed above (when the run was quiet enough to fit).
-  Models larger than that are predicted by the roofline within a small factor, and that is where
-  reading fewer bytes (quantization) pays off. The crossover is why the speed-ups in later chapters
-  (quantization, compilation, static KV caches) help different models by very different amounts.
+  Above that size the roofline predicts within a small factor, and reading fewer bytes pays off. The
+  crossover is why the speed-ups in later chapters (quantization, compilation, static KV caches) help
+  different models by very different amounts.
+* The overhead grows with depth: a 30-layer model launches about seven times as many kernels per token
+  as a 4-layer one. Try it: add `("replica:smollm2-135m", {})` (30 layers) to `specs`.
 
 On a GPU the same picture appears at a different scale: kernel-launch overhead of a few microseconds per
 kernel makes small models overhead-bound there too, which is what CUDA graphs and `torch.compile` remove.
