@@ -417,7 +417,7 @@ def describe_calibration(df, overhead_ratio: float = 3.0) -> str:
         if r["ratio"] > overhead_ratio:
             kind = "overhead-bound"
         elif r["ratio"] >= 0.8:
-            kind = "close to its memory bound"
+            kind = "within a small factor of its memory bound"
         else:
             kind = "faster than the bound: the bandwidth measurement was disturbed"
         lines.append(f"{r['model']}: {r['model_bytes'] / 1e6:.0f} MB, {r['measured_tpot_s'] * 1e3:.1f} ms/token "

@@ -159,5 +159,5 @@ def test_describe_calibration_text():
     df["ratio"] = df["measured_tpot_s"] / df["predicted_tpot_s"]
     text = roofline.describe_calibration(df)
     assert "a: 10 MB" in text and "overhead-bound" in text.splitlines()[0]
-    assert "close to its memory bound" in text.splitlines()[2]
+    assert "small factor of its memory bound" in text.splitlines()[2]
     assert "10.0 ms of fixed overhead" in text and "above about 100 MB" in text
