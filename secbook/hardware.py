@@ -289,7 +289,7 @@ def decode_seconds_per_token(model, input_ids: torch.Tensor, new_tokens: int = 1
 
 
 def precision_table(model, tokenizer, text: str, dtypes=("fp32", "bf16", "fp16"), autocast: str | None = "bf16",
-                    prompt_len: int = 32, new_tokens: int = 16, max_tokens: int = 2048):
+                    prompt_len: int = 32, new_tokens: int = 16, max_tokens: int = 2048, repeats: int = 3):
     """Weights in fp32 / bf16 / fp16 and fp32 weights under autocast: memory, decode speed and perplexity.
 
     One run, side by side, on the model's device. Perplexity is measured on ``text`` (held-out) so a lower
@@ -316,7 +316,7 @@ def precision_table(model, tokenizer, text: str, dtypes=("fp32", "bf16", "fp16")
         else:
             with torch.autocast(dev.type, dtype=ac):
                 ppl = perplexity(m, tokenizer, text, max_tokens=max_tokens)
-        spt = decode_seconds_per_token(m, ids, new_tokens=new_tokens, autocast=ac)
+        spt = decode_seconds_per_token(m, ids, new_tokens=new_tokens, autocast=ac, repeats=repeats)
         rows.append({"variant": label, "weights_MB": weight_bytes / 1e6, "ms_per_token": spt * 1e3,
                      "tokens_per_s": 1 / spt, "perplexity": ppl})
         del m
@@ -395,6 +395,14 @@ def launch_overhead_seconds(device: str | torch.device = "cpu", repeats: int = 2
     elapsed = time.perf_counter() - t0
     _sync(dev)
     return elapsed / repeats
+
+
+def read_bandwidth(device: str | torch.device = "cpu", mbytes: int = 256, repeats: int = 5) -> float:
+    """Measured memory read bandwidth of ``device`` in bytes/s: the median time to sum an fp32 tensor of
+    ``mbytes`` MB (too big for caches). The ceiling for reading weights during decode (chapter 4)."""
+    dev = pick_device(device)
+    x = torch.ones(mbytes * 2**20 // 4, device=dev)
+    return x.nbytes / median_seconds(lambda: x.sum(), warmup=1, repeats=repeats, device=dev)
 
 
 class StaticDecoder:

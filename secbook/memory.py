@@ -259,11 +259,12 @@ def offload_cost(model, input_ids: torch.Tensor, max_memory: dict, repeats: int 
     import pandas as pd
 
     ref = model(input_ids=input_ids).logits
-    t_mem = median_seconds(lambda: model(input_ids=input_ids), warmup=1, repeats=repeats)
+    # timings keep only the last position's logits, as generation does: the cost measured is the layers'
+    t_mem = median_seconds(lambda: model(input_ids=input_ids, logits_to_keep=1), warmup=1, repeats=repeats)
     with tempfile.TemporaryDirectory(prefix="secbook-offload-") as d:
         m = offload(model, max_memory, d)
         logits = m(input_ids=input_ids).logits
-        t_off = median_seconds(lambda: m(input_ids=input_ids), warmup=1, repeats=repeats)
+        t_off = median_seconds(lambda: m(input_ids=input_ids, logits_to_keep=1), warmup=1, repeats=repeats)
         disk = _folder_bytes(d)
         places = pd.Series(list(m.hf_device_map.values())).value_counts().to_dict()
         del m
