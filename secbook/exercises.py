@@ -104,3 +104,19 @@ def check_allreduce_bytes(answer: int) -> None:
             "after the MLP's down projection, each of hidden_size values × 4 bytes.")
     print(f"Correct: {truth:,} bytes per token (before the all-reduce algorithm's own factor) — tiny; the cost "
           "is the latency of 12 synchronisations, not the bandwidth.")
+
+
+def check_reading_rate(answer: float, tokens_per_word: float, wpm: float = 300.0) -> None:
+    """Chapter 6: tokens/s consumed by a reader at ``wpm`` words per minute, given tokens per word."""
+    truth = wpm / 60.0 * tokens_per_word
+    _expect(abs(float(answer) - truth) <= 0.02 * truth,
+            "Words per minute / 60 gives words per second; multiply by tokens per word.")
+    print(f"Correct: {truth:.1f} tokens/s keeps up with a {wpm:g}-words/min reader.")
+
+
+def check_latency_prediction(answer_s: float, ttft_s: float, tpot_s: float, new_tokens: int) -> None:
+    """Chapter 1: end-to-end latency of ``new_tokens`` tokens from measured TTFT and TPOT."""
+    truth = ttft_s + (new_tokens - 1) * tpot_s
+    _expect(abs(float(answer_s) - truth) <= 0.002 * truth,
+            "The first token costs TTFT; each of the remaining n - 1 tokens costs one TPOT.")
+    print(f"Correct: about {truth * 1e3:.0f} ms for {new_tokens} tokens (TTFT + (n - 1) x TPOT).")

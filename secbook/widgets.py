@@ -152,3 +152,109 @@ def memory_fit_widget(gpu: str = "T4", model: str = "Llama-3.1-8B", dtype: str =
         w.observe(update, names="value")
     update()
     return W.VBox([W.HBox([gpu_w, model_w, dtype_w]), W.HBox([batch_w, ctx_w]), label, out])
+
+
+# ------------------------------------------------------------------ chapter 1: latency panel
+LATENCY_PANEL_MODELS = ("tiny", "replica:smollm2-135m")
+LATENCY_PANEL_RANGES = {"prompt_len": (1, 256), "new_tokens": (2, 64)}
+_PANEL_MODELS: dict = {}
+
+
+def _panel_model(name: str):
+    """Load (once) one of the panel's models."""
+    if name not in LATENCY_PANEL_MODELS:
+        raise ValueError(f"model must be one of {list(LATENCY_PANEL_MODELS)}, got {name!r}")
+    if name not in _PANEL_MODELS:
+        from .models import load
+
+        _PANEL_MODELS[name] = load(name)
+    return _PANEL_MODELS[name]
+
+
+def latency_update(model: str, prompt_len: int, new_tokens: int, repeats: int = 3):
+    """The chapter-1 panel's callback: measure TTFT, TPOT and tokens/s of ``model`` for a held-out prompt of
+    ``prompt_len`` tokens and ``new_tokens`` new tokens. Returns ``(Timing, one-line text)``."""
+    from .measure import describe_machine, time_generation
+
+    for name, v in (("prompt_len", prompt_len), ("new_tokens", new_tokens)):
+        _check_range(name, v, *LATENCY_PANEL_RANGES[name])
+    m, tok = _panel_model(model)
+    t = time_generation(m, tok, prompt_len=int(prompt_len), new_tokens=int(new_tokens), repeats=repeats)
+    text = (f"{model}: prompt {prompt_len} tokens, {new_tokens} new tokens → TTFT {t.ttft_s * 1e3:.1f} ms, "
+            f"TPOT {t.tpot_s * 1e3:.1f} ms, {t.tokens_per_s:.1f} tokens/s, total {t.latency_s * 1e3:.0f} ms "
+            f"(median of {t.repeats}; measured now on {describe_machine()})")
+    return t, text
+
+
+def latency_panel(model: str = "tiny", prompt_len: int = 32, new_tokens: int = 32):
+    """Prompt length, new tokens and model → a fresh measurement each time a control changes (chapter 1)."""
+    import ipywidgets as W
+
+    lo, hi = LATENCY_PANEL_RANGES["prompt_len"]
+    p_w = W.IntSlider(value=prompt_len, min=lo, max=hi, description="prompt tokens", continuous_update=False)
+    lo, hi = LATENCY_PANEL_RANGES["new_tokens"]
+    n_w = W.IntSlider(value=new_tokens, min=lo, max=hi, description="new tokens", continuous_update=False)
+    m_w = W.Dropdown(options=list(LATENCY_PANEL_MODELS), value=model, description="model")
+    label = W.HTML()
+
+    def update(*_):
+        label.value = "<p>measuring…</p>"
+        t, text = latency_update(m_w.value, p_w.value, n_w.value)
+        label.value = f"<p>{text}</p>"
+        return t
+
+    for w in (p_w, n_w, m_w):
+        w.observe(update, names="value")
+    box = W.VBox([W.HBox([m_w, p_w, n_w]), label])
+    box.update = update
+    box.controls = dict(model=m_w, prompt_len=p_w, new_tokens=n_w)
+    update()
+    return box
+
+
+# ------------------------------------------------------------------ chapter 6: timed streaming
+STREAM_RANGES = {"new_tokens": (1, 128), "prompt_chars": (1, 2000)}
+
+
+def streaming_update(model, tokenizer, prompt: str, new_tokens: int, out=None):
+    """The chapter-6 panel's callback: stream a greedy continuation of ``prompt`` into ``out`` (an
+    ``ipywidgets.Output``, or stdout when ``None``) with the elapsed time, then TTFT/TPOT. Returns the
+    ``secbook.apps.StreamResult``."""
+    import contextlib
+
+    from .apps import live_printer, stream
+
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("prompt must be a non-empty string")
+    _check_range("prompt length (characters)", len(prompt), *STREAM_RANGES["prompt_chars"])
+    _check_range("new_tokens", new_tokens, *STREAM_RANGES["new_tokens"])
+    ctx = out if out is not None else contextlib.nullcontext()
+    with ctx:
+        if out is not None:
+            out.clear_output()
+        print(prompt, end="", flush=True)
+        r = stream(model, tokenizer, prompt, new_tokens=int(new_tokens), on_text=live_printer(8),
+                   stop_at_eos=False)
+        print(f"\n\nTTFT {r.ttft_s * 1e3:.1f} ms · TPOT {r.tpot_s * 1e3:.1f} ms · "
+              f"{r.tokens_per_s:.1f} tokens/s · {len(r.tokens)} tokens in {r.total_s * 1e3:.0f} ms")
+    return r
+
+
+def streaming_panel(model, tokenizer, prompt: str = "def fibonacci(n):", new_tokens: int = 48):
+    """Type a prompt, press Generate, watch the tokens arrive with their timings (chapter 6)."""
+    import ipywidgets as W
+
+    text = W.Textarea(value=prompt, description="prompt", layout=W.Layout(width="60%", height="5em"))
+    lo, hi = STREAM_RANGES["new_tokens"]
+    n_w = W.IntSlider(value=new_tokens, min=lo, max=hi, description="new tokens")
+    button = W.Button(description="Generate", button_style="primary")
+    out = W.Output()
+
+    def update(*_):
+        return streaming_update(model, tokenizer, text.value, n_w.value, out=out)
+
+    button.on_click(update)
+    box = W.VBox([text, W.HBox([n_w, button]), out])
+    box.update = update
+    box.controls = dict(prompt=text, new_tokens=n_w, button=button)
+    return box

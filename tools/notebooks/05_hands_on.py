@@ -23,6 +23,8 @@ timing anything, check that it computes what you think it does.
     code(r"""
 import warnings, logging
 warnings.filterwarnings("ignore")
+from transformers.utils import logging as hf_logging
+hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
 for name in ("transformers", "torchao", "torch.utils._pytree"):
     logging.getLogger(name).setLevel(logging.ERROR)
 import torch

@@ -1,0 +1,187 @@
+"""Chapter 1 — Why latency matters: inference, streaming, TTFT / TPOT / tokens/s, latency vs length."""
+import sys
+
+sys.path.insert(0, "tools")
+from nb import code, md, solution  # noqa: E402
+
+NAME = "01_why_latency"
+
+CELLS = [
+    md(r"""
+# Why latency matters
+
+**Inference** (推理) is running a trained model to get an answer, as opposed to training it. For a large
+language model the answer is produced one token at a time: the model reads the whole prompt once (the
+**prefill**), predicts one token, appends it, and repeats — each new token needs another pass through the
+whole network (the **decode** steps). A 500-token answer is 500 sequential passes.
+
+**Latency** (延迟) is how long the user waits. It has two parts that feel different:
+
+* **time to first token (TTFT)** — prompt processing plus the first step: how long until *something* appears;
+* **time per output token (TPOT)** — the pace after that. Its inverse is **tokens per second**.
+
+End-to-end latency for $n$ new tokens is about $\text{TTFT} + (n-1)\cdot\text{TPOT}$. Real-time uses have budgets
+on one or both: a code completion must appear between two keystrokes, a voice assistant must start speaking within
+about a second, a chat must stream at least as fast as people read (chapter 6 measures each). Training can take
+weeks; inference happens every time anyone uses the model, which is why this book is about making it fast — the
+source's 秒推, *second-scale inference*.
+
+This chapter measures all of it on two models that need no download: the book's **tiny** model (a 5.8 M-parameter
+Llama trained on Python's standard library) and a **replica** of SmolLM2-135M {cite}`smollm2config` (the real
+architecture with random weights: the right speed, no knowledge).
+"""),
+    code(r"""
+import warnings, logging
+warnings.filterwarnings("ignore")
+from transformers.utils import logging as hf_logging
+hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
+for name in ("transformers", "torchao", "torch.utils._pytree"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+import torch, pandas as pd
+import matplotlib.pyplot as plt
+from transformers import TextStreamer
+import secbook
+from secbook import widgets
+from secbook.measure import time_generation, prompt_ids
+torch.manual_seed(0)
+print("measured on:", secbook.describe_machine())
+"""),
+    md(r"""
+## 1. The two models
+
+Parameter counts, and what the tiny model writes after `def fibonacci(n):` with greedy decoding (always the most
+likely next token, so the output is reproducible).
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+tiny, tok = secbook.load("tiny")
+replica, rtok = secbook.load("replica:smollm2-135m")
+for name, m in (("tiny", tiny), ("replica:smollm2-135m", replica)):
+    print(f"{name:>22}: {sum(p.numel() for p in m.parameters()):>12,} parameters, {m.config.num_hidden_layers} layers")
+ids = tok("def fibonacci(n):", return_tensors="pt").input_ids
+out = tiny.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=False)
+print(tok.decode(out[0]))
+"""),
+    md(r"""
+## 2. Watching tokens arrive
+
+transformers' `TextStreamer` prints each token as soon as `generate` produces it. Run the cell and watch: the
+first token takes a moment (prefill), the rest arrive at a steady pace.
+"""),
+    code(r"""
+ids = tok("class Queue:\n    def put(self, item):\n", return_tensors="pt").input_ids
+_ = tiny.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=48, do_sample=False,
+                  streamer=TextStreamer(tok, skip_prompt=True))
+"""),
+    md(r"""
+The replica streams too, but its random weights produce nonsense — it is here for its *speed*, which is that of
+the real SmolLM2-135M. `secbook.apps.stream` is the same streamer with a clock: it returns when each token arrived.
+"""),
+    code(r"""
+from secbook import apps
+r = apps.stream(replica, rtok, "def fibonacci(n):", new_tokens=24, on_text=apps.live_printer(6), stop_at_eos=False)
+print(f"\n\nreplica: first token after {r.ttft_s * 1e3:.0f} ms, then one every {r.tpot_s * 1e3:.0f} ms (median)")
+"""),
+    md(r"""
+## 3. Measuring TTFT, TPOT and tokens/s honestly
+
+`secbook.measure.time_generation` times greedy generation of a prompt cut from the held-out text, forced to produce
+exactly the asked number of tokens. TTFT is the time of a one-token generation; TPOT is (end-to-end − TTFT) / (n − 1);
+both are medians over repeats after a warm-up, and the very first call (which allocates memory and warms caches) is
+reported separately, never mixed in.
+"""),
+    code(r"""
+models = {"tiny": (tiny, tok), "replica:smollm2-135m": (replica, rtok)}
+rows = []
+for name, (m, t) in models.items():
+    timing = time_generation(m, t, prompt_len=32, new_tokens=32, repeats=3)
+    rows.append({"model": name, **timing.as_dict()})
+table = secbook.measure.results_frame(rows)
+print("measured on:", secbook.describe_machine())
+table[["model", "ttft_s", "tpot_s", "tokens_per_s", "latency_s", "first_call_s"]].round(4)
+"""),
+    code(r"""
+ratio = table.set_index("model").tokens_per_s
+print(f"The tiny model decodes {ratio['tiny'] / ratio['replica:smollm2-135m']:.1f}x faster than the "
+      f"135M-parameter replica on this machine, with "
+      f"{sum(p.numel() for p in replica.parameters()) / sum(p.numel() for p in tiny.parameters()):.0f}x fewer parameters.")
+"""),
+    md(r"""
+## 4. Latency grows with the answer
+
+If latency is TTFT + (n − 1)·TPOT, it should grow in a straight line with the number of generated tokens, with the
+intercept at TTFT. Measured for both models:
+"""),
+    code(r"""
+lengths = (2, 8, 16, 32, 48)
+curve = []
+for name, (m, t) in models.items():
+    for n in lengths:
+        tg = time_generation(m, t, prompt_len=32, new_tokens=n, repeats=2)
+        curve.append({"model": name, "new_tokens": n, "latency_ms": 1e3 * tg.latency_s, "ttft_ms": 1e3 * tg.ttft_s,
+                      "tpot_ms": 1e3 * tg.tpot_s})
+curve = pd.DataFrame(curve)
+curve.pivot(index="new_tokens", columns="model", values="latency_ms").round(1)
+"""),
+    code(r"""
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+for (name, grp), color in zip(curve.groupby("model", sort=False), ["tab:blue", "tab:orange"]):
+    ax.plot(grp.new_tokens, grp.latency_ms, "o", color=color, label=f"{name}, measured")
+    ttft, tpot = grp.ttft_ms.median(), grp.tpot_ms.median()
+    ax.plot(grp.new_tokens, ttft + (grp.new_tokens - 1) * tpot, "--", color=color, label=f"{name}, TTFT + (n-1)·TPOT")
+ax.set(xlabel="generated tokens n", ylabel="end-to-end latency (ms)", title="latency vs generated length")
+ax.legend(fontsize=8); fig.text(0.01, 0.01, secbook.describe_machine(), fontsize=6)
+plt.tight_layout(); plt.show()
+"""),
+    md(r"""
+Both lines are straight: after the first token, each further token costs about the same. That is why the later
+chapters attack the two terms separately — the prefill (TTFT) and, above all, the per-token decode cost (TPOT),
+which for a batch of one is limited by how fast the weights can be read from memory (chapter 4).
+
+## 5. Try it
+
+The panel re-runs the measurement whenever you move a control: prompt length, number of new tokens, model.
+(In the static book the panel is inert; the line under it is the measurement made when the page was built.)
+"""),
+    code(r"""
+panel = widgets.latency_panel(model="tiny", prompt_len=32, new_tokens=32)
+display(panel)
+timing, text = widgets.latency_update("tiny", 64, 16)
+print(text)
+"""),
+    md(r"""
+## Exercises
+
+**Exercise 1.** From the table in section 3, predict the end-to-end latency of generating **100** tokens with the
+tiny model, then check your formula with `secbook.exercises.check_latency_prediction(answer_s, ttft_s, tpot_s, 100)`.
+"""),
+    solution(r"""
+from secbook.exercises import check_latency_prediction
+row = table.set_index("model").loc["tiny"]
+answer = row.ttft_s + 99 * row.tpot_s
+check_latency_prediction(answer, row.ttft_s, row.tpot_s, 100)
+"""),
+    md(r"""
+**Exercise 2.** Which of TTFT and TPOT grows when the *prompt* gets longer? Measure the tiny model with prompts of 8
+and 256 tokens (16 new tokens) and explain.
+"""),
+    solution(r"""
+for p in (8, 256):
+    tg = time_generation(tiny, tok, prompt_len=p, new_tokens=16, repeats=3)
+    print(f"prompt {p:>3}: TTFT {tg.ttft_s * 1e3:6.1f} ms, TPOT {tg.tpot_s * 1e3:5.1f} ms")
+print("TTFT grows: the prefill processes every prompt token. TPOT barely moves: each decode step handles one")
+print("token; only its attention over the (cached) prompt grows, which is cheap at this size.")
+"""),
+    md(r"""
+**Exercise 3.** `first_call_s` in the table is larger than the median latency. Why should it never be mixed into
+the median? Measure it again for a freshly loaded replica with 2 layers (`secbook.load("replica:smollm2-135m",
+num_hidden_layers=2)`) and compare with its median.
+"""),
+    solution(r"""
+small, stok = secbook.load("replica:smollm2-135m", num_hidden_layers=2)
+tg = time_generation(small, stok, prompt_len=32, new_tokens=16, repeats=3)
+print(f"first call {tg.first_call_s * 1e3:.1f} ms vs median {tg.latency_s * 1e3:.1f} ms")
+print("The first call pays one-off costs (memory allocation, lazy initialisation, kernel selection; compilation when")
+print("torch.compile is used). A user pays them once; mixing them into the median would misreport the steady state.")
+"""),
+]
