@@ -251,20 +251,27 @@ def _folder_bytes(folder) -> int:
 
 
 @torch.no_grad()
-def offload_cost(model, input_ids: torch.Tensor, max_memory: dict, repeats: int = 3):
+def offload_cost(model, input_ids: torch.Tensor, max_memory: dict, repeats: int = 5):
     """Measure what offloading costs: one forward of ``input_ids`` with the model in memory vs the same model
     with part of it on disk (a temporary offload folder), same run, same inputs. Returns a one-row-per-variant
     table with seconds, bytes on disk, where the layers went, and the largest logit difference (should be 0:
     offload moves bytes, it does not change the arithmetic)."""
     import pandas as pd
 
+    import statistics
+
     ref = model(input_ids=input_ids).logits
-    # timings keep only the last position's logits, as generation does: the cost measured is the layers'
-    t_mem = median_seconds(lambda: model(input_ids=input_ids, logits_to_keep=1), warmup=1, repeats=repeats)
     with tempfile.TemporaryDirectory(prefix="secbook-offload-") as d:
         m = offload(model, max_memory, d)
         logits = m(input_ids=input_ids).logits
-        t_off = median_seconds(lambda: m(input_ids=input_ids, logits_to_keep=1), warmup=1, repeats=repeats)
+        # Interleaved (in memory, offloaded, in memory, ...) so that a busy machine slows both alike; only the
+        # last position's logits are computed, as in generation: the cost measured is the layers'.
+        times: dict[str, list[float]] = {"mem": [], "off": []}
+        for _ in range(repeats):
+            for key, mod in (("mem", model), ("off", m)):
+                times[key].append(median_seconds(lambda: mod(input_ids=input_ids, logits_to_keep=1), warmup=0,
+                                                 repeats=1))
+        t_mem, t_off = statistics.median(times["mem"]), statistics.median(times["off"])
         disk = _folder_bytes(d)
         places = pd.Series(list(m.hf_device_map.values())).value_counts().to_dict()
         del m
