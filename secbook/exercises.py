@@ -120,3 +120,46 @@ def check_latency_prediction(answer_s: float, ttft_s: float, tpot_s: float, new_
     _expect(abs(float(answer_s) - truth) <= 0.002 * truth,
             "The first token costs TTFT; each of the remaining n - 1 tokens costs one TPOT.")
     print(f"Correct: about {truth * 1e3:.0f} ms for {new_tokens} tokens (TTFT + (n - 1) x TPOT).")
+
+
+# ------------------------------------------------------------------ chapter 3.1: compression
+def check_int8_per_channel(fn) -> None:
+    """Chapter 3.1: ``fn(w) -> (q, scale)`` must quantize a weight ``[out, in]`` symmetrically to int8 with one
+    scale per output channel (row), so that ``q * scale`` reconstructs ``w`` within half a step."""
+    import torch
+
+    g = torch.Generator().manual_seed(123)
+    w = torch.randn(16, 64, generator=g) * torch.linspace(0.1, 3.0, 16)[:, None]
+    q, scale = fn(w.clone())
+    q, scale = torch.as_tensor(q), torch.as_tensor(scale).float()
+    _expect(q.shape == w.shape, f"q must have the weight's shape {tuple(w.shape)}, got {tuple(q.shape)}")
+    _expect(not q.is_floating_point() or bool((q == q.round()).all()), "q must hold integers (round!).")
+    _expect(int(q.min()) >= -128 and int(q.max()) <= 127, "int8 values lie in [-128, 127] (use qmax = 127).")
+    _expect(scale.numel() == w.shape[0], f"per-channel means one scale per output row: {w.shape[0]} scales, "
+            f"got {scale.numel()}.")
+    scale = scale.reshape(-1, 1)
+    truth = w.abs().amax(1, keepdim=True) / 127
+    _expect(torch.allclose(scale, truth, rtol=1e-3), "The scale of a row is max|w| over the row / 127.")
+    err = (q.float() * scale - w).abs()
+    _expect(bool((err <= 0.5 * scale * 1.001 + 1e-7).all()), "Round to the nearest integer: q = round(w / scale).")
+    print(f"Correct: relative error {float((q.float() * scale - w).norm() / w.norm()):.4%}, 4x smaller than fp32.")
+
+
+def check_sparsity_doubling(answer: float, method: str = "magnitude") -> None:
+    """Chapter 3.1: the unstructured sparsity at which the tiny model's held-out perplexity doubles,
+    judged against the recorded sweep (``data/results/compress_sweep.csv``), ±0.1."""
+    import numpy as np
+
+    from .measure import load_results
+
+    df = load_results("compress_sweep")
+    fp = float(df.loc[df.family == "fp32", "perplexity"].iloc[0])
+    cur = df[(df.family == "prune") & (df.method == method) & (df.pattern == "unstructured")].sort_values("sparsity")
+    xs = [0.0] + cur.sparsity.tolist()
+    ys = [fp] + cur.perplexity.tolist()
+    _expect(max(ys) >= 2 * fp, f"the recorded {method} curve never doubles; re-run the sweep")
+    truth = float(np.interp(np.log(2 * fp), np.log(ys), xs)) if all(np.diff(ys) > 0) else \
+        next(x for x, y in zip(xs, ys) if y >= 2 * fp)
+    _expect(abs(float(answer) - truth) <= 0.1, "Read the curve where perplexity crosses 2x the fp32 value "
+            f"({2 * fp:.1f}); interpolate between the measured sparsities.")
+    print(f"Correct: {method} pruning doubles perplexity near {truth:.0%} sparsity (recorded sweep).")

@@ -258,3 +258,76 @@ def streaming_panel(model, tokenizer, prompt: str = "def fibonacci(n):", new_tok
     box.update = update
     box.controls = dict(prompt=text, new_tokens=n_w, button=button)
     return box
+
+
+# ------------------------------------------------------------------ chapter 3.1: compression
+COMPRESSION_METHODS = ("fp32", "rtn", "gptq", "awq", "magnitude", "wanda", "magnitude 2:4", "wanda 2:4")
+COMPRESSION_GROUPS = (None, 32, 64, 128)
+
+
+def compression_update(method: str = "rtn", bits: int = 4, group_size=64, scheme: str = "sym",
+                       sparsity: float = 0.5, model_name: str = "tiny", eval_tokens: int = 1024, calib=None):
+    """The compression panel's callback: compress a fresh ``model_name`` and measure it live. ``method``
+    is one of ``COMPRESSION_METHODS`` (quantizers use ``bits``, ``group_size``, ``scheme``; pruners use
+    ``sparsity``). Returns ``(row dict, one-line text)`` with perplexity on ``eval_tokens`` held-out tokens,
+    real bytes and prefill tokens/s."""
+    from . import load
+    from .compress import eval_ids, evaluate, forward_speed, model_size
+    from .prune import prune
+    from .quantize import SCHEMES, SUPPORTED_BITS, calibration_ids, quantize
+
+    if method not in COMPRESSION_METHODS:
+        raise ValueError(f"method must be one of {COMPRESSION_METHODS}, got {method!r}")
+    if bits not in SUPPORTED_BITS:
+        raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {bits!r}")
+    if group_size not in COMPRESSION_GROUPS:
+        raise ValueError(f"group_size must be one of {COMPRESSION_GROUPS} (None = per-channel), got {group_size!r}")
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    _check_range("sparsity", sparsity, 0.0, 0.95)
+    _check_range("eval_tokens", eval_tokens, 256, 32768)
+    model, tok = load(model_name)
+    if method in ("gptq", "awq", "wanda", "wanda 2:4") and calib is None:
+        calib = calibration_ids(tok, 8, 256)
+    if method in ("rtn", "gptq", "awq"):
+        model, _ = quantize(model, bits, group_size, scheme, method=method, calib=calib)
+        what = f"{method} int{bits} {'per-channel' if group_size is None else f'g{group_size}'} {scheme}"
+    elif method != "fp32":
+        pattern = "2:4" if method.endswith("2:4") else "unstructured"
+        model, rep = prune(model, sparsity, method.split()[0], pattern, calib=calib)
+        what = f"{method} ({rep['sparsity']:.0%} zeros)"
+    else:
+        what = "fp32"
+    ppl, _, _ = evaluate(model, eval_ids(tok, eval_tokens))
+    row = {"variant": what, "perplexity": ppl, "bytes": model_size(model),
+           "prefill_tokens_per_s": forward_speed(model, repeats=2)}
+    text = (f"{what}: perplexity {ppl:.2f} on {eval_tokens} held-out tokens · {row['bytes'] / 1e6:.2f} MB · "
+            f"{row['prefill_tokens_per_s']:.0f} prefill tokens/s")
+    return row, text
+
+
+def compression_panel(method: str = "rtn", bits: int = 4, group_size=64, scheme: str = "sym",
+                      sparsity: float = 0.5, model_name: str = "tiny"):
+    """Dropdowns and a slider for method, bits, group size, scheme and sparsity; "Measure" compresses the
+    model and prints live perplexity, size and speed (chapter 3.1)."""
+    import ipywidgets as W
+
+    m_w = W.Dropdown(options=COMPRESSION_METHODS, value=method, description="method")
+    b_w = W.Dropdown(options=[8, 4, 3, 2], value=bits, description="bits")
+    g_w = W.Dropdown(options=[("per-channel", None), ("32", 32), ("64", 64), ("128", 128)], value=group_size,
+                     description="group size")
+    s_w = W.Dropdown(options=["sym", "asym"], value=scheme, description="scheme")
+    sp_w = W.FloatSlider(value=sparsity, min=0.0, max=0.95, step=0.05, description="sparsity")
+    button = W.Button(description="Measure", button_style="primary")
+    out = W.HTML()
+
+    def update(*_):
+        row, text = compression_update(m_w.value, b_w.value, g_w.value, s_w.value, sp_w.value, model_name)
+        out.value = f"<b>{text}</b>"
+        return row, text
+
+    button.on_click(update)
+    box = W.VBox([W.HBox([m_w, b_w, g_w]), W.HBox([s_w, sp_w, button]), out])
+    box.update = update
+    box.controls = dict(method=m_w, bits=b_w, group_size=g_w, scheme=s_w, sparsity=sp_w, button=button)
+    return box

@@ -1,0 +1,114 @@
+"""Pruning: mask properties (exact per-row sparsity, 2:4), model-level pruning, structured shrinking, bad input."""
+import pytest
+import torch
+from torch import nn
+
+from secbook import prune as P
+from secbook.quantize import linear_layers
+
+
+@pytest.fixture(scope="module")
+def w():
+    return torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("s", [0.0, 0.3, 0.5, 0.9])
+def test_wanda_mask_exact_per_row(w, s):
+    norm = torch.rand(64, generator=torch.Generator().manual_seed(1)) + 0.1
+    mask = P.row_mask(P.wanda_score(w, norm), s)
+    assert (mask.sum(1) == 64 - int(64 * s)).all()
+    # what Wanda keeps scores at least as high as what it drops, in every row
+    sc = P.wanda_score(w, norm)
+    if 0 < s:
+        kept_min = torch.where(mask, sc, torch.inf).amin(1)
+        dropped_max = torch.where(~mask, sc, -torch.inf).amax(1)
+        assert (kept_min >= dropped_max).all()
+
+
+def test_wanda_differs_from_magnitude_when_inputs_differ(w):
+    norm = torch.ones(64)
+    norm[:8] = 100.0
+    m_w = P.row_mask(P.wanda_score(w, norm), 0.5)
+    m_m = P.magnitude_mask(w, 0.5)
+    # channels with large inputs survive Wanda (almost all), not magnitude pruning (about half)
+    assert m_w[:, :8].float().mean() > 0.95 > 0.7 > m_m[:, :8].float().mean()
+
+
+def test_magnitude_mask_exact(w):
+    m = P.magnitude_mask(w, 0.25)
+    assert int((~m).sum()) == int(w.numel() * 0.25)
+    assert w[m].abs().min() >= w[~m].abs().max()
+
+
+def test_2_4_validity(w):
+    m = P.n_m_mask(w.abs())
+    assert (m.reshape(32, 16, 4).sum(-1) == 2).all()
+    assert P.is_2_4(w * m) and not P.is_2_4(w)
+
+
+@pytest.fixture(scope="module")
+def mini_llama():
+    import secbook
+    return secbook.load("replica:smollm2-135m", num_hidden_layers=2, vocab_size=512, hidden_size=192,
+                        intermediate_size=384, num_attention_heads=6, num_key_value_heads=2)
+
+
+@pytest.fixture(scope="module")
+def mini_qwen():
+    import secbook
+    return secbook.load("replica:qwen2.5-0.5b", num_hidden_layers=2, vocab_size=512, hidden_size=128,
+                        intermediate_size=256, num_attention_heads=4, num_key_value_heads=2)
+
+
+def test_prune_model(mini_llama):
+    model, tok = mini_llama
+    calib = torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(0))
+    for method in P.METHODS:
+        pm, rep = P.prune(model, 0.5, method, calib=calib, inplace=False)
+        assert abs(rep["sparsity"] - 0.5) < 0.01
+        assert pm(input_ids=calib).logits.isfinite().all()
+    pm, rep = P.prune(model, 0.5, "wanda", "2:4", calib=calib, inplace=False)
+    assert all(P.is_2_4(m.weight) for m in linear_layers(pm).values())
+    # the original is untouched
+    assert P.sparsity_of(model) < 0.01
+
+
+def test_structured_runnable_smaller_and_saveable(mini_qwen, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model, tok = mini_qwen
+    calib = torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(0))
+    new, rep = P.prune_structured(model, mlp_fraction=0.5, head_fraction=0.5, calib=calib)
+    c = new.config
+    assert c.intermediate_size == model.config.intermediate_size // 2
+    assert c.num_attention_heads < model.config.num_attention_heads
+    assert rep["parameters_after"] < rep["parameters_before"]
+    assert new.model.layers[0].mlp.down_proj.weight.shape[1] == c.intermediate_size
+    out = new(input_ids=calib).logits
+    assert out.shape == (2, 32, model.config.vocab_size) and out.isfinite().all()
+    new.save_pretrained(tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert torch.allclose(again(input_ids=calib).logits, out, atol=1e-5)
+
+
+def test_structured_zero_fraction_is_identity(tiny):
+    model, tok = tiny
+    calib = torch.randint(0, 4096, (1, 16), generator=torch.Generator().manual_seed(0))
+    new, _ = P.prune_structured(model, 0.0, 0.0, calib=calib)
+    assert torch.allclose(new(input_ids=calib).logits, model(input_ids=calib).logits, atol=1e-5)
+
+
+def test_bad_input(w):
+    for s in (-0.1, 1.0, 1.5, "half"):
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            P.magnitude_mask(w, s)
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            P.prune(nn.Sequential(nn.Linear(4, 4)), s)
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        P.prune(nn.Sequential(nn.ReLU()), 0.5)
+    with pytest.raises(ValueError, match="method"):
+        P.prune(nn.Sequential(nn.Linear(4, 4)), 0.5, method="random")
+    with pytest.raises(ValueError, match="multiple of 4"):
+        P.n_m_mask(torch.randn(3, 6))
+    with pytest.raises(ValueError, match="calib"):
+        P.prune(nn.Sequential(nn.Linear(4, 4)), 0.5, method="wanda")

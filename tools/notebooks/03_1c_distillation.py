@@ -1,0 +1,196 @@
+"""Chapter 3.1.3 — Knowledge distillation, and the chapter's comparison: Pareto fronts and pros/cons measured."""
+import sys
+
+sys.path.insert(0, "tools")
+from nb import code, md, solution  # noqa: E402
+
+NAME = "03_1c_distillation"
+
+CELLS = [
+    md(r"""
+# Knowledge distillation
+
+Quantization and pruning shrink a trained model after the fact. Distillation trains a *new*, smaller
+model — the student — to imitate the large one — the teacher {cite}`hinton2015distilling`. The trick is
+the target: instead of the single correct next token, the student learns the teacher's whole predicted
+distribution, softened by a temperature $T$:
+
+$$\mathcal L = \alpha\,T^2\,\mathrm{KL}\!\left(\mathrm{softmax}(z_t/T)\,\Vert\,\mathrm{softmax}(z_s/T)\right)
++ (1-\alpha)\,\mathrm{CE}(z_s, y).$$
+
+The soft targets say which wrong tokens are *nearly* right (after `def __init__(self` a teacher spreads
+probability over `,` and `)`), which is more information per example than the label alone. The factor
+$T^2$ keeps the gradient of the soft term on the scale of the hard one. Our student keeps the teacher's
+tokenizer and width but has 2 blocks instead of 6, initialised from teacher blocks as in DistilBERT
+{cite}`sanh2019distilbert`; because it shares the vocabulary it can also serve as the *draft model* of
+speculative decoding later in the book.
+"""),
+    code(r"""
+import json, warnings, logging
+warnings.filterwarnings("ignore")
+for name in ("transformers", "torchao", "torch.utils._pytree"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+import torch, pandas as pd, matplotlib.pyplot as plt
+import secbook
+from secbook import distill as D
+from secbook.compress import eval_ids, evaluate, forward_speed, model_size, EVAL_TOKENS
+from secbook.measure import describe_machine, load_results, time_generation
+from secbook.paths import MODELS_DIR, RESULTS_DIR
+torch.manual_seed(0); pd.set_option("display.width", 140); pd.set_option("display.precision", 3)
+print("measured on:", describe_machine())
+"""),
+    md(r"""
+## 1. The loss, on a toy example
+
+When student and teacher agree, the KL term vanishes and only $(1-\alpha)\,\mathrm{CE}$ is left; the
+further the student's softened distribution from the teacher's, the larger the loss.
+"""),
+    code(r"""
+teacher_logits = torch.tensor([[[4.0, 3.5, 0.0, -2.0]]])
+label = torch.tensor([[0]])
+for name, s in {"same as teacher": teacher_logits, "one-hot-ish": torch.tensor([[[6.0, -3, -3, -3]]]),
+                "uniform": torch.zeros(1, 1, 4)}.items():
+    print(f"{name:16s} loss = {D.distill_loss(s, teacher_logits, label, temperature=2.0, alpha=0.5):.3f}")
+"""),
+    md(r"""
+## 2. A short live run
+
+Twenty steps of each — with the teacher's soft targets, and on the labels alone — from the same
+initialisation, on the same batches. (Tiny on purpose; the real run is below.)
+"""),
+    code(r"""
+teacher, tok = secbook.load("tiny")
+stream = D.training_stream(tok, max_files=200)
+cfg = D.DistillConfig(steps=20, batch_size=4, seq_len=128, warmup=5)
+_, h_kd = D.train_student(teacher, stream, cfg, use_teacher=True, progress=False)
+_, h_ce = D.train_student(teacher, stream, cfg, use_teacher=False, progress=False)
+pd.DataFrame({"step": [h["step"] for h in h_kd], "distillation loss": [h["loss"] for h in h_kd],
+              "label-only loss": [h["loss"] for h in h_ce]}).set_index("step").iloc[::4]
+"""),
+    md(r"""
+The two losses are on different scales (the distillation loss includes the KL term), so they are not
+compared with each other: what matters is held-out perplexity after the same number of steps.
+
+## 3. The recorded run
+
+`python -m secbook distill` trained the student for the steps in its config with the teacher, then the
+same student (same initialisation, batches and steps) on labels only, measured all three, and saved the
+distilled student in Hugging Face format in `data/models/student` with a model card. Its record:
+"""),
+    code(r"""
+rec = json.loads((MODELS_DIR / "student" / "distill_results.json").read_text())
+m = rec["machine"]
+print(f"recorded on: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; config: {rec['config']}")
+cols = ["parameters", "heldout_perplexity", "train_minutes", "decode_tokens_per_s"]
+pd.DataFrame({k: rec[k] for k in ("teacher", "student", "baseline_student")}).T.reindex(columns=cols)
+"""),
+    md(r"""
+Now live, side by side: the saved student against the teacher — perplexity on the same
+{glue}`n_eval_d` held-out tokens as the other sections, agreement of greedy next tokens, real bytes, and
+decode speed (batch 1, greedy, medians after warm-up).
+"""),
+    code(r"""
+from myst_nb import glue
+student, stok = secbook.load("student")
+assert stok.get_vocab() == tok.get_vocab()          # same tokenizer: usable as a speculative draft
+ids = eval_ids(tok, EVAL_TOKENS); glue("n_eval_d", len(ids), display=False)
+ppl_t, _, ref = evaluate(teacher, ids)
+ppl_s, agree_s, _ = evaluate(student, ids, ref)
+speed = {n: time_generation(mm, tok, prompt_len=32, new_tokens=32, repeats=3).tokens_per_s for n, mm in (("teacher", teacher), ("student", student))}
+live = pd.DataFrame([{"model": "teacher", "MB": model_size(teacher) / 1e6, "perplexity": ppl_t, "agreement": 1.0, "decode_tokens_per_s": speed["teacher"]},
+                     {"model": "student", "MB": model_size(student) / 1e6, "perplexity": ppl_s, "agreement": agree_s, "decode_tokens_per_s": speed["student"]}]); live
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+print("teacher:", teacher.config.num_hidden_layers, "layers,", sum(p.numel() for p in teacher.parameters()), "parameters")
+print("student:", student.config.num_hidden_layers, "layers,", sum(p.numel() for p in student.parameters()), "parameters")
+"""),
+    md(r"""
+## 4. Everything on one page: the Pareto fronts
+
+Every compressed variant of this chapter — quantized, pruned, distilled — as recorded by the sweep and
+the distillation run: held-out perplexity against real size, and against prefill speed. A variant is on
+the *Pareto front* if no other variant is both smaller (or faster) and better.
+"""),
+    code(r"""
+sweep = load_results("compress_sweep").dropna(subset=["perplexity"])
+dist = json.loads((RESULTS_DIR / "distill.json").read_text())
+print("recorded on:", sweep.cpu.iloc[0])
+fp = sweep[sweep.family == "fp32"].iloc[0]
+ok = sweep[sweep.perplexity < 3 * fp.perplexity]      # leave the broken variants off the plot
+fams = {"fp32": "k", "rtn": "tab:blue", "gptq": "tab:green", "awq": "tab:olive", "dynamic_int8": "tab:purple",
+        "bnb": "tab:pink", "torchao": "tab:cyan", "prune": "tab:orange", "structured": "tab:red"}
+"""),
+    code(r"""
+fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
+for f, c in fams.items():
+    d = ok[ok.family == f]
+    a.scatter(d.size_vs_fp32, d.perplexity, c=c, label=f, s=25)
+    b.scatter(d.prefill_tokens_per_s / fp.prefill_tokens_per_s, d.perplexity, c=c, s=25)
+s_ppl = dist["student"]["heldout_perplexity"] * fp.perplexity / dist["teacher"]["heldout_perplexity"]
+a.scatter(dist["student"]["parameters"] / dist["teacher"]["parameters"], s_ppl, marker="*", s=200, c="gold", label="distilled student")
+a.set(xlabel="size / fp32", ylabel="held-out perplexity", title="perplexity vs size (recorded)"); a.legend(fontsize=7)
+b.set(xlabel="prefill speed / fp32", title="perplexity vs speed (recorded)"); plt.show()
+"""),
+    md(r"""
+The student's point is placed on the sweep's perplexity scale by its ratio to the teacher in the
+distillation record (both measured on the same held-out tokens); its size is its parameter ratio.
+
+## 5. Pros and cons, measured
+
+The source summarises the three families in a table of pros and cons. Here is the same table rebuilt from
+the recorded measurements above: for each family, the smallest size reached while staying within +5 % of
+the fp32 perplexity, the best measured prefill speed-up on this CPU, and what it needs.
+"""),
+    code(r"""
+def best(fam_mask, what):
+    d = sweep[fam_mask & (sweep.perplexity <= 1.05 * fp.perplexity)]
+    return d.sort_values(what).iloc[0 if what == "size_vs_fp32" else -1] if len(d) else None
+q = sweep.family.isin(["rtn", "gptq", "awq", "bnb", "torchao", "dynamic_int8"])
+p, s = sweep.family == "prune", sweep.family == "structured"
+rows = []
+for name, mask, needs in (("quantization", q, "no training; a little calibration text for GPTQ/AWQ"),
+                          ("unstructured / 2:4 pruning", p, "no training; calibration text for Wanda; sparse kernels or hardware to be faster"),
+                          ("structured pruning", s, "no training here, but large quality loss without recovery training")):
+    sm, fa = best(mask, "size_vs_fp32"), sweep[mask].sort_values("prefill_tokens_per_s").iloc[-1]
+    rows.append({"family": name, "smallest size within +5% ppl": None if sm is None else f"{sm.size_vs_fp32:.2f}x ({sm.variant})",
+                 "best prefill speed-up": f"{fa.prefill_tokens_per_s / fp.prefill_tokens_per_s:.2f}x ({fa.variant}, +{fa.ppl_increase_pct:.0f}% ppl)", "needs": needs})
+st = dist["student"]; tt = dist["teacher"]
+rows.append({"family": "distillation", "smallest size within +5% ppl": f"{st['parameters'] / tt['parameters']:.2f}x params at +{100 * (st['heldout_perplexity'] / tt['heldout_perplexity'] - 1):.0f}% ppl",
+             "best prefill speed-up": f"{st.get('decode_tokens_per_s', float('nan')) / tt.get('decode_tokens_per_s', float('nan')):.2f}x decode (recorded)", "needs": f"training: {st['train_minutes']} min here"})
+pd.DataFrame(rows)
+"""),
+    md(r"""
+The measurements reproduce the source's qualitative table and sharpen it. Quantization is nearly free
+in quality down to 4 bits and needs no training, but on this CPU a smaller *storage* only becomes speed
+where a kernel computes in the smaller type (dynamic int8) — the fp32 dequantize-then-multiply of our
+`QuantLinear` saves memory, not time. Unstructured pruning saves neither bytes nor time on dense kernels.
+Structured pruning and distillation both give real speed on any hardware; pruning without retraining
+pays for it in quality, while distillation pays in training time.
+
+## Exercises
+
+1. **Temperature.** In section 2, train with `temperature=1.0` and `temperature=4.0` (same steps). Which
+   gives the lower held-out perplexity after 20 steps? Why might $T$ matter less for a 4096-token
+   vocabulary than for a 50 000-token one?
+2. **Pure imitation.** Set `alpha=1.0` (no label term). Does the student still learn? What does that say
+   about how much the labels add once the teacher is good?
+3. **Parameters.** Count the student's parameters by hand from its config (embeddings are tied) and
+   compare with `sum(p.numel() for p in student.parameters())`.
+4. **Draft quality.** Speculative decoding accepts a draft token when the teacher would have produced it.
+   Use the `agreement` of section 3 to estimate how many draft tokens out of 4 the teacher would accept
+   on average, assuming independence.
+"""),
+    solution(r"""
+c = student.config
+emb = c.vocab_size * c.hidden_size
+attn = c.hidden_size * (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim + c.num_attention_heads * c.head_dim * c.hidden_size
+mlp = 3 * c.hidden_size * c.intermediate_size
+norms = 2 * c.hidden_size
+print(emb + c.num_hidden_layers * (attn + mlp + norms) + c.hidden_size, sum(p.numel() for p in student.parameters()))
+"""),
+    solution(r"""
+a = agree_s
+print(f"expected accepted tokens of 4: {sum(a ** k for k in range(1, 5)):.2f}")
+"""),
+]
