@@ -195,7 +195,8 @@ def run_cli(args: argparse.Namespace) -> int:
             table = format_table(df)
     except (ValueError, FileNotFoundError, OSError) as e:
         return _fail(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
-    print(f"machine: {describe_machine()}")
+    load = f", load average {df['load_avg_1m'].iloc[0]:g}" if "load_avg_1m" in df.columns else ""
+    print(f"machine: {describe_machine()}{load}")
     print(table)
     if "bound" in df.columns and "bandwidth_GB/s" in df.columns:
         print(f"MBU is against this machine's measured read bandwidth ({df['bandwidth_GB/s'].iloc[0]:.1f} GB/s); "

@@ -409,8 +409,9 @@ MACHINE_COLUMNS = ("cpu", "cores", "ram_gb", "gpu", "torch", "transformers", "py
 
 
 def results_frame(records: Sequence[dict]):
-    """A tidy DataFrame of ``records`` with the machine columns and a UTC timestamp added (existing
-    columns of the same name are kept, so recorded results from another machine stay labelled)."""
+    """A tidy DataFrame of ``records`` with the machine columns, the 1-minute load average (above the core
+    count, other work competed for the CPU) and a UTC timestamp added. Existing columns of the same name are
+    kept, so recorded results from another machine stay labelled."""
     import pandas as pd
 
     df = pd.DataFrame(list(records))
@@ -418,6 +419,8 @@ def results_frame(records: Sequence[dict]):
     for k in MACHINE_COLUMNS:
         if k not in df.columns:
             df[k] = info[k]
+    if "load_avg_1m" not in df.columns and hasattr(os, "getloadavg"):  # > cores: the timings were contended
+        df["load_avg_1m"] = round(os.getloadavg()[0], 2)
     if "timestamp" not in df.columns:
         df["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return df

@@ -157,7 +157,7 @@ def test_peak_memory_sees_allocation():
 def test_results_round_trip(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "RESULTS_DIR", tmp_path)
     df = results_frame([{"model": "x", "tpot_s": 0.1}, {"model": "y", "tpot_s": 0.2, "cpu": "recorded GPU box"}])
-    for col in ("cpu", "cores", "gpu", "torch", "transformers", "timestamp"):
+    for col in ("cpu", "cores", "gpu", "torch", "transformers", "timestamp", "load_avg_1m"):
         assert col in df.columns
     assert df["cpu"].iloc[1] == "recorded GPU box"  # an existing label is kept
     path = measure.save_results(df, "unit")

@@ -92,8 +92,8 @@ def test_mbu_hand_case():
 
 def test_measure_machine_small():
     hw = roofline.measure_machine(read_mib=16, matmul_n=128, repeats=2, refresh=True)
-    assert 1e8 < hw.bandwidth < 1e13
-    assert hw.fp32_flops > 1e8 and hw.fp16_flops > 1e8
+    assert 1e7 < hw.bandwidth < 1e13  # bytes/s; loose: a shared 2-core machine can be very slow
+    assert 1e6 < hw.fp32_flops < 1e16 and 1e6 < hw.fp16_flops < 1e16
     assert hw.ridge(4) == pytest.approx(hw.fp32_flops / hw.bandwidth)
 
 
