@@ -163,3 +163,42 @@ def check_sparsity_doubling(answer: float, method: str = "magnitude") -> None:
     _expect(abs(float(answer) - truth) <= 0.1, "Read the curve where perplexity crosses 2x the fp32 value "
             f"({2 * fp:.1f}); interpolate between the measured sparsities.")
     print(f"Correct: {method} pruning doubles perplexity near {truth:.0%} sparsity (recorded sweep).")
+
+
+# ------------------------------------------------------------------ chapter 3.2: generation algorithms
+def check_greedy_step(step_fn, steps: int = 12) -> None:
+    """Chapter 3.2: ``step_fn(model, token_ids [1, 1], past_key_values) -> (next_token [1, 1], past)`` is one
+    greedy decode step with a KV cache. Checked on the tiny model against ``model.generate``."""
+    import torch
+
+    from .generate import hf_generate
+    from .measure import prompt_ids
+    from .models import load
+
+    model, tok = load("tiny")
+    ids = prompt_ids(tok, 16)
+    ref = hf_generate(model, ids, steps + 1)[0, 16:]
+    with torch.no_grad():
+        out = model(input_ids=ids, use_cache=True)
+    past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    got = [int(token)]
+    for i in range(steps):
+        token, past = step_fn(model, token, past)
+        _expect(isinstance(token, torch.Tensor) and tuple(token.shape) == (1, 1),
+                f"step {i}: return the next token as a LongTensor of shape [1, 1], got "
+                f"{getattr(token, 'shape', type(token))}")
+        got.append(int(token))
+    n_ok = next((i for i, (a, b) in enumerate(zip(got, ref.tolist())) if a != b), len(got))
+    _expect(n_ok == len(got),
+            f"tokens diverge from model.generate at new token {n_ok}. Feed only the last token, pass "
+            "past_key_values=past and use_cache=True, take logits[:, -1:].argmax(-1), return out.past_key_values.")
+    print(f"Correct: {len(got)} greedy tokens identical to model.generate, one token per forward pass.")
+
+
+def check_kv_cache_mb(answer: float) -> None:
+    """Chapter 3.2: KV cache of SmolLM2-135M (30 layers, 3 KV heads, head_dim 64) for 2048 positions in bf16, MB."""
+    truth = 30 * 2 * 3 * 64 * 2048 * 2 / 1e6
+    _expect(_close(answer, truth, 0.02),
+            "Not quite: layers × 2 (K and V) × kv_heads × head_dim × positions × bytes per element (bf16: 2), "
+            "divided by 1e6 for MB.")
+    print(f"Correct: {truth:.1f} MB — without GQA (9 KV heads) it would be {truth * 3:.1f} MB.")

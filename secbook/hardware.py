@@ -306,7 +306,7 @@ def precision_table(model, tokenizer, text: str, dtypes=("fp32", "bf16", "fp16")
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[:, :prompt_len].to(dev)
     variants = [(d, resolve_dtype(d), None) for d in dtypes]
     if autocast is not None:
-        variants.append((f"fp32 weights + autocast {autocast}", torch.float32, resolve_dtype(autocast)))
+        variants.append((f"fp32 + autocast {autocast}", torch.float32, resolve_dtype(autocast)))
     rows = []
     for label, dt, ac in variants:
         m = copy.deepcopy(model).to(dt).eval()

@@ -331,3 +331,77 @@ def compression_panel(method: str = "rtn", bits: int = 4, group_size=64, scheme:
     box.update = update
     box.controls = dict(method=m_w, bits=b_w, group_size=g_w, scheme=s_w, sparsity=sp_w, button=button)
     return box
+
+
+# ------------------------------------------------------------------ chapter 3.2: generation algorithms
+GENERATION_RANGES = {"batch": (1, 64), "context": (16, 1024), "gamma": (1, 16), "alpha": (0.0, 1.0)}
+
+
+def generation_update(batch: int, context: int, gamma: int, attention: str, alpha: float = 0.7,
+                      draft_cost: float = 0.3, model=None, time_attention: bool = True):
+    """The chapter-3.2 panel's callback without the widget. For the tiny model (or ``model``): the KV cache at
+    ``batch`` × ``context`` (formula), speculative decoding's expected tokens per target call and speed-up at
+    draft length ``gamma`` (acceptance ``alpha``, draft cost ``draft_cost`` of a target call), static vs
+    continuous batching at ``batch`` slots (simulation), and — if ``time_attention`` — one prefill of
+    ``context`` tokens timed with ``attention`` ("eager" or "sdpa"). Returns a dict of the numbers."""
+    from .attention import available_implementations, set_attention, time_prefill
+    from .batching import simulate, workload
+    from .kvcache import kv_cache_bytes
+    from .speculative import expected_tokens_per_call
+
+    for name, v in (("batch", batch), ("context", context), ("gamma", gamma), ("alpha", alpha)):
+        _check_range(name, v, *GENERATION_RANGES[name])
+    if attention not in available_implementations():
+        raise ValueError(f"attention must be one of {available_implementations()}, got {attention!r}")
+    if model is None:
+        from .models import load
+
+        model = load("tiny")[0]
+    e = expected_tokens_per_call(alpha, int(gamma))
+    w = workload(48, seed=0)
+    s, c = simulate(w, "static", int(batch)), simulate(w, "continuous", int(batch))
+    out = {"kv_cache_MB": kv_cache_bytes(model.config, int(context), int(batch)) / 1e6,
+           "expected_tokens_per_call": e, "speculative_speedup": e / (int(gamma) * draft_cost + 1),
+           "static_tok_s": s["throughput_tok_s"], "continuous_tok_s": c["throughput_tok_s"],
+           "static_latency_steps": s["mean_latency_steps"], "continuous_latency_steps": c["mean_latency_steps"]}
+    if time_attention:
+        set_attention(model, attention)
+        out["prefill_ms"] = time_prefill(model, int(context), repeats=1) * 1e3
+        set_attention(model, "sdpa")
+    return out
+
+
+def generation_widget(batch: int = 4, context: int = 256, gamma: int = 4, attention: str = "sdpa",
+                      alpha: float = 0.7):
+    """Sliders for batch size, context length, draft length γ and the attention implementation (chapter 3.2)."""
+    import ipywidgets as W
+
+    from .attention import available_implementations
+    from .models import load
+
+    model = load("tiny")[0]
+    b = W.IntSlider(value=batch, min=1, max=64, description="batch")
+    ctx = W.IntSlider(value=context, min=16, max=1024, step=16, description="context")
+    g = W.IntSlider(value=gamma, min=1, max=16, description="draft γ")
+    a = W.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="accept α")
+    att = W.Dropdown(options=available_implementations(), value=attention, description="attention")
+    label = W.HTML()
+
+    def update(*_):
+        r = generation_update(b.value, ctx.value, g.value, att.value, a.value, model=model)
+        label.value = (f"<p>KV cache of the tiny model for {b.value} × {ctx.value} positions (fp32): "
+                       f"<b>{r['kv_cache_MB']:.2f} MB</b>. Prefill of {ctx.value} tokens with <b>{att.value}</b> "
+                       f"attention: <b>{r['prefill_ms']:.1f} ms</b>. Speculative, γ={g.value}, α={a.value:.2f}: "
+                       f"{r['expected_tokens_per_call']:.2f} tokens per target call, ≈{r['speculative_speedup']:.2f}× "
+                       f"if a draft step costs 0.3 of a target step. Serving {b.value} slots: static batching "
+                       f"{r['static_tok_s']:.0f} tok/s, mean wait {r['static_latency_steps']:.0f} steps; continuous "
+                       f"{r['continuous_tok_s']:.0f} tok/s, {r['continuous_latency_steps']:.0f} steps.</p>")
+        return r
+
+    for w in (b, ctx, g, a, att):
+        w.observe(update, names="value")
+    box = W.VBox([W.HBox([b, ctx, att]), W.HBox([g, a]), label])
+    box.update = update
+    box.controls = dict(batch=b, context=ctx, gamma=g, alpha=a, attention=att)
+    update()
+    return box

@@ -85,3 +85,42 @@ def test_budget_below_one_layer_is_refused(tiny):
         M.plan_device_map(model, {"cpu": "1MB"})
     with pytest.raises(ValueError, match="at least one device"):
         M.plan_device_map(model, {})
+
+
+def test_fit_widget_callback():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from secbook.widgets import memory_fit_update
+
+    fig, ax = plt.subplots()
+    e, text = memory_fit_update("T4", "Llama-3.1-8B", "fp16", batch=1, context=8192, ax=ax)
+    assert e.fits is False and "does NOT fit" in text and len(ax.patches) == 4
+    plt.close(fig)
+    e, text = memory_fit_update("T4", "Llama-3.1-8B", "int4", 1, 8192)
+    assert e.fits and "fits" in text
+    assert "no bf16" in memory_fit_update("T4", "Llama-3.2-1B", "bf16", 1, 1024)[1]
+    for bad in (dict(batch=0), dict(context=2_000_000)):
+        with pytest.raises(ValueError, match="must be in"):
+            memory_fit_update("T4", "Llama-3.2-1B", "fp16", **{"batch": 1, "context": 1024, **bad})
+    with pytest.raises(ValueError, match="unknown GPU"):
+        memory_fit_update("TPU", "Llama-3.2-1B", "fp16", 1, 1024)
+    with pytest.raises(ValueError, match="unknown dtype"):
+        memory_fit_update("T4", "Llama-3.2-1B", "fp8", 1, 1024)
+
+
+def test_exercise_checks(capsys):
+    from secbook import exercises
+
+    exercises.check_kv_cache_8k(2 * 32 * 8 * 128 * 8192 * 2)
+    exercises.check_weights_fit_t4(8.59)
+    exercises.check_allreduce_bytes(12288)
+    assert capsys.readouterr().out.count("Correct") == 3
+    with pytest.raises(AssertionError, match="KV heads"):
+        exercises.check_kv_cache_8k(2 * 32 * 32 * 128 * 8192 * 2)  # query heads instead of KV heads
+    with pytest.raises(AssertionError):
+        exercises.check_weights_fit_t4(17.2)
+    with pytest.raises(AssertionError):
+        exercises.check_allreduce_bytes(6144)
