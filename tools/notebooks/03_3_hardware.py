@@ -1,0 +1,462 @@
+"""Chapter 3.3 — Hardware acceleration: devices, precision, CUDA graphs, memory planning, more than one device."""
+import sys
+
+sys.path.insert(0, "tools")
+from nb import code, md, solution  # noqa: E402
+
+NAME = "03_3_hardware"
+
+CELLS = [
+    md(r"""
+# Hardware acceleration: from one device to several
+
+The third family of speed-ups in the source is the hardware itself: run on a GPU, in a lower precision,
+with fewer kernel launches, and — when one device is not enough — spread the model over several. Each of
+these is a decision the code must take *for the machine it runs on*: a Colab T4 has no bf16, a laptop has
+no GPU at all, and the machine that built this page has two CPU cores and no GPU. This chapter covers:
+
+1. **What is here** — one table of the machine, and the device/dtype choice made from it;
+2. **Mixed precision** — fp32, bf16, fp16 weights and autocast: memory, speed, and how much the output
+   changes; why fp16 overflows {cite}`micikevicius2018mixed` and bf16 does not {cite}`kalamkar2019bf16`;
+3. **Launch overhead and CUDA graphs** — why a small model on a fast GPU is limited by the CPU, and how
+   capturing a decode step as a graph removes that {cite}`nvidia_cuda_graphs`;
+4. **Will it fit?** — a memory estimate, an interactive panel, and what accelerate does when the model does
+   not fit: device maps and offload to CPU and disk {cite}`hf_accelerate_bigmodel`;
+5. **Beyond one device** — tensor parallelism written out with `torch.distributed` and run here on two CPU
+   processes {cite}`shoeybi2019megatron`, transformers' built-in version, pipeline parallelism, and where
+   serving engines take over.
+
+The code lives in `secbook.hardware`, `secbook.memory` and `secbook.parallel`. GPU-only cells say what they
+would do on a GPU and show GPU numbers only where a real run was recorded — none are made up.
+"""),
+    code(r"""
+import warnings, logging, os, tempfile
+warnings.filterwarnings("ignore")
+for name in ("transformers", "torchao", "torch.utils._pytree", "accelerate"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+import torch, pandas as pd, matplotlib.pyplot as plt, transformers
+transformers.logging.set_verbosity_error(); transformers.logging.disable_progress_bar()
+import secbook
+from secbook import corpus, exercises, hardware, measure, memory, parallel, paths, widgets
+torch.manual_seed(0); pd.set_option("display.width", 160)
+print("measured on:", measure.describe_machine())
+"""),
+    md(r"""
+## 1. What is here
+
+`hardware.describe()` gathers the facts the rest of the book branches on: the CPU and whether it has bf16
+instructions (AVX512-BF16 or AMX), the GPU, its memory and *compute capability* (NVIDIA's generation number:
+7.5 is a T4, 8.0 an A100, 8.9 an L4, 9.0 an H100), which attention kernels and which quantized-kernel
+libraries are installed.
+"""),
+    code(r"""
+hardware.describe()
+"""),
+    md(r"""
+### Choosing the device and the dtype
+
+`pick_device("auto")` takes CUDA, then Apple MPS, then the CPU; asking for a device that is absent is an
+error at once, not a crash deep inside a kernel. `pick_dtype(device)` applies three rules:
+
+| hardware | dtype | why |
+|---|---|---|
+| NVIDIA GPU, compute capability ≥ 8.0 (A100, L4, H100...) | bf16 | tensor cores run bf16 at the fp16 rate, with fp32's range |
+| NVIDIA GPU, compute capability < 8.0 (**T4**, V100) | fp16 | no bf16 hardware; fp16 tensor cores exist |
+| CPU with AVX512-BF16 or AMX | bf16 | the CPU multiplies bf16 in hardware |
+| CPU without them | fp32 | bf16 would be emulated, slower than fp32 |
+
+An explicit `prefer=` overrides the rule; asking for bf16 on a T4 is refused with a message that says to use
+fp16. (The unit tests check every row of this table by pretending, at the `torch.cuda` boundary, that a T4
+or an A100 is present.)
+"""),
+    code(r"""
+dev = hardware.pick_device("auto")
+print("device:", dev, "| dtype:", hardware.pick_dtype(dev), "| CPU bf16 instructions:", hardware.cpu_has_fast_bf16())
+for ask in ("cuda", "mps"):
+    try:
+        hardware.pick_device(ask)
+    except ValueError as e:
+        print(f"pick_device({ask!r}) -> ValueError: {str(e)[:110]}...")
+"""),
+    md(r"""
+## 2. Mixed precision
+
+A 16-bit format halves the bytes of every weight, and decoding is limited by how fast weights are read
+(chapter 4), so it can nearly double the speed. The two 16-bit formats split their bits differently:
+fp16 keeps 10 mantissa bits but only 5 exponent bits; bf16 keeps fp32's 8 exponent bits and only 7 mantissa
+bits.
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+print(hardware.float_formats()[["exponent_bits", "mantissa_bits", "max", "eps"]].to_string())
+print("mean of 300² in each dtype:", hardware.fp16_overflow_demo(300.0))
+"""),
+    md(r"""
+The second line is the fp16 pitfall. RMSNorm computes the mean of squared activations; activations of a few
+hundred are common in large models (a few "outlier" features are much larger {cite}`dettmers2022llmint8`),
+and 300² = 90 000 is beyond fp16's largest value, 65 504. The result is `inf`, the next division gives 0 or
+NaN, and the generated text becomes garbage. bf16 only loses digits. This is why transformers computes
+norms in fp32 even in an fp16 model, why models trained in bf16 sometimes produce NaN when run in fp16 on a
+T4, and why mixed-precision *training* needs loss scaling in fp16 {cite}`micikevicius2018mixed`.
+
+Now the measurement: the tiny model with its weights in each format, plus fp32 weights under
+`torch.autocast` (the matmuls run in bf16, the weights stay fp32). Same model, same prompt, same held-out
+text, one run.
+"""),
+    code(r"""
+model, tok = secbook.load("tiny")
+text = corpus.heldout_text(max_chars=12000)
+prec = hardware.precision_table(model, tok, text, dtypes=("fp32", "bf16", "fp16"), autocast="bf16",
+                                new_tokens=6, max_tokens=256, repeats=1)
+prec.round(3)
+"""),
+    code(r"""
+fig, axes = plt.subplots(1, 3, figsize=(12, 3), sharey=True)
+for ax, col, title in zip(axes, ["weights_MB", "ms_per_token", "perplexity_change_%"],
+                          ["weight memory (MB)", "decode ms / token", "perplexity change vs fp32 (%)"]):
+    prec[col].plot.barh(ax=ax, color="#4c72b0"); ax.set_title(title); ax.set_ylabel("")
+fig.suptitle(f"tiny model, {measure.machine_info()['cpu']}, {measure.machine_info()['cores']} cores"); fig.tight_layout()
+plt.show()
+"""),
+    md(r"""
+What to read from it. The bytes halve exactly. The perplexity column shows what the rounding costs: bf16's
+7-bit mantissa is a relative error of up to 0.4% on every weight, fp16's 10 bits eight times less, and both
+errors mostly average out over a dot product. The speed column depends on the kernels, not on the bytes
+alone: the tiny model reads only 23 MB of weights per token, so reading them is not what limits its step
+(next section), and halving the bytes can gain little — or lose, when a dtype's CPU kernels are slower for
+such small matrices. Autocast
+keeps fp32 weights in memory and converts them on every call: it saves no memory and, for inference, rarely
+time; store the weights in the low precision instead. The numbers were measured while this page was built,
+on a shared 2-core machine: read them as a comparison within one run. On a GPU:
+"""),
+    code(r"""
+if hardware.gpu_only("time fp32/bf16/fp16 weights and autocast for each model on the GPU", "precision"):
+    m, t = secbook.load("replica:smollm2-135m", device="cuda")
+    display(hardware.precision_table(m, t, text, dtypes=("fp32", "fp16") + (("bf16",) * hardware.supports_bf16("cuda")),
+                                     autocast="bf16" if hardware.supports_bf16("cuda") else "fp16"))
+"""),
+    md(r"""
+## 3. Launch overhead and CUDA graphs
+
+Every PyTorch operator costs some microseconds of CPU time before it does any work: Python, the dispatcher,
+and on a GPU the kernel launch. A decode step of even a small transformer is hundreds of operators. Count
+them exactly, by intercepting every operator of one decode step:
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+ids = tok("def read_config(path):\n", return_tensors="pt").input_ids
+n_ops = hardware.count_ops(model, ids)
+print(f"{n_ops} operators in one decode step of a {model.config.num_hidden_layers}-layer model "
+      f"({n_ops // model.config.num_hidden_layers} per layer, plus embedding and LM head)")
+"""),
+    code(r"""
+per_op, bw = hardware.launch_overhead_seconds("cpu"), hardware.read_bandwidth("cpu")
+step = hardware.decode_seconds_per_token(model, ids, new_tokens=8)
+floor = pd.Series({"reading the weights once": measure.model_bytes(model) / bw * 1e3,
+                   "dispatch floor (ops × trivial-op cost)": n_ops * per_op * 1e3, "measured decode step": step * 1e3})
+print(f"one trivial operator: {per_op * 1e6:.1f} µs; read bandwidth {bw / 1e9:.0f} GB/s (this CPU, now)")
+print(f"weights: {floor.iloc[0] / floor.iloc[2]:.0%} of the step; bare dispatch: {floor.iloc[1] / floor.iloc[2]:.0%}")
+floor.plot.barh(figsize=(7, 1.8), title="ms per token, tiny model, CPU"); plt.show()
+"""),
+    md(r"""
+The first bar is what the step would cost if it only had to read the weights at the machine's measured
+bandwidth — the decode bound of chapter 4. The second is time spent *only* dispatching operators, with no
+arithmetic (a lower bound: real operators also allocate outputs, check shapes and, on a multi-core CPU,
+start and join threads). The measured step is far above both: for a model this small, almost all of a
+token's time is the fixed cost of running hundreds of *small* operators, not the arithmetic or the bytes. On
+a GPU the arithmetic of a small model takes a few microseconds per
+kernel, so the GPU idles while the CPU launches the next one: the step costs about (number of operators) ×
+(launch time), whatever the GPU. A **CUDA graph** records the whole sequence of kernels once and replays it
+with a single launch.
+
+Capturing needs every tensor at a fixed address: a pre-allocated (static) KV cache, a pre-allocated
+attention mask, and fixed input buffers into which each new token is copied. `hardware.StaticDecoder` does
+exactly that; its `step()` runs eagerly on any device, and after `capture()` it replays the graph. Eagerly, it
+must produce the same tokens as `generate` — checked here on the CPU:
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+ref = model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False)
+static = hardware.StaticDecoder(model, batch=1, max_len=64).generate(ids, 12)
+print("static-cache decoder == generate:", torch.equal(static, ref))
+"""),
+    md(r"""
+The capture itself, on a GPU (the code in `StaticDecoder.capture`): warm up on a side stream, then record
+one forward inside `torch.cuda.graph(g)`; each later token is `token.copy_(...)`, one mask slot opened,
+`g.replay()`. `torch.compile(mode="reduce-overhead")` does the same automatically (it also fuses operators
+first). `cuda_graph_benchmark` times the four ways side by side and checks the graph's tokens against eager:
+"""),
+    code(r"""
+if hardware.gpu_only("time eager vs static cache vs a hand-captured CUDA graph vs torch.compile(mode='reduce-overhead')",
+                     "cuda_graphs"):
+    g = model.to("cuda")
+    display(hardware.cuda_graph_benchmark(g, ids.cuda(), new_tokens=32))
+    model = g.to("cpu")
+"""),
+    md(r"""
+On the CPU there are no graphs to capture (no launch queue to batch) — the CPU's cure for per-operator
+overhead is to do more work per operator (larger batches, fused kernels, `torch.compile`). As a rule of
+thumb, graphs help most when the model is small relative to the GPU and batch is 1: exactly the decode
+case. A T4 note: CUDA graphs work on a T4 as on any GPU since CUDA 10; what a T4 lacks is bf16.
+
+## 4. Will it fit?
+
+Inference memory is, to first order,
+
+$$ \underbrace{N_\text{params} \times b_w}_{\text{weights}} \;+\;
+   \underbrace{2 \cdot L \cdot h_{kv} \cdot d_h \cdot T \cdot B \cdot b_{kv}}_{\text{KV cache}} \;+\;
+   \text{activations} \;+\; \text{runtime}, $$
+
+with $L$ layers, $h_{kv}$ key/value heads of size $d_h$, context $T$, batch $B$, and $b$ bytes per value
+{cite}`pope2022efficiently`. `memory.estimate` computes each term from a model's config; the parameter count
+is derived from the shapes alone. First, the estimate against what torch actually allocates:
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+with torch.no_grad():
+    out = model(input_ids=torch.randint(0, 4000, (2, 100)), use_cache=True, logits_to_keep=1)
+cache = hardware.output_cache(out)
+real_kv = sum(l.keys.nbytes + l.values.nbytes for l in cache.layers)
+print("parameters  estimate", memory.parameter_count(model.config), "| real", sum(p.numel() for p in model.parameters()))
+print("KV cache    estimate", memory.kv_cache_bytes(model.config, batch=2, context=100, dtype="fp32"), "| real", real_kv)
+print("Llama-3.1-8B parameters from its config:", f"{memory.parameter_count('Llama-3.1-8B'):,}")
+"""),
+    md(r"""
+Both are exact. Now real models on real GPUs. The runtime term is an assumption (0.5 GiB for the CUDA
+context and library workspaces); activations are a rough peak of one layer during a prefill. The bars show
+where the memory goes for an 8k-token context:
+"""),
+    code(r"""
+cases = [("T4", "Llama-3.2-1B", "fp16"), ("T4", "Llama-3.1-8B", "fp16"), ("T4", "Llama-3.1-8B", "int4"),
+         ("L4", "Llama-3.1-8B", "bf16"), ("A100 80GB", "Llama-3.1-70B", "bf16"), ("H200", "Llama-3.1-70B", "int8")]
+fig, axes = plt.subplots(len(cases), 1, figsize=(8, 1.45 * len(cases)))
+for ax, (gpu, name, dt) in zip(axes, cases):
+    e, verdict = widgets.memory_fit_update(gpu, name, dt, batch=1, context=8192, ax=ax)
+    ax.set_ylabel(f"{name}\n{dt} on {gpu}", rotation=0, ha="right", va="center", fontsize=8)
+    if ax is not axes[-1]:
+        ax.get_legend().remove()
+fig.tight_layout(); plt.show()
+"""),
+    md(r"""
+The panel below does the same for any combination. Move the context slider for an 8B model on a T4 in
+int4: the weights fit easily, then the KV cache grows linearly until it does not. (In the static book the
+panel shows its initial state; run the notebook to move the sliders.)
+"""),
+    code(r"""
+display(widgets.memory_fit_widget(gpu="T4", model="Llama-3.1-8B", dtype="int4", batch=1, context=8192))
+fig, ax = plt.subplots(figsize=(7, 1.8))
+print(widgets.memory_fit_update("T4", "Llama-3.1-8B", "int4", batch=4, context=32768, ax=ax)[1])
+fig.tight_layout(); plt.show()
+"""),
+    md(r"""
+### When it does not fit: device maps and offload
+
+accelerate's answer {cite}`hf_accelerate_bigmodel` is to place whole decoder layers: as many as fit on the
+GPU(s), then in CPU memory, then on disk, recorded in a **device map**. During the forward pass, hooks copy
+each offloaded layer to the execution device just before it runs. Here a SmolLM2-shaped replica (4 layers,
+random weights) gets a CPU budget of 140 MB — enough for its 113 MB embedding and little else:
+"""),
+    code(r"""
+rep, rtok = secbook.load("replica:smollm2-135m", num_hidden_layers=4)
+print(f"one decoder layer: {memory.largest_layer_bytes(rep) / 1e6:.1f} MB; whole model: "
+      f"{sum(p.nbytes for p in rep.parameters()) / 1e6:.0f} MB")
+memory.plan_device_map(rep, {"cpu": "140MB"})
+"""),
+    md(r"""
+accelerate keeps room for one layer on the execution device (the offloaded layers are copied there one at a
+time), so all four layers go to disk. Run it for real — the disk-offloaded weights are written to a
+temporary folder and read back on every forward — and compare with the model in memory:
+"""),
+    code(r"""
+rids = rtok(text[:400], return_tensors="pt").input_ids[:, :16]
+cost = memory.offload_cost(rep, rids, {"cpu": "140MB"}, repeats=7)
+display(cost)
+print(f"offloaded / in memory: {cost.seconds_per_forward.iloc[1] / cost.seconds_per_forward.iloc[0]:.2f}×")
+cost["seconds_per_forward"].plot.barh(figsize=(7, 1.8), title="one forward of 16 tokens (s), median"); plt.show()
+"""),
+    md(r"""
+The logits are identical (offload moves bytes, it does not change arithmetic). The price is reading the
+`bytes_on_disk` back and copying them on every forward — on every *token* when decoding. Here the files were
+just written, so the operating system's page cache serves them from RAM and the price is modest (on a busy
+machine it can even vanish in the noise: read the ratio, not a single run). From a cold cache it is the disk's
+speed; on a GPU every offloaded layer also crosses PCIe (≈ 25 GB/s for PCIe 4.0 x16, against 300–4800 GB/s of
+GPU memory bandwidth). A 70B model with 100 GB offloaded thus needs seconds per token. Offload is a way to
+run a model at all, not to run it fast.
+
+The budget must hold at least one layer, or nothing can run:
+"""),
+    code(r"""
+try:
+    memory.plan_device_map(rep, {"cpu": "5MB"})
+except ValueError as e:
+    print("ValueError:", e)
+"""),
+    md(r"""
+The usual form is one argument to `from_pretrained`: `device_map="auto"` with `max_memory`. Loading the tiny
+model from its checkpoint folder with a 10 MB budget puts its layers "on disk"; for a safetensors checkpoint
+transformers memory-maps those layers straight from the checkpoint file, so the offload folder stays empty:
+"""),
+    code(r"""
+with tempfile.TemporaryDirectory() as folder:
+    dm_model = memory.load_with_device_map(paths.MODELS_DIR / "tiny", {"cpu": "10MB"}, folder)
+    print("device map:", dm_model.hf_device_map, "| files in offload folder:", len(os.listdir(folder)))
+    with torch.no_grad():
+        print("same logits as in memory:", torch.equal(dm_model(ids).logits, model(ids).logits))
+"""),
+    md(r"""
+## 5. Beyond one device: tensor parallelism
+
+When a model is too big or too slow for one GPU, split each matrix across devices
+{cite}`shoeybi2019megatron`. In a decoder layer:
+
+* **column split** — q, k, v and the MLP's gate and up projections: rank $r$ keeps its share of the
+  attention heads and of the MLP's intermediate features, and computes them with no communication;
+* **row split** — the o projection and the MLP's down projection: rank $r$ keeps the matching input
+  columns and produces a *partial sum* of the full hidden vector; one **all-reduce** adds the partial sums.
+
+Two all-reduces per layer per token. `parallel.tensor_parallelize` does this to any Llama-style model in
+about 30 lines; `parallel.launch(2)` starts it with `torchrun --nproc_per_node 2` as two CPU processes
+talking over gloo (on GPUs the same code uses NCCL, one GPU per rank), and returns rank 0's logits:
+"""),
+    code(r"""
+tp = parallel.launch(2, "tiny", new_tokens=8, timeout=300)
+prompt = tok(parallel.PROMPT, return_tensors="pt", add_special_tokens=False).input_ids
+one_logits, one_tokens, _ = parallel.greedy(model, prompt, 8)
+print(f"world {tp['world']} over {tp['backend']}; max |logit difference| vs one process: "
+      f"{(tp['logits'] - one_logits).abs().max():.1e}")
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+print("same logits (atol 1e-4):", torch.allclose(tp["logits"], one_logits, atol=1e-4))
+print("same greedy tokens:", torch.equal(tp["tokens"], one_tokens))
+print("all-reduces per token:", tp["allreduce_calls_per_token"], "| gate_proj per rank:", tp["gate_proj_shape_per_rank"])
+"""),
+    md(r"""
+The logits agree to float rounding (a sum split in two and added back is not bit-identical). Now the cost.
+Each all-reduce moves only one hidden vector (256 floats here), but it is a synchronisation of two processes:
+"""),
+    code(r"""
+comm = pd.Series({"1 process (1 thread)": tp["seconds_per_token_1proc"] * 1e3,
+                  "2 ranks: total": tp["seconds_per_token"] * 1e3,
+                  "2 ranks: inside all-reduce": tp["comm_seconds_per_token"] * 1e3})
+print(f"one bare all-reduce of {model.config.hidden_size} floats over gloo: {tp['allreduce_seconds'] * 1e6:.0f} µs")
+print(f"2 ranks run at {comm.iloc[0] / comm.iloc[1]:.2f}× the speed of one process; "
+      f"{comm.iloc[2] / comm.iloc[1]:.0%} of their step is spent inside all-reduce")
+comm.plot.barh(figsize=(7, 2), title="ms per token, tiny model, this CPU"); plt.show()
+"""),
+    md(r"""
+Read the speed ratio and the all-reduce share together. The tiny model's per-rank arithmetic per layer is
+small, and each of the 12 all-reduces per token is a round trip between processes through the OS — plus
+waiting for the slower rank, which on a shared 2-core machine is often descheduled (the time "inside
+all-reduce" includes that wait). The general lesson: tensor parallelism pays off when the matrices are large enough that halving them saves more than the
+all-reduces cost, and when the interconnect has microsecond latency (NVLink: ~900 GB/s between H100s). It is
+used *within* a server, across GPUs joined by NVLink — rarely across machines.
+
+### The library version: `tp_plan="auto"`
+
+transformers ships a tensor-parallel plan for Llama-style models — the same column/row split, as DTensors —
+applied by `from_pretrained(path, tp_plan="auto")` under torchrun. In transformers 5 it also runs on CPU
+over gloo, so it can be checked against ours and against one process:
+"""),
+    code(r"""
+hf = parallel.launch(2, "tiny", new_tokens=8, mode="hf", timeout=300)
+print("tp_plan='auto': backend", hf["backend"], "| gate_proj per rank:", hf["gate_proj_shape_per_rank"],
+      "| max |logit diff| vs one process:", f"{(hf['logits'] - one_logits).abs().max():.1e}",
+      "| same tokens:", torch.equal(hf["tokens"], one_tokens))
+"""),
+    code(r"""
+if hardware.gpu_only("run the same tensor-parallel code over NCCL, one GPU per rank (needs ≥ 2 GPUs)", "tensor_parallel"):
+    if torch.cuda.device_count() >= 2:
+        display(pd.DataFrame([{k: v for k, v in parallel.launch(2, "tiny").items() if k not in ("logits", "tokens")}]))
+    else:
+        print("one GPU only: tensor parallelism needs at least two")
+"""),
+    md(r"""
+Asking for more ranks than devices (GPUs under NCCL, CPU cores under gloo) is refused before anything starts:
+"""),
+    code(r"""
+try:
+    parallel.launch(parallel.available_devices("gloo") + 1)
+except ValueError as e:
+    print("ValueError:", e)
+"""),
+    md(r"""
+### Pipeline parallelism, and where serving engines take over
+
+**Pipeline parallelism** {cite}`huang2019gpipe` splits the model by *layers* instead: GPU 0 runs layers
+1–16, GPU 1 layers 17–32, and only the hidden state crosses between them — one transfer per stage boundary
+instead of two all-reduces per layer, so it tolerates slow links (across machines). For a single request it
+gives no speed-up at all: the stages run one after another, each GPU idle while the other works. It pays off
+only with many requests in flight (micro-batches), and the idle "bubble" shrinks with their number: with $p$
+stages and $m$ micro-batches a fraction $(p-1)/(m+p-1)$ of the time is lost. `device_map="auto"` above is the
+simplest pipeline, with $m = 1$.
+
+Real deployments combine them — tensor parallelism inside a server, pipeline parallelism across servers —
+and that is where **serving engines** take over from transformers: vLLM {cite}`kwon2023vllm` (paged KV cache,
+continuous batching, CUDA graphs, tensor and pipeline parallelism behind one flag, `tensor_parallel_size=2`)
+and TensorRT-LLM {cite}`tensorrtllm` (ahead-of-time compiled engines, fused kernels, in-flight batching). Both
+do everything in this chapter — precision, graphs, memory planning, parallelism — automatically, on GPUs. The
+point of doing it by hand here is to know what they do, and what each part costs.
+"""),
+    code(r"""
+stages = [2, 4, 8]
+bubble = pd.DataFrame({f"{p} stages": [(p - 1) / (m + p - 1) for m in (1, 4, 16, 64)] for p in stages},
+                      index=pd.Index([1, 4, 16, 64], name="micro-batches"))
+ax = bubble.plot(marker="o", logx=True, figsize=(6, 3), title="pipeline bubble: fraction of time idle")
+ax.set_ylabel("idle fraction"); plt.show()
+"""),
+    md(r"""
+## Exercises
+
+**1.** Compute the KV-cache size, in bytes, of Llama-3.1-8B (32 layers, 8 key/value heads of size 128) for
+one sequence of 8192 tokens in bf16. Check it with `exercises.check_kv_cache_8k(answer)`.
+"""),
+    code(r"""
+answer = None  # your number of bytes
+if answer is not None:
+    exercises.check_kv_cache_8k(answer)
+"""),
+    solution(r"""
+answer = 2 * 32 * 8 * 128 * 8192 * 2   # K and V × layers × KV heads × head size × tokens × bytes
+exercises.check_kv_cache_8k(answer)
+"""),
+    md(r"""
+**2.** A Colab T4 has 16 GiB. What is the largest model (in billions of parameters) whose fp16 weights
+alone fit? Check with `exercises.check_weights_fit_t4(answer)`. Then use the panel: what is the
+longest context Llama-3.1-8B in int4 supports on a T4 at batch 1, and at batch 8? Why can you not choose bf16
+there?
+"""),
+    solution(r"""
+answer = 16 * 2**30 / 2 / 1e9   # bytes / (2 bytes per fp16 parameter), in billions
+exercises.check_weights_fit_t4(answer)
+for b in (1, 8):
+    print(f"batch {b}: longest context", f"{memory.max_context('Llama-3.1-8B', 'T4', 'int4', batch=b):,}")
+print("bf16 needs compute capability >= 8.0; a T4 is 7.5 (pick_dtype refuses it, use fp16)")
+"""),
+    md(r"""
+**3.** How many bytes does 2-way tensor parallelism of the tiny model (6 layers, hidden size 256, fp32,
+batch 1) all-reduce per generated token? Check with `exercises.check_allreduce_bytes(answer)`. If
+each all-reduce has a fixed latency of 10 µs over NVLink and 500 µs between machines, what is the
+communication floor per token for a 32-layer model in each case?
+"""),
+    solution(r"""
+answer = 2 * 6 * 256 * 4   # two all-reduces per layer, one hidden vector of fp32 each
+exercises.check_allreduce_bytes(answer)
+for name, lat in (("NVLink", 10e-6), ("between machines", 500e-6)):
+    print(f"{name}: {2 * 32 * lat * 1e3:.2f} ms per token just in all-reduce latency")
+"""),
+    md(r"""
+**4.** Run the precision measurement with `dtypes=("fp32", "bf16")` on the Llama-3.2-1B replica
+(`secbook.load("replica:llama-3.2-1b")`) instead of the tiny model. Does bf16 now help more on this CPU? Relate
+the answer to section 3: which share of a decode step is operator overhead for each model?
+"""),
+    solution(r"""
+# Takes a few minutes on 2 cores: the 1B replica's fp32 weights are ~5 GB.
+# big, btok = secbook.load("replica:llama-3.2-1b")
+# hardware.precision_table(big, btok, text, dtypes=("fp32", "bf16"), autocast=None, new_tokens=4, max_tokens=256)
+# What to look for: at 1.2 B parameters each step reads gigabytes of weights, so halving the bytes can matter,
+# while the operator count (and its overhead) is about the same as the tiny model's and becomes a small share.
+# If bf16 is still not faster on your CPU, its bf16 matmul kernels are the limit (check describe()).
+print("see the comments in this cell")
+"""),
+]
