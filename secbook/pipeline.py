@@ -362,6 +362,13 @@ class Pipeline(Step):
         return model
 
 
+def apply_steps(model: nn.Module, tokenizer, steps: Sequence, device: str | None = None) -> nn.Module:
+    """Apply ``steps`` in order without measuring (then move to ``device`` if given); errors as in
+    :class:`Pipeline`."""
+    p = Pipeline(list(steps) + ([Device(device)] if device else []), measure=False, copy=False)
+    return p.apply(model, tokenizer)
+
+
 def stage_table(rows: list[dict]):
     """Rows of :func:`measure_model` → DataFrame with ratios to the first row and machine columns."""
     from .measure import results_frame

@@ -1,0 +1,206 @@
+"""Which technique should I pick? Measure a handful of configurations and take the best one that fits.
+
+``recommend(model, hardware, latency_budget, quality_budget)`` builds each configuration of a small sweep
+with the pipeline steps of ``secbook.pipeline`` (fp32, bf16, dynamic int8, int8 and int4 weight-only, the
+fast decode loop), measures its stored bytes, its reply latency and decode speed (``measure.time_generation``,
+medians after warm-up) and its held-out perplexity, and returns the fastest configuration whose latency
+and perplexity increase both stay within budget — with the whole table, so the choice can be checked.
+For a GPU named in ``secbook.roofline.GPUS`` that is not present here, speed is *predicted* with the
+roofline model (``roofline.predict`` with the configuration's real bytes per weight, an ideal lower bound
+with no per-token overhead) and the table says so; quality is still measured here, because rounding the
+weights changes the model's predictions the same way on any device.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from .pipeline import DynamicInt8, Dtype, FastDecode, Quantize, Step, TorchAO, apply_steps, measure_model
+
+LOCAL = ("this machine", "here", "local", "auto")
+
+
+def default_configs() -> dict[str, list[Step]]:
+    """The sweep: a name per configuration and the pipeline steps that build it from the fp32 model."""
+    return {
+        "fp32": [],
+        "bf16": [Dtype("bf16")],
+        "dynamic int8": [DynamicInt8()],
+        "int8 weight-only (torchao)": [TorchAO("int8wo")],
+        "int4 weight-only g64": [Quantize(bits=4, group_size=64)],
+        "fp32 + fast decode loop": [FastDecode()],
+    }
+
+
+@dataclass
+class Recommendation:
+    """The chosen configuration (``best``: a row of ``table`` as a dict, or ``None``) and the evidence."""
+    best: dict | None
+    table: object
+    message: str
+    hardware: str
+    predicted: bool
+    steps: list = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def _repr_markdown_(self) -> str:
+        return self.message
+
+
+def _check_budget(name: str, value) -> float | None:
+    if value is None:
+        return None
+    what = ("seconds per reply, e.g. 1.0" if name == "latency_budget"
+            else "allowed relative perplexity increase over fp32, e.g. 0.05 for +5 %")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 or (
+            name == "latency_budget" and value == 0):
+        raise ValueError(f"{name} must be a positive number ({what}) or None, got {value!r}")
+    return float(value)
+
+
+def _resolve_hardware(hardware: str) -> tuple[str, bool]:
+    """(label, predict?) for ``hardware``: this machine (measured), a GPU present here (measured), or a GPU
+    from the roofline table that is not here (predicted)."""
+    from .roofline import GPUS
+
+    if str(hardware).lower() in LOCAL:
+        return "this machine", False
+    names = {k.lower(): k for k in GPUS}
+    key = str(hardware).lower()
+    if key not in names:
+        raise ValueError(f"unknown hardware {hardware!r}; use 'this machine' or a GPU of the latency model: "
+                         f"{list(GPUS)}")
+    gpu = names[key]
+    if torch.cuda.is_available() and all(w in torch.cuda.get_device_name(0).lower() for w in key.split()[:1]):
+        return gpu, False
+    return gpu, True
+
+
+def _load(model_or_name, tokenizer):
+    if isinstance(model_or_name, str):
+        from .models import load
+        return load(model_or_name)
+    if isinstance(model_or_name, tuple) and len(model_or_name) == 2:
+        return model_or_name
+    if isinstance(model_or_name, torch.nn.Module):
+        if tokenizer is None:
+            raise ValueError("pass tokenizer= with a model object (or a name such as 'tiny')")
+        return model_or_name, tokenizer
+    raise TypeError(f"model_or_name must be a model name, a model (with tokenizer=) or a (model, tokenizer) pair; "
+                    f"got {type(model_or_name).__name__}")
+
+
+def sweep(model, tokenizer, configs: dict[str, list[Step]] | None = None, hardware: str = "this machine",
+          prompt_len: int = 32, new_tokens: int = 32, repeats: int = 2, ppl_tokens: int = 512, progress: bool = False):
+    """Measure every configuration (or predict its speed on a GPU that is not here); return a DataFrame."""
+    from tqdm.auto import tqdm
+
+    from .measure import results_frame
+
+    label, predict = _resolve_hardware(hardware)
+    configs = configs or default_configs()
+    dev = None
+    if not predict and label != "this machine":
+        dev = "cuda"
+    elif not predict:
+        from .hardware import pick_device
+        dev = str(pick_device("auto"))
+    rows, ref = [], None
+    for name, steps in tqdm(configs.items(), desc="recommend", disable=not progress):
+        row = {"config": name, "steps": " → ".join(s.name for s in steps) or "(none)", "hardware": label}
+        try:
+            m = apply_steps(copy.deepcopy(model), tokenizer, steps, dev if not predict else None)
+        except ValueError as e:
+            rows.append({**row, "error": str(e)[:300]})
+            continue
+        r, tokens = measure_model(m, tokenizer, prompt_len, new_tokens, repeats, ppl_tokens, reference=ref)
+        if ref is None:
+            ref = tokens
+        row.update(r)
+        row["speed_source"] = f"measured ({r['device']})"
+        if predict:
+            row.update(_predicted(m, label, prompt_len, new_tokens, name))
+        del m
+        rows.append(row)
+    df = results_frame(rows)
+    ok = df["perplexity"].notna() if "perplexity" in df else None
+    if ok is not None and ok.any():
+        base = df.loc[ok].iloc[0]
+        df["ppl_change_pct"] = 100 * (df["perplexity"] / base["perplexity"] - 1)
+        df["size_vs_fp32"] = df["model_bytes"] / base["model_bytes"]
+    return df
+
+
+def _predicted(model, gpu: str, prompt_len: int, new_tokens: int, name: str) -> dict:
+    """Roofline speed of this configuration on ``gpu``, from its real bytes per weight."""
+    from .measure import model_bytes
+    from .roofline import predict
+
+    n = sum(p.numel() for p in model.parameters() if p.dtype.is_floating_point)
+    if "dynamic int8" in name:
+        return {"speed_source": "not applicable (torch.ao dynamic int8 is CPU-only)", "tokens_per_s": float("nan"),
+                "latency_s": float("nan"), "ttft_ms": float("nan"), "tpot_ms": float("nan")}
+    # quantized layers hold packed buffers, not parameters: count their weights from their shapes
+    n += sum(m.in_features * m.out_features for m in model.modules()
+             if callable(getattr(m, "storage_bytes", None)) and hasattr(m, "in_features"))
+    bpw = min(max(model_bytes(model) / max(n, 1), 0.1), 8.0)
+    p = predict(model, gpu, prompt_len=prompt_len, new_tokens=new_tokens, bytes_per_weight=bpw)
+    return {"speed_source": f"predicted (roofline lower bound on {gpu}, {bpw:.2f} B/weight)",
+            "tokens_per_s": p.tokens_per_s, "latency_s": p.latency_s, "ttft_ms": 1e3 * p.ttft_s,
+            "tpot_ms": 1e3 * p.tpot_s, "first_call_s": float("nan")}
+
+
+OBJECTIVES = {"speed": ("latency_s", True), "size": ("model_bytes", True), "quality": ("perplexity", True)}
+
+
+def recommend(model_or_name="tiny", hardware: str = "this machine", latency_budget: float | None = None,
+              quality_budget: float | None = None, tokenizer=None, configs: dict[str, list[Step]] | None = None,
+              objective: str = "speed", prompt_len: int = 32, new_tokens: int = 32, repeats: int = 2,
+              ppl_tokens: int = 512, progress: bool = False) -> Recommendation:
+    """Run the sweep and pick the best configuration that meets both budgets.
+
+    ``latency_budget``: seconds allowed for one reply (a ``prompt_len``-token prompt, ``new_tokens`` new
+    tokens), ``None`` = any. ``quality_budget``: allowed relative perplexity increase over fp32 (``0.05`` =
+    +5 %), ``None`` = any. ``objective``: among configurations within budget, the fastest (``"speed"``), the
+    smallest (``"size"``) or the most accurate (``"quality"``). ``hardware``: ``"this machine"`` or a GPU
+    of ``secbook.roofline.GPUS`` (predicted when it is not present here).
+    """
+    lat = _check_budget("latency_budget", latency_budget)
+    qual = _check_budget("quality_budget", quality_budget)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
+    _resolve_hardware(hardware)
+    model, tok = _load(model_or_name, tokenizer)
+    configs = configs or default_configs()
+    df = sweep(model, tok, configs, hardware, prompt_len, new_tokens, repeats, ppl_tokens, progress)
+    label, predicted = _resolve_hardware(hardware)
+    ok = df["latency_s"].notna() if "latency_s" in df else df["config"].isna()
+    df["meets_latency"] = ok & ((df["latency_s"] <= lat) if lat is not None else True)
+    df["meets_quality"] = ok & ((df["ppl_change_pct"] <= 100 * qual) if qual is not None else True)
+    df["meets_both"] = df["meets_latency"] & df["meets_quality"]
+    col, asc = OBJECTIVES[objective]
+    fits = df[df["meets_both"]].sort_values([col, "model_bytes"], ascending=[asc, True])
+    budget = (f"latency ≤ {lat:g} s per reply of {new_tokens} tokens" if lat is not None else "any latency") + \
+        ", " + (f"perplexity ≤ +{100 * qual:g} % over fp32" if qual is not None else "any quality")
+    how = "predicted with the roofline model (speed) and measured here (quality)" if predicted else "measured here"
+    if fits.empty:
+        fastest = df.loc[df["latency_s"].idxmin()] if ok.any() else None
+        best_q = df.loc[df["ppl_change_pct"].idxmin()] if ok.any() else None
+        msg = (f"No configuration meets the budget ({budget}) on {label} ({how}). "
+               + (f"Fastest: {fastest['config']} at {fastest['latency_s']:.3g} s per reply "
+                  f"(perplexity {fastest['ppl_change_pct']:+.1f} %); most accurate: {best_q['config']} "
+                  f"({best_q['latency_s']:.3g} s). Relax a budget, use a smaller model, or faster hardware."
+                  if fastest is not None else ""))
+        return Recommendation(None, df, msg, label, predicted, [])
+    best = fits.iloc[0].to_dict()
+    msg = (f"On {label} ({how}), for {budget}: use **{best['config']}** — {best['latency_s']:.3g} s per reply, "
+           f"{best['tokens_per_s']:.3g} tokens/s, {best['model_bytes'] / 1e6:.2f} MB, perplexity "
+           f"{best['perplexity']:.2f} ({best['ppl_change_pct']:+.1f} % vs fp32). "
+           f"{int(df['meets_both'].sum())} of {len(df)} configurations meet the budget.")
+    return Recommendation(best, df, msg, label, predicted, list(configs[best["config"]]))
+
+

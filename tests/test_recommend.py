@@ -1,0 +1,48 @@
+"""recommend(): a small measured sweep, budgets applied, predictions labelled, clear errors."""
+import pytest
+
+import secbook
+from secbook.pipeline import Dtype, Quantize
+from secbook.recommend import default_configs, recommend
+
+FAST = dict(prompt_len=8, new_tokens=3, repeats=1, ppl_tokens=64)
+CONFIGS = {"fp32": [], "int4 g64": [Quantize(4, 64)], "bf16": [Dtype("bf16")]}
+
+
+def test_recommend_here_meets_budgets(tiny):
+    r = recommend(tiny, latency_budget=60.0, quality_budget=1.0, configs=CONFIGS, **FAST)
+    t = r.table
+    assert list(t["config"]) == list(CONFIGS)
+    assert r.best is not None and not r.predicted
+    assert r.best["config"] in CONFIGS
+    assert r.best["latency_s"] == t.loc[t["meets_both"], "latency_s"].min()  # the fastest within budget
+    assert t.loc[t["config"] == "int4 g64", "size_vs_fp32"].item() < 0.5
+    assert "measured here" in r.message and r.best["config"] in r.message
+    # a quality budget of 0 admits only configurations at least as accurate as fp32
+    r0 = recommend(tiny, quality_budget=0.0, configs={"fp32": [], "int4 g64": [Quantize(4, 64)]}, **FAST)
+    assert r0.best["config"] == "fp32" or r0.best["ppl_change_pct"] <= 0
+    assert secbook.recommend is recommend
+
+
+def test_nothing_meets_budget_and_gpu_prediction(tiny):
+    r = recommend(tiny, latency_budget=1e-9, configs={"fp32": []}, **FAST)
+    assert r.best is None and "No configuration meets the budget" in str(r)
+    g = recommend(tiny, hardware="A100 80GB SXM", configs={"fp32": [], "int4 g64": [Quantize(4, 64)]}, **FAST)
+    if g.predicted:
+        assert g.table["speed_source"].str.startswith("predicted").all()
+        # the roofline bound: fewer bytes per weight → faster on a memory-bound decode
+        tps = g.table.set_index("config")["tokens_per_s"]
+        assert tps["int4 g64"] > tps["fp32"]
+        assert "predicted" in g.message
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="latency_budget must be a positive number"):
+        recommend("tiny", latency_budget=-1)
+    with pytest.raises(ValueError, match="quality_budget"):
+        recommend("tiny", quality_budget="5%")
+    with pytest.raises(ValueError, match="unknown hardware 'TPU v9'"):
+        recommend("tiny", hardware="TPU v9", configs={"fp32": []})
+    with pytest.raises(ValueError, match="objective"):
+        recommend("tiny", objective="cheapest")
+    assert "fp32" in default_configs()
