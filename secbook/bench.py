@@ -84,6 +84,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--suite", choices=["model", "generate"], default="model",
                    help="'model' (default): time the model under each technique; 'generate': the generation-loop "
                         "suite of secbook.generate.run_generate_suite")
+    b.add_argument("--rungs", nargs="+", default=None, metavar="RUNG",
+                   help="generate suite only: the rungs of the optimization ladder to run (default: all)")
+    b.add_argument("--threads", type=_positive_int(1), default=None,
+                   help="torch CPU threads (default: torch's choice, usually the number of cores)")
     b.add_argument("--out", default=None, metavar="NAME",
                    help="results file stem under data/results/ (default: bench_<model>_<suite>)")
     b.add_argument("--no-save", action="store_true", help="print the table only, write no CSV")
@@ -182,6 +186,10 @@ def run_cli(args: argparse.Namespace) -> int:
 
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in args.model)
     name = args.out or f"bench_{safe}_{args.suite}"
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         if args.suite == "generate":
             try:

@@ -15,7 +15,8 @@ def test_help_documents_every_flag(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--model", "--technique", "--prompt-len", "--new-tokens", "--batch", "--repeats", "--dtype",
-                 "--device", "--out", "--suite", "--warmup", "--layers", "--no-save", "int8-dynamic"):
+                 "--device", "--out", "--suite", "--warmup", "--layers", "--no-save", "--threads", "--rungs",
+                 "int8-dynamic"):
         assert flag in out
 
 
@@ -26,6 +27,7 @@ def test_help_documents_every_flag(capsys):
     (["bench", "--technique", "magic"], "--technique"),
     (["bench", "--dtype", "int3"], "--dtype"),
     (["bench", "--suite", "everything"], "--suite"),
+    (["bench", "--threads", "0"], "--threads"),
 ])
 def test_bad_flags_one_line_exit_2(capsys, argv, word):
     with pytest.raises(SystemExit) as e:
