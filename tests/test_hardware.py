@@ -121,3 +121,28 @@ def test_cuda_graph_replay_matches_eager(tiny):
         assert df.loc["static cache, CUDA graph (manual)", "token_agreement_vs_eager"] == 1.0
     finally:
         model.to("cpu")
+
+
+def test_gpu_cells_on_cpu_say_what_they_would_do(no_gpu, tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    import secbook.paths
+
+    monkeypatch.setattr(secbook.paths, "RESULTS_DIR", tmp_path)
+    assert hw.gpu_only("time CUDA graphs", "cuda_graphs") is False
+    out = capsys.readouterr().out
+    assert "would time CUDA graphs" in out and "No GPU run of 'cuda_graphs' has been recorded yet" in out
+    pd.DataFrame([{"variant": "eager", "ms_per_token": 1.0, "gpu": "Tesla T4", "timestamp": "t"}]).to_csv(
+        tmp_path / "hardware_cuda_graphs_cuda.csv", index=False)
+    pd.DataFrame([{"variant": "fp32", "gpu": "none", "timestamp": "t"}]).to_csv(
+        tmp_path / "hardware_precision_cpu.csv", index=False)
+    df = hw.recorded_gpu_results("cuda_graphs")
+    assert len(df) == 1 and "Recorded on Tesla T4" in capsys.readouterr().out
+    assert hw.recorded_gpu_results("precision") is None  # a CPU recording is not a GPU result
+
+
+def test_bench_hardware_is_a_cli_command():
+    from secbook.cli import build_parser
+
+    args = build_parser().parse_args(["bench-hardware", "--models", "tiny", "--no-tp", "--new-tokens", "4"])
+    assert args.models == ["tiny"] and args.no_tp and args.new_tokens == 4 and callable(args.func)
