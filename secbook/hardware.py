@@ -169,7 +169,7 @@ def describe():
         ("bitsandbytes", _installed("bitsandbytes")),
         ("torchao", _installed("torchao")),
         ("int4 matmul kernel (aten._weight_int4pack_mm)", hasattr(torch.ops.aten, "_weight_int4pack_mm")),
-        ("torch.compile back-end available", _installed("triton") != "no" or not torch.cuda.is_available()),
+        ("triton (torch.compile's GPU code generator)", _installed("triton")),
     ]
     return pd.DataFrame([(k, str(v)) for k, v in rows], columns=["what", "here"]).set_index("what")
 
