@@ -60,7 +60,7 @@ def check_critical_batch(answer: float) -> None:
 
 def check_onnx_bytes(answer: int, model=None, onnx_bytes: int | None = None) -> None:
     """Chapter 7: predicted size of the tiny model's fp32 ONNX export (parameters x 4 bytes, tied weights
-    stored once). Within 10 % of the file really written (graph and constant tables add a little)."""
+    stored once), within 1 %; the exported file itself is a little larger (graph and constant tables)."""
     if model is None:
         from .models import load
 
