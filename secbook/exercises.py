@@ -202,3 +202,34 @@ def check_kv_cache_mb(answer: float) -> None:
             "Not quite: layers × 2 (K and V) × kv_heads × head_dim × positions × bytes per element (bf16: 2), "
             "divided by 1e6 for MB.")
     print(f"Correct: {truth:.1f} MB — without GQA (9 KV heads) it would be {truth * 3:.1f} MB.")
+
+
+# ------------------------------------------------------------------ chapters 2, 3.4, 8, 9 (pipeline, recommend)
+def check_int4_layer_bytes(answer: int) -> None:
+    """Chapter 2: stored bytes of a 768×256 Linear (out × in) quantized to 4 bits, groups of 64, symmetric."""
+    import torch
+
+    from .quantize import QuantLinear
+
+    truth = QuantLinear.from_linear(torch.nn.Linear(256, 768, bias=False), bits=4, group_size=64).storage_bytes()
+    _expect(int(answer) == truth, "Not quite: two 4-bit weights per byte (768·256/2), plus one fp16 scale "
+            "(2 bytes) per group of 64 weights in each row (768 · 256/64 groups).")
+    print(f"Correct: {truth:,} bytes (vs {768 * 256 * 4:,} in fp32, {768 * 256 * 4 / truth:.1f}× smaller).")
+
+
+def check_weight_ratio(answer: float) -> None:
+    """Chapter 3.4: ideal fp32 → int4 size ratio of the weights alone (no scales)."""
+    _expect(_close(answer, 8.0, 0.01), "Bytes per weight: fp32 stores 32 bits, int4 stores 4 bits.")
+    print("Correct: 32 / 4 = 8×; the group scales make the real ratio a little smaller.")
+
+
+def check_bits_for_claim(answer: float) -> None:
+    """Chapter 8: bits per weight that store 1 B parameters in the bytes of 100 M fp16 parameters."""
+    _expect(_close(answer, 1.6, 0.02), "100 M fp16 parameters take 100e6 × 16 bits; share them among 1e9 weights.")
+    print("Correct: 1.6 bits per weight — below what any method in this book keeps accurate (2-bit already hurts).")
+
+
+def check_needed_speed(answer: float) -> None:
+    """Chapter 9: decode tokens/s needed to reply with 64 tokens within 1 s when the first token takes 0.2 s."""
+    _expect(_close(answer, 63 / 0.8, 0.01), "After the first token (0.2 s) the remaining 63 tokens share 0.8 s.")
+    print(f"Correct: 63 / 0.8 = {63 / 0.8:.2f} tokens/s.")

@@ -278,7 +278,8 @@ def make_step(spec) -> Step:
 
 # ----------------------------------------------------------------------------------------------- measuring
 def measure_model(model: nn.Module, tokenizer, prompt_len: int = 32, new_tokens: int = 32, repeats: int = 3,
-                  ppl_tokens: int | None = 1024, reference: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+                  ppl_tokens: int | None = 1024, reference: torch.Tensor | None = None,
+                  timing: bool = True) -> tuple[dict, torch.Tensor]:
     """``(row, greedy_tokens)``: stored bytes, decode speed (medians of ``repeats`` after a warm-up),
     held-out perplexity over ``ppl_tokens`` tokens (``None`` skips it) and, given ``reference`` tokens,
     the fraction of greedy output tokens equal to them."""
@@ -296,12 +297,17 @@ def measure_model(model: nn.Module, tokenizer, prompt_len: int = 32, new_tokens:
             seen["out"] = out
         return out
 
-    t = time_generation(model, tokenizer, prompt_len=prompt_len, new_tokens=new_tokens, warmup=1,
-                        repeats=repeats, generate_fn=recording)
+    row = {**describe_model(model), "model_bytes": model_bytes(model), "prompt_len": prompt_len,
+           "new_tokens": new_tokens, "repeats": repeats}
+    if timing:
+        t = time_generation(model, tokenizer, prompt_len=prompt_len, new_tokens=new_tokens, warmup=1,
+                            repeats=repeats, generate_fn=recording)
+        row.update({"tokens_per_s": t.tokens_per_s, "ttft_ms": 1e3 * t.ttft_s, "tpot_ms": 1e3 * t.tpot_s,
+                    "latency_s": t.latency_s, "first_call_s": t.first_call_s})
+    else:  # one greedy reply for the agreement column only
+        from .measure import prompt_ids
+        recording(prompt_ids(tokenizer, prompt_len).to(_device(model)), new_tokens)
     tokens = seen["out"][:, -new_tokens:].cpu()
-    row = {**describe_model(model), "model_bytes": model_bytes(model), "tokens_per_s": t.tokens_per_s,
-           "ttft_ms": 1e3 * t.ttft_s, "tpot_ms": 1e3 * t.tpot_s, "latency_s": t.latency_s,
-           "first_call_s": t.first_call_s, "prompt_len": prompt_len, "new_tokens": new_tokens, "repeats": repeats}
     row["perplexity"] = (perplexity(model, tokenizer, max_tokens=ppl_tokens) if ppl_tokens else float("nan"))
     row["agreement"] = token_agreement(tokens, reference) if reference is not None else 1.0
     return row, tokens

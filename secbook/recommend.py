@@ -117,7 +117,8 @@ def sweep(model, tokenizer, configs: dict[str, list[Step]] | None = None, hardwa
         except ValueError as e:
             rows.append({**row, "error": str(e)[:300]})
             continue
-        r, tokens = measure_model(m, tokenizer, prompt_len, new_tokens, repeats, ppl_tokens, reference=ref)
+        r, tokens = measure_model(m, tokenizer, prompt_len, new_tokens, repeats, ppl_tokens, reference=ref,
+                                  timing=not predict)
         if ref is None:
             ref = tokens
         row.update(r)
@@ -204,3 +205,71 @@ def recommend(model_or_name="tiny", hardware: str = "this machine", latency_budg
     return Recommendation(best, df, msg, label, predicted, list(configs[best["config"]]))
 
 
+
+
+# ----------------------------------------------------------------------------------------------- the book's results
+SPEED_COLS = ("tokens_per_s", "tok_s", "decode_tokens_per_s", "decode_tok_s")
+QUALITY_COLS = ("ppl_change_pct", "ppl_increase_pct")
+PPL_COLS = ("perplexity", "ppl")
+BYTES_COLS = ("model_bytes", "weight_bytes", "bytes")
+LABEL_COLS = ("variant", "config", "rung", "step", "label", "name")
+
+
+def _first(df, cols):
+    return next((c for c in cols if c in df.columns), None)
+
+
+def collect_results(results_dir=None):
+    """Every ``data/results/*.csv`` that has a speed column, normalised to one table: ``source`` (CSV
+    stem), ``machine`` (its GPU, else its CPU), ``model``, ``variant``, ``tokens_per_s``, ``model_bytes`` and
+    ``ppl_change_pct`` (perplexity change against the CSV's own first row when only perplexities are
+    recorded; NaN when the CSV has no quality column). Rows with errors or no speed are dropped."""
+    import pandas as pd
+
+    from .paths import RESULTS_DIR
+
+    frames = []
+    for path in sorted((results_dir or RESULTS_DIR).glob("*.csv")):
+        try:
+            df = pd.read_csv(path)
+        except Exception:  # noqa: BLE001 — an unreadable CSV is skipped, not fatal
+            continue
+        speed = _first(df, SPEED_COLS)
+        if speed is None or df.empty:
+            continue
+        out = pd.DataFrame({"source": path.stem, "tokens_per_s": pd.to_numeric(df[speed], errors="coerce")})
+        gpu = df["gpu"].astype(str) if "gpu" in df else pd.Series("", index=df.index)
+        cpu = df["cpu"].astype(str) if "cpu" in df else pd.Series("unknown machine", index=df.index)
+        out["machine"] = [g if g and g.lower() not in ("none", "nan", "") else c for g, c in zip(gpu, cpu)]
+        out["model"] = df["model"].astype(str) if "model" in df else "?"
+        lab = _first(df, LABEL_COLS)
+        out["variant"] = df[lab].astype(str) if lab else [f"row {i}" for i in range(len(df))]
+        b = _first(df, BYTES_COLS)
+        out["model_bytes"] = pd.to_numeric(df[b], errors="coerce") if b else float("nan")
+        q, p = _first(df, QUALITY_COLS), _first(df, PPL_COLS)
+        if q:
+            out["ppl_change_pct"] = pd.to_numeric(df[q], errors="coerce")
+        elif p:
+            ppl = pd.to_numeric(df[p], errors="coerce")
+            out["ppl_change_pct"] = 100 * (ppl / ppl.dropna().iloc[0] - 1) if ppl.notna().any() else float("nan")
+        elif "tiny_ppl_change" in df:
+            out["ppl_change_pct"] = 100 * pd.to_numeric(df["tiny_ppl_change"], errors="coerce")
+        else:
+            out["ppl_change_pct"] = float("nan")
+        frames.append(out[out["tokens_per_s"].notna() & (out["tokens_per_s"] > 0)])
+    cols = ["source", "machine", "model", "variant", "tokens_per_s", "model_bytes", "ppl_change_pct"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def pareto_front(df, speed: str = "tokens_per_s", quality: str = "ppl_change_pct", size: str = "model_bytes"):
+    """Boolean Series: rows no other row beats on all of speed (higher), quality loss and size (lower)."""
+    import numpy as np
+
+    s = df[speed].to_numpy(float)
+    q = df[quality].fillna(np.inf).to_numpy(float)
+    b = df[size].fillna(np.inf).to_numpy(float)
+    keep = []
+    for i in range(len(df)):
+        dominated = ((s >= s[i]) & (q <= q[i]) & (b <= b[i]) & ((s > s[i]) | (q < q[i]) | (b < b[i]))).any()
+        keep.append(not dominated)
+    return __import__("pandas").Series(keep, index=df.index)

@@ -405,3 +405,44 @@ def generation_widget(batch: int = 4, context: int = 256, gamma: int = 4, attent
     box.controls = dict(batch=b, context=ctx, gamma=g, alpha=a, attention=att)
     update()
     return box
+
+
+# ------------------------------------------------------------------ chapter 2: the pipeline
+PIPELINE_CHOICES = ("int4", "int8", "dynamic_int8", "prune", "fast_decode", "bf16", "device")
+
+
+def pipeline_update(model, tokenizer, steps, new_tokens: int = 8, ppl_tokens: int = 256):
+    """The pipeline panel's callback without the widget: apply the named ``steps`` (from
+    ``PIPELINE_CHOICES``, in order) to a copy of ``model`` and return the pipeline's summary table."""
+    from .pipeline import Pipeline, summary
+
+    steps = list(steps)
+    bad = [s for s in steps if s not in PIPELINE_CHOICES]
+    if bad:
+        raise ValueError(f"unknown step(s) {bad}; choose from {list(PIPELINE_CHOICES)}")
+    _check_range("new_tokens", new_tokens, 2, 256)
+    _check_range("ppl_tokens", ppl_tokens, 16, 32768)
+    p = Pipeline(steps, prompt_len=16, new_tokens=new_tokens, repeats=2, ppl_tokens=ppl_tokens)
+    p.apply(model, tokenizer)
+    return summary(p.table)
+
+
+def pipeline_widget(model, tokenizer, steps=("dynamic_int8", "fast_decode")):
+    """Pick steps (in order) and press Run: the measured table after each stage (chapter 2)."""
+    import ipywidgets as W
+    from IPython.display import display
+
+    pick = W.SelectMultiple(options=PIPELINE_CHOICES, value=tuple(steps), description="steps", rows=7)
+    button, out = W.Button(description="Run pipeline"), W.Output()
+
+    def update(*_):
+        table = pipeline_update(model, tokenizer, pick.value)
+        with out:
+            out.clear_output(wait=True)
+            display(table)
+        return table
+
+    button.on_click(update)
+    box = W.VBox([W.HBox([pick, button]), out])
+    box.update, box.controls = update, dict(steps=pick)
+    return box

@@ -91,3 +91,25 @@ def test_names_and_diagram():
     text = mermaid(s)
     assert text.startswith("flowchart LR") and "rtn int4 g64" in text and text.count("-->") == 4
     assert issubclass(Pipeline, Step)
+
+
+def test_pipeline_widget_callback_and_checks(tiny):
+    from secbook import exercises
+    from secbook.widgets import pipeline_update
+
+    model, tok = tiny
+    table = pipeline_update(model, tok, ["bf16"], new_tokens=3, ppl_tokens=64)
+    assert list(table["step"]) == ["input model", "bf16"]
+    assert table["size_vs_input"].iloc[1] < 0.6
+    with pytest.raises(ValueError, match="unknown step"):
+        pipeline_update(model, tok, ["int3"])
+    with pytest.raises(ValueError, match="new_tokens must be in"):
+        pipeline_update(model, tok, ["bf16"], new_tokens=1)
+    exercises.check_int4_layer_bytes(768 * 256 // 2 + 768 * 4 * 2)
+    with pytest.raises(AssertionError):
+        exercises.check_int4_layer_bytes(768 * 256 // 2)
+    exercises.check_weight_ratio(8)
+    exercises.check_bits_for_claim(1.6)
+    with pytest.raises(AssertionError):
+        exercises.check_needed_speed(64)
+    exercises.check_needed_speed(78.75)
