@@ -158,8 +158,8 @@ plt.tight_layout(); plt.show()
     md(r"""
 What to read from it (the numbers above are this run's; the reasons below do not depend on them):
 
-* The **buggy** forward pass barely grows with the sequence: it runs all tokens as independent one-step
-  "sequences" in parallel — fast, and wrong.
+* The **buggy** forward pass grows far more slowly with the sequence than the fixed one: it runs all tokens as
+  independent one-step "sequences" in parallel — fast, and wrong.
 * The **fixed** LSTM must walk the sequence one token at a time (each step needs the previous state), so its
   forward time grows linearly with length and cannot use the parallelism of the hardware across positions.
 * The **transformer** processes all positions of the prompt at once (matrix–matrix products), which is why

@@ -105,13 +105,17 @@ ax.set(xlabel="tokens in the forward pass", ylabel="median forward time (ms)",
 plt.tight_layout(); plt.show()
 """),
     md(r"""
-The graph is exact (logit differences around 1e-6). How much faster ONNX Runtime is depends on the shape: for
-one token the work is tiny and PyTorch's per-operator overhead in eager mode dominates, which a whole-graph
-runtime removes; for longer inputs both spend their time in the same matrix multiplications. This is the same
-lesson as `torch.compile` in chapter 3.2: at this size, **overhead, not arithmetic**, sets the speed.
+The exported graph computes the same function: the logit differences are at the level of float32 rounding (the
+order of additions differs) and every greedy next token agrees. The speed-up column depends on the shape. For one
+token the arithmetic is tiny and PyTorch's per-operator overhead in eager mode dominates, which a whole-graph runtime
+removes; as the input grows, the matrix multiplications take a larger share of the time in both engines. This is the
+same lesson as `torch.compile` in chapter 3.2: at this size, **overhead, not arithmetic**, sets the speed. (On a
+busy, shared machine PyTorch's thread pool tends to suffer more than ONNX Runtime's, which widens the gap: compare
+the two columns as measured here, side by side, rather than with numbers from another run.)
 
 Greedy generation with this graph must give PyTorch's tokens. Without a KV cache it re-runs the whole sequence
-for each new token — correct, but quadratic; a graph with past key/values as inputs and outputs fixes that.
+for each new token — correct, but quadratic; a graph with past key/values as inputs and outputs fixes that
+(chapter 3.2 exports one with `secbook.onnx_export` and decodes with it).
 """),
     code(r"""
 ids = prompt_ids(tok, 16)
