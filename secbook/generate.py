@@ -1,0 +1,404 @@
+"""A fast generation loop of our own: prefill, then a single-token decode step over a static KV cache.
+
+Hugging Face ``generate()`` is general: logits processors, stopping criteria, a growing cache, masks rebuilt
+every step — each token pays for hundreds of small Python-level operations on top of reading the weights.
+For batch-1 decoding the useful work is only "read every weight once per token", so that overhead matters.
+Following gpt-fast (PyTorch team, 2023, "Accelerating generative AI with PyTorch II: GPT, Fast"), we
+
+1. pre-allocate the KV cache for ``max_len`` positions (a *static* cache: shapes never change, so the decode
+   step can be compiled once and, on CUDA, captured as a CUDA graph — ``mode="reduce-overhead"``);
+2. run the prompt through the model once (*prefill*), writing its keys and values into the cache;
+3. loop a single-token decode step: write one new key/value per layer at ``input_pos``, attend over the
+   whole cache with a mask that hides the positions not written yet, sample the next token.
+
+The decoder forward is written here over the Hugging Face weights (the model's own ``q_proj``, ``mlp``,
+``norm``, ``rotary_emb`` modules are called, so weight-only quantized layers that replace ``nn.Linear``
+drop in unchanged). It supports the Llama decoder layout — Llama, SmolLM, Qwen2 (q/k/v biases), Mistral —
+and its greedy output is token-for-token the output of ``model.generate`` (tests check it).
+
+``run_generate_suite`` is the chapter's "optimization ladder" benchmark (``python -m secbook bench --suite
+generate``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+
+
+def check_supported(model) -> None:
+    """Raise a ``ValueError`` naming the supported architectures if ``model`` is not a Llama-layout decoder."""
+    mt = getattr(getattr(model, "config", None), "model_type", None)
+    if mt not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"our fast loop supports the Llama decoder layout ({', '.join(SUPPORTED_MODEL_TYPES)}; "
+                         f"SmolLM is 'llama'), not model_type={mt!r}. Use model.generate() for this model.")
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class StaticDecoder(torch.nn.Module):
+    """The decoder forward over a pre-allocated KV cache of ``max_len`` positions for ``batch`` sequences.
+
+    ``forward(ids [B, T], input_pos [T]) -> logits`` writes the T new keys/values at ``input_pos`` and attends
+    over the whole cache with a causal mask; positions beyond ``input_pos`` are hidden, so stale entries
+    (e.g. draft tokens rejected by speculative decoding) never matter — rewinding is free.
+    """
+
+    def __init__(self, model, max_len: int, batch: int = 1):
+        super().__init__()
+        check_supported(model)
+        cfg = model.config
+        sw = getattr(cfg, "sliding_window", None)
+        if sw is not None and getattr(cfg, "use_sliding_window", True) and max_len > sw:
+            raise ValueError(f"max_len={max_len} exceeds the model's sliding window ({sw}); our loop does not "
+                             "implement sliding-window attention — use a shorter max_len or model.generate().")
+        self.model = model
+        self.max_len, self.batch = int(max_len), int(batch)
+        self.n_layers = cfg.num_hidden_layers
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        p = next(model.parameters())
+        dtype = p.dtype if p.dtype.is_floating_point else torch.float32
+        dtype = getattr(model, "dtype", dtype)
+        shape = (self.batch, self.n_kv, self.max_len, self.head_dim)
+        self.k_cache = [torch.zeros(shape, dtype=dtype, device=p.device) for _ in range(self.n_layers)]
+        self.v_cache = [torch.zeros(shape, dtype=dtype, device=p.device) for _ in range(self.n_layers)]
+        # additive mask (0 / -inf): on CPU a float mask keeps SDPA on its fast path (a bool mask is ~10x slower)
+        tril = torch.tril(torch.ones(self.max_len, self.max_len, dtype=torch.bool, device=p.device))
+        self.register_buffer("causal", torch.zeros(tril.shape, dtype=dtype, device=p.device).masked_fill(
+            ~tril, float("-inf")), persistent=False)
+
+    def cache_bytes(self) -> int:
+        """Bytes of the pre-allocated cache (compare with ``kvcache.kv_cache_bytes``)."""
+        return sum(t.numel() * t.element_size() for t in self.k_cache + self.v_cache)
+
+    def forward(self, ids: torch.Tensor, input_pos: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        m = self.model.model
+        B, T = ids.shape
+        x = m.embed_tokens(ids)
+        cos, sin = m.rotary_emb(x, input_pos[None])  # [1, T, head_dim], the model's own RoPE (any rope type)
+        cos, sin = cos[:, None], sin[:, None]
+        rep = self.n_heads // self.n_kv
+        # grouped-query attention without copying K/V: fold the `rep` query heads that share a KV head into
+        # the query-length axis, [B, n_kv, rep*T, D], and repeat the mask rows to match
+        mask = self.causal[input_pos][None, None, None].expand(1, 1, rep, T, self.max_len)
+        mask = mask.reshape(1, 1, rep * T, self.max_len)
+        for i, layer in enumerate(m.layers):
+            a = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = a.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+            k = a.k_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+            v = a.v_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            kc, vc = self.k_cache[i], self.v_cache[i]
+            kc.index_copy_(2, input_pos, k.to(kc.dtype))
+            vc.index_copy_(2, input_pos, v.to(vc.dtype))
+            qg = q.reshape(B, self.n_kv, rep * T, self.head_dim)
+            o = F.scaled_dot_product_attention(qg, kc, vc, attn_mask=mask, scale=a.scaling)
+            o = o.view(B, self.n_heads, T, self.head_dim).transpose(1, 2)
+            x = x + a.o_proj(o.reshape(B, T, self.n_heads * self.head_dim))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        if last_only:
+            x = x[:, -1:]
+        return self.model.lm_head(m.norm(x))
+
+
+def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Next token from the last position's logits [B, V]: argmax if ``temperature == 0`` else a sample from
+    softmax(logits / temperature), optionally restricted to the ``top_k`` largest."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(int(top_k), logits.shape[-1])).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+
+
+class FastGenerator:
+    """gpt-fast-style generation for one model: ``FastGenerator(model, max_len).generate(ids, n)``.
+
+    ``compile=True`` compiles the single-token decode step with ``torch.compile`` — ``mode="reduce-overhead"``
+    (CUDA graphs) on a GPU, the default mode on CPU — once; later calls reuse it. The first call pays the
+    compile time (``self.compile_s`` records it).
+    """
+
+    def __init__(self, model, max_len: int = 256, batch: int = 1, compile: bool = False, mode: str | None = None):
+        self.model = model.eval()
+        self.decoder = StaticDecoder(model, max_len, batch)
+        self.device = next(model.parameters()).device
+        self.compiled = bool(compile)
+        self.compile_s: float | None = None
+        step = self._decode
+        if compile:
+            if mode is None:
+                mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+            step = torch.compile(self._decode, mode=mode, fullgraph=True, dynamic=False)
+        self.step = step
+
+    def _decode(self, token: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        return self.decoder(token, input_pos)[:, -1]
+
+    @torch.no_grad()
+    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Run the prompt, fill the cache; return the last position's logits [B, V]."""
+        B, T = input_ids.shape
+        if B != self.decoder.batch:
+            raise ValueError(f"this generator was built for batch={self.decoder.batch}, got batch={B}")
+        if T >= self.decoder.max_len:
+            raise ValueError(f"prompt of {T} tokens does not fit the static cache of max_len="
+                             f"{self.decoder.max_len} positions (need prompt + new tokens <= max_len); "
+                             "build the generator with a larger max_len.")
+        pos = torch.arange(T, device=self.device)
+        return self.decoder(input_ids.to(self.device), pos, last_only=True)[:, -1]
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
+                 top_k: int | None = None, seed: int | None = None) -> torch.Tensor:
+        """Prompt + ``max_new_tokens`` new tokens [B, T + n] (greedy when ``temperature == 0``)."""
+        if input_ids.dim() == 1:
+            input_ids = input_ids[None]
+        T = input_ids.shape[1]
+        if T + max_new_tokens > self.decoder.max_len:
+            raise ValueError(f"prompt ({T}) + max_new_tokens ({max_new_tokens}) = {T + max_new_tokens} exceeds "
+                             f"the static cache's max_len={self.decoder.max_len}; build the generator with a "
+                             "larger max_len.")
+        gen = None
+        if seed is not None:
+            gen = torch.Generator(device=self.device).manual_seed(seed)
+        t0 = time.perf_counter()
+        tok = sample(self.prefill(input_ids), temperature, top_k, gen)
+        out = [input_ids.to(self.device), tok]
+        for i in range(max_new_tokens - 1):
+            pos = torch.tensor([T + i], device=self.device)
+            logits = self.step(tok, pos)
+            if self.compiled and self.compile_s is None:
+                self.compile_s = time.perf_counter() - t0
+            tok = sample(logits, temperature, top_k, gen).clone()
+            out.append(tok)
+        return torch.cat(out, dim=1)
+
+    __call__ = generate
+
+
+def fast_generate(model, input_ids: torch.Tensor, max_new_tokens: int, compile: bool = False,
+                  temperature: float = 0.0, top_k: int | None = None, seed: int | None = None,
+                  max_len: int | None = None) -> torch.Tensor:
+    """One-shot convenience: build a ``FastGenerator`` sized for this call and generate."""
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    max_len = max_len or input_ids.shape[1] + max_new_tokens
+    g = FastGenerator(model, max_len=max_len, batch=input_ids.shape[0], compile=compile)
+    return g.generate(input_ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
+
+
+def hf_generate(model, input_ids: torch.Tensor, max_new_tokens: int, **kw) -> torch.Tensor:
+    """The baseline: ``model.generate`` greedy, forced to produce exactly ``max_new_tokens`` tokens."""
+    input_ids = input_ids.to(next(model.parameters()).device)
+    return model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+                          min_new_tokens=max_new_tokens, do_sample=False,
+                          pad_token_id=model.generation_config.pad_token_id or 0, **kw)
+
+
+# ----------------------------------------------------------------------------- the optimization ladder
+@dataclass(frozen=True)
+class Rung:
+    """One step of the ladder: a weight transform, a loop (``hf``, ``hf_static``, ``ours``, ``spec``), compile."""
+    name: str
+    transform: str = "none"
+    loop: str = "ours"
+    compile: bool = False
+    tiny_only: bool = False
+
+
+LADDER = (  # cheap and essential rungs first: results are saved after every rung
+    Rung("HF generate fp32 (baseline)", "none", "hf"),
+    Rung("our loop fp32", "none", "ours"),
+    Rung("our loop fp32 + compile", "none", "ours", True),
+    Rung("speculative greedy (tiny + draft)", "none", "spec", tiny_only=True),
+    Rung("our loop bf16", "bf16", "ours"),
+    Rung("our loop bf16 + compile", "bf16", "ours", True),
+    Rung("our loop dynamic int8 (torch.ao)", "dyn8", "ours"),
+    Rung("our loop int8 weight-only + compile", "int8wo", "ours", True),
+    Rung("our loop int8 weight-only", "int8wo", "ours"),
+    Rung("HF generate fp32 static cache + compile", "none", "hf_static", True),
+    Rung("our loop int4 weight-only + compile", "int4wo", "ours", True),
+)
+TRANSFORMS = ("none", "bf16", "int8wo", "int4wo", "dyn8")
+
+
+def apply_transform(model, transform: str):
+    """The model with its weights transformed: ``bf16`` cast, int8/int4 weight-only ``QuantLinear``
+    (``secbook.quantize``, RTN, groups of 64 / 32), or torch.ao dynamic int8 (``dyn8``)."""
+    if transform not in TRANSFORMS:
+        raise ValueError(f"unknown transform {transform!r}; choose from {TRANSFORMS}")
+    if transform == "none":
+        return model
+    if transform == "bf16":
+        return model.to(torch.bfloat16)
+    if transform in ("int8wo", "int4wo"):
+        from .quantize import quantize
+
+        bits, group = (8, 64) if transform == "int8wo" else (4, 32)  # 64 divides 576 (SmolLM2) and 256
+        return quantize(model, bits=bits, group_size=group)[0]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def draft_for(target, name: str = "student"):
+    """The draft model for speculative decoding: ``data/models/<name>`` if it exists, else a copy of the
+    target truncated to its first two layers (same tokenizer; returned with a label saying which)."""
+    import copy
+
+    from .models import load, local_models
+
+    if name in local_models():
+        return load(name)[0], name
+    d = copy.deepcopy(target)
+    d.model.layers = d.model.layers[:2]
+    d.config.num_hidden_layers = 2
+    return d, "target truncated to 2 layers (no student yet)"
+
+
+def tiny_perplexity_change(transform: str, max_tokens: int = 4096, _cache: dict = {}) -> float:
+    """Relative held-out perplexity change of the tiny model under ``transform`` (0.01 = +1%)."""
+    if transform not in _cache:
+        from .corpus import heldout_text
+        from .measure import perplexity
+        from .models import load
+
+        model, tok = load("tiny")
+        text = heldout_text(max_chars=max_tokens * 8)
+        base = perplexity(model, tok, text, max_tokens=max_tokens)
+        ppl = perplexity(apply_transform(model, transform), tok, text, max_tokens=max_tokens)
+        _cache[transform] = ppl / base - 1
+    return _cache[transform]
+
+
+def _generate_fn(rung: Rung, model, max_len: int):
+    if rung.loop == "hf":
+        return lambda ids, n: hf_generate(model, ids, n)
+    if rung.loop == "hf_static":
+        from transformers import CompileConfig
+
+        cc = CompileConfig()
+        cc._compile_all_devices = True  # transformers auto-compiles only on accelerators unless told to
+        return lambda ids, n: hf_generate(model, ids, n, cache_implementation="static", compile_config=cc)
+    if rung.loop == "spec":
+        from .speculative import SpeculativeDecoder
+
+        draft, _ = draft_for(model)
+        spec = SpeculativeDecoder(model, draft, gamma=4, max_len=max_len)
+        return lambda ids, n: spec.generate(ids, n).ids
+    gen = FastGenerator(model, max_len=max_len, compile=rung.compile)
+    return gen.generate
+
+
+def run_generate_suite(args, rungs=LADDER, save: bool = True):
+    """The optimization ladder for ``args.model``: one row per rung (tokens/s, speed-up over HF generate,
+    token agreement with it, MBU, compile time, tiny-model perplexity change of the same technique).
+
+    ``args`` has ``model``, ``prompt_len``, ``new_tokens``, ``repeats`` (``device`` optional). Rows are merged
+    into ``data/results/generate_ladder.csv`` (rows of the same model replaced) when ``save``.
+    """
+    import gc
+
+    from . import roofline
+    from .measure import model_bytes, prompt_ids, results_frame, time_generation, token_agreement
+    from .models import load
+
+    device = getattr(args, "device", "cpu") or "cpu"
+    if getattr(args, "threads", None):
+        torch.set_num_threads(int(args.threads))
+    only = getattr(args, "rungs", None)
+    if only:  # a partial re-run still measures the baseline beside it: speed-ups are always side by side
+        rungs = [rungs[0]] + [r for r in rungs[1:] if r.name in only]
+    hw = roofline.measure_machine()
+    rows, reference = [], None
+    max_len = args.prompt_len + args.new_tokens
+    for rung in rungs:
+        if rung.tiny_only and args.model != "tiny":
+            continue
+        model, tok = load(args.model, device=device)
+        model = apply_transform(model, rung.transform)
+        ids = prompt_ids(tok, args.prompt_len)
+        fn, last = None, {}
+        try:
+            fn = _generate_fn(rung, model, max_len)
+
+            def timed(x, n, fn=fn, last=last):
+                out = fn(x, n)
+                if n == args.new_tokens:
+                    last["ids"] = out
+                return out
+
+            t = time_generation(model, tok, new_tokens=args.new_tokens, repeats=args.repeats, generate_fn=timed,
+                                input_ids=ids)
+        except Exception as e:  # one failing rung (e.g. a compiler error) must not lose the others
+            print(f"{args.model:>24} | {rung.name:<42} FAILED: {e.__class__.__name__}: {str(e)[:200]}", flush=True)
+            rows.append({"model": args.model, "rung": rung.name, "transform": rung.transform, "loop": rung.loop,
+                         "compiled": rung.compile, "note": f"failed: {e.__class__.__name__}: {str(e)[:200]}"})
+            continue
+        new = last["ids"][:, args.prompt_len:]
+        reference = new if reference is None else reference
+        nbytes = model_bytes(model)
+        rows.append({"model": args.model, "rung": rung.name, "transform": rung.transform, "loop": rung.loop,
+                     "compiled": rung.compile, "tok_s": t.tokens_per_s, "tpot_s": t.tpot_s, "ttft_s": t.ttft_s,
+                     "first_call_s": t.first_call_s, "weight_bytes": nbytes,
+                     "mbu": roofline.mbu(t.tpot_s, nbytes, hw.bandwidth), "bandwidth_GBs": hw.bandwidth / 1e9,
+                     "token_agreement": token_agreement(reference, new),
+                     "tiny_ppl_change": tiny_perplexity_change(rung.transform),
+                     "threads": torch.get_num_threads(), "prompt_len": args.prompt_len,
+                     "new_tokens": args.new_tokens, "repeats": args.repeats,
+                     "note": draft_for(model)[1] if rung.loop == "spec" else ""})
+        print(f"{args.model:>24} | {rung.name:<42} {t.tokens_per_s:7.1f} tok/s  agree "
+              f"{rows[-1]['token_agreement']:.3f}", flush=True)
+        del model, fn
+        gc.collect()
+        df = _frame(rows)
+        if save:  # after every rung, so a long run that is stopped keeps what it measured
+            save_ladder(df)
+    return _frame(rows)
+
+
+def _frame(rows):
+    from .measure import results_frame
+
+    df = results_frame(rows)
+    df["speedup"] = df["tok_s"] / df["tok_s"].iloc[0]
+    df["mbu"] = df["mbu"].astype(float)
+    return df
+
+
+def save_ladder(df, name: str = "generate_ladder"):
+    """Merge ``df`` into ``data/results/<name>.csv``: rows with the same (model, rung) are replaced. Each row's
+    speed-up is against the baseline measured in its own run (``timestamp`` tells the runs apart)."""
+    import pandas as pd
+
+    from .measure import load_results, save_results
+
+    try:
+        old = load_results(name)
+        new_keys = set(zip(df["model"], df["rung"]))
+        old = old[[k not in new_keys for k in zip(old["model"], old["rung"])]]
+        df = pd.concat([old, df], ignore_index=True)
+    except (FileNotFoundError, OSError, KeyError):
+        pass
+    return save_results(df, name)

@@ -1,0 +1,231 @@
+"""Speculative decoding: a cheap draft guesses γ tokens, the target checks them all in one forward pass.
+
+Decoding one token at a time leaves the target model memory-bound: one pass reads all its weights to
+produce one token, and checking γ+1 positions in one pass costs about the same. Leviathan et al. (2023,
+"Fast Inference from Transformers via Speculative Decoding") and Chen et al. (2023, "Accelerating Large
+Language Model Decoding with Speculative Sampling") let a small draft model propose γ tokens, run the target
+once over them, keep the longest prefix the target agrees with, and add the target's own next token. With
+greedy decoding "agrees" means "is the target's argmax", so the output is exactly the target's; with
+sampling, the accept/reject rule (accept with probability min(1, p/q), otherwise resample from
+norm(max(0, p − q))) keeps the target's distribution exactly. If each draft token is accepted with
+probability α, a target call yields on average (1 − α^(γ+1)) / (1 − α) tokens.
+
+Prompt-lookup decoding (Saxena, 2023) needs no draft model: it proposes the tokens that followed the last
+occurrence of the current n-gram in the context — strong when the output copies from the prompt (code,
+edits, summaries with quotes).
+
+Both run here over our static-cache ``StaticDecoder`` (rejected positions are simply overwritten later);
+``hf_assisted`` and ``hf_prompt_lookup`` run the same ideas through transformers' ``generate``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .generate import StaticDecoder, check_supported
+
+
+def expected_tokens_per_call(alpha: float, gamma: int) -> float:
+    """(1 − α^(γ+1)) / (1 − α): expected tokens per target call at acceptance rate α and draft length γ."""
+    if not 0 <= alpha <= 1 or gamma < 0:
+        raise ValueError(f"need 0 <= alpha <= 1 and gamma >= 0, got alpha={alpha}, gamma={gamma}")
+    if alpha == 1:
+        return float(gamma + 1)
+    return (1 - alpha ** (gamma + 1)) / (1 - alpha)
+
+
+def check_same_tokenizer(target, draft, target_tokenizer=None, draft_tokenizer=None) -> None:
+    """Raise ``ValueError`` unless draft and target share a vocabulary (same tokenizer, same output size)."""
+    if target_tokenizer is not None and draft_tokenizer is not None:
+        if target_tokenizer.get_vocab() != draft_tokenizer.get_vocab():
+            raise ValueError("the draft model's tokenizer differs from the target's: speculative decoding "
+                             "compares token ids, so both must use the same tokenizer. Pick a draft trained with "
+                             "the target's tokenizer (or use transformers' universal assisted generation: "
+                             "generate(..., assistant_model=d, tokenizer=t, assistant_tokenizer=dt)).")
+    vt = target.get_output_embeddings().weight.shape[0]
+    vd = draft.get_output_embeddings().weight.shape[0]
+    if vt != vd:
+        raise ValueError(f"draft vocabulary size {vd} != target vocabulary size {vt}: the draft must use the "
+                         "target's tokenizer (same token ids) for speculative decoding.")
+
+
+def lookup_draft(seq: list[int], gamma: int, max_ngram: int = 3) -> list[int]:
+    """Prompt lookup: the ≤ γ tokens that followed the latest earlier occurrence of the last n-gram of
+    ``seq`` that has γ tokens after it (longest n first, n ≤ ``max_ngram``); ``[]`` if none occurs."""
+    L = len(seq)
+    for n in range(min(max_ngram, L - 1), 0, -1):
+        tail, best = seq[L - n:], []
+        for start in range(L - n - 1, -1, -1):  # latest occurrence first; prefer a full γ-token continuation
+            if seq[start:start + n] == tail:
+                cont = seq[start + n:start + n + gamma]
+                if len(cont) == gamma:
+                    return cont
+                best = cont if len(cont) > len(best) else best
+        if best:
+            return best
+    return []
+
+
+@dataclass
+class SpecResult:
+    """Output ids ``[1, T + n]`` and the bookkeeping: target calls (verification passes, prefill excluded),
+    draft tokens proposed and accepted."""
+    ids: torch.Tensor
+    gamma: int
+    target_calls: int = 0
+    draft_calls: int = 0
+    proposed: int = 0
+    accepted: int = 0
+    accepted_per_call: list[int] = field(default_factory=list)
+
+    @property
+    def verified_tokens(self) -> int:
+        """Tokens produced by the verification calls (the prefill produced one more before them)."""
+        return sum(a + 1 for a in self.accepted_per_call)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.proposed if self.proposed else 0.0
+
+    @property
+    def tokens_per_call(self) -> float:
+        return self.verified_tokens / max(self.target_calls, 1)
+
+    @property
+    def expected_tokens_per_call(self) -> float:
+        return expected_tokens_per_call(self.acceptance_rate, self.gamma)
+
+    def as_dict(self) -> dict:
+        return {"gamma": self.gamma, "target_calls": self.target_calls, "draft_calls": self.draft_calls,
+                "proposed": self.proposed, "accepted": self.accepted, "acceptance_rate": self.acceptance_rate,
+                "tokens_per_call": self.tokens_per_call, "expected_tokens_per_call": self.expected_tokens_per_call}
+
+
+class SpeculativeDecoder:
+    """Speculative decoding of ``target`` with a ``draft`` model, or prompt lookup when ``draft`` is
+    ``"lookup"``. ``generate(ids, n, temperature=0)`` returns a :class:`SpecResult`."""
+
+    def __init__(self, target, draft="lookup", gamma: int = 4, max_len: int = 512, target_tokenizer=None,
+                 draft_tokenizer=None, max_ngram: int = 3):
+        if gamma < 1:
+            raise ValueError(f"draft length gamma must be >= 1, got {gamma}")
+        check_supported(target)
+        self.gamma, self.max_len, self.max_ngram = int(gamma), int(max_len), max_ngram
+        self.target = StaticDecoder(target, self.max_len + gamma + 1)
+        if isinstance(draft, str):
+            if draft != "lookup":
+                raise ValueError(f"draft must be a model or 'lookup' (prompt-lookup decoding), got {draft!r}")
+            self.draft = None
+        else:
+            check_same_tokenizer(target, draft, target_tokenizer, draft_tokenizer)
+            self.draft = StaticDecoder(draft, self.max_len + gamma + 1)
+        self.device = next(target.parameters()).device
+
+    def _fwd(self, dec: StaticDecoder, tokens: list[int], start: int) -> torch.Tensor:
+        ids = torch.tensor([tokens], device=self.device)
+        pos = torch.arange(start, start + len(tokens), device=self.device)
+        return dec(ids, pos)[0].float()  # [len, V]
+
+    @staticmethod
+    def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        return torch.softmax(logits / temperature, dim=-1)
+
+    def _pick(self, logits: torch.Tensor, temperature: float, gen) -> int:
+        if temperature == 0:
+            return int(logits.argmax())
+        return int(torch.multinomial(self._probs(logits, temperature), 1, generator=gen))
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
+                 seed: int | None = None) -> SpecResult:
+        if input_ids.dim() == 2:
+            if input_ids.shape[0] != 1:
+                raise ValueError("speculative decoding here runs one sequence at a time (batch 1)")
+            input_ids = input_ids[0]
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        seq = input_ids.tolist()
+        T = len(seq)
+        if T + max_new_tokens > self.max_len:
+            raise ValueError(f"prompt ({T}) + max_new_tokens ({max_new_tokens}) exceeds max_len={self.max_len}; "
+                             "build the decoder with a larger max_len.")
+        gen = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        res = SpecResult(ids=input_ids, gamma=self.gamma)
+        seq.append(self._pick(self._fwd(self.target, seq, 0)[-1], temperature, gen))  # prefill
+        d_len = 0  # draft-cache positions that hold the right keys/values
+        while len(seq) - T < max_new_tokens:
+            L = len(seq)
+            gamma = min(self.gamma, T + max_new_tokens - L)
+            drafts, q = self._propose(seq, d_len, gamma, temperature, gen, res)
+            p_logits = self._fwd(self.target, [seq[-1]] + drafts, L - 1)  # verify γ drafts in ONE pass
+            res.target_calls += 1
+            n, nxt = self._accept(drafts, q, p_logits, temperature, gen)
+            if self.draft is not None:  # the draft fed seq and drafts[:-1]; keep what the target accepted
+                d_len = L + min(n, len(drafts) - 1)
+            res.proposed += len(drafts)
+            res.accepted += n
+            res.accepted_per_call.append(n)
+            seq += drafts[:n] + [nxt]
+        res.ids = torch.tensor([seq[:T + max_new_tokens]])
+        return res
+
+    def _propose(self, seq, d_len, gamma, temperature, gen, res):
+        if self.draft is None:
+            drafts = lookup_draft(seq, gamma, self.max_ngram)
+            return drafts, None
+        drafts, q = [], []
+        logits = self._fwd(self.draft, seq[d_len:], d_len)[-1]
+        res.draft_calls += 1
+        for i in range(gamma):
+            if i:
+                logits = self._fwd(self.draft, [drafts[-1]], len(seq) + i - 1)[-1]
+                res.draft_calls += 1
+            q.append(self._probs(logits, temperature) if temperature > 0 else None)
+            drafts.append(self._pick(logits, temperature, gen))
+        return drafts, q
+
+    def _accept(self, drafts, q, p_logits, temperature, gen) -> tuple[int, int]:
+        """How many drafts the target accepts, and the token it adds after them."""
+        if temperature == 0:
+            target = p_logits.argmax(-1).tolist()
+            n = 0
+            while n < len(drafts) and drafts[n] == target[n]:
+                n += 1
+            return n, target[n]
+        p = self._probs(p_logits, temperature)
+        for i, d in enumerate(drafts):
+            qi = q[i] if q is not None else torch.nn.functional.one_hot(torch.tensor(d), p.shape[-1]).float()
+            r = torch.rand((), generator=gen, device=p.device)
+            if r < torch.clamp(p[i, d] / qi[d], max=1.0):
+                continue
+            resid = torch.clamp(p[i] - qi, min=0)
+            resid = resid / resid.sum() if resid.sum() > 0 else p[i]
+            return i, int(torch.multinomial(resid, 1, generator=gen))
+        return len(drafts), int(torch.multinomial(p[len(drafts)], 1, generator=gen))
+
+
+def speculative_generate(target, draft, input_ids, max_new_tokens: int, gamma: int = 4, temperature: float = 0.0,
+                         seed: int | None = None, target_tokenizer=None, draft_tokenizer=None) -> SpecResult:
+    """One-shot: build a :class:`SpeculativeDecoder` sized for this call and run it."""
+    n = input_ids.shape[-1] + max_new_tokens
+    return SpeculativeDecoder(target, draft, gamma, n, target_tokenizer, draft_tokenizer).generate(
+        input_ids, max_new_tokens, temperature, seed)
+
+
+def hf_assisted(target, draft, input_ids, max_new_tokens: int, gamma: int = 4) -> torch.Tensor:
+    """transformers' own speculative decoding: ``generate(..., assistant_model=draft)``, γ fixed, greedy."""
+    check_same_tokenizer(target, draft)
+    draft.generation_config.num_assistant_tokens = gamma
+    draft.generation_config.num_assistant_tokens_schedule = "constant"
+    draft.generation_config.assistant_confidence_threshold = 0.0
+    return target.generate(input_ids, attention_mask=torch.ones_like(input_ids), assistant_model=draft,
+                           max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
+                           pad_token_id=target.generation_config.pad_token_id or 0)
+
+
+def hf_prompt_lookup(target, input_ids, max_new_tokens: int, gamma: int = 4) -> torch.Tensor:
+    """transformers' prompt-lookup decoding: ``generate(..., prompt_lookup_num_tokens=γ)``, greedy."""
+    return target.generate(input_ids, attention_mask=torch.ones_like(input_ids), prompt_lookup_num_tokens=gamma,
+                           max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
+                           pad_token_id=target.generation_config.pad_token_id or 0)

@@ -1,0 +1,364 @@
+"""Chapter 3.2 — Algorithm optimization: from HF generate() to a fast generation loop of our own."""
+import sys
+
+sys.path.insert(0, "tools")
+from nb import code, md, solution  # noqa: E402
+
+NAME = "03_2_algorithms"
+
+CELLS = [
+    md(r"""
+# Algorithm optimization: from `generate()` to a fast generation loop
+
+The source's second family of techniques is about *how* the computation runs rather than *what* it computes:
+efficient matrix libraries, parallel computation, and an optimized execution flow. This chapter makes that
+concrete. We start from Hugging Face `model.generate()` with its defaults and change one thing at a time, measuring
+each step on this machine:
+
+1. the **baseline** — `generate()`, fp32, eager;
+2. the **KV cache** — why decoding without it is quadratic, and what it costs in memory;
+3. **attention implementations** — the textbook `eager` path vs PyTorch's fused SDPA;
+4. **batching** — throughput against per-request latency; static vs continuous batching;
+5. a **static cache + `torch.compile`**;
+6. **our own loop** in the style of gpt-fast {cite}`gptfast2023` — same tokens, less overhead;
+7. **speculative decoding** {cite}`leviathan2023fast,chen2023accelerating` and prompt lookup;
+8. **ONNX Runtime** {cite}`onnxruntime`.
+
+The chapter ends with the "optimization ladder": tokens/s for every step, each with its speed-up over the baseline
+and how many of its tokens agree with the baseline's. Everything lossless must agree 100%; a technique that changes
+the output must say by how much.
+"""),
+    code(r"""
+import warnings, logging, os
+warnings.filterwarnings("ignore")
+from transformers.utils import logging as hf_logging
+hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
+for name in ("transformers", "torchao", "torch.utils._pytree", "torch._inductor", "torch._dynamo"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+import torch, pandas as pd, matplotlib.pyplot as plt
+import secbook
+from secbook import attention, batching, kvcache, generate, speculative, onnx_export, widgets, exercises
+from secbook.measure import time_generation, prompt_ids, token_agreement, describe_machine, load_results
+torch.manual_seed(0)
+print("measured on:", describe_machine())
+"""),
+    md(r"""
+## 1. The baseline: `model.generate()`
+
+Greedy decoding (always the most likely token) of 64 new tokens after a 32-token prompt cut from the held-out
+text. These tokens are the reference every later step is compared with.
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+model, tok = secbook.load("tiny")
+ids = prompt_ids(tok, 32)
+reference = generate.hf_generate(model, ids, 64)
+print(reference[0, 32:].tolist())
+"""),
+    code(r"""
+base = time_generation(model, tok, prompt_len=32, new_tokens=64, repeats=3)
+pd.DataFrame([base.as_dict()])[["ttft_s", "tpot_s", "tokens_per_s", "latency_s", "first_call_s"]].round(4)
+"""),
+    md(r"""
+## 2. The KV cache
+
+To predict token $t$ the model attends to the keys and values of all earlier tokens. Without a cache it recomputes
+them every step: step $t$ runs the whole prefix of length $t$ through the network, so the cost per step grows with
+the position and a whole generation is quadratic. With the cache {cite}`pope2022efficiently` each step runs one
+token and appends one key and one value per layer: the cost per step is flat. Below, each decode step of the tiny
+model timed, with and without the cache.
+"""),
+    code(r"""
+steps = kvcache.cache_on_off(model, prompt_ids(tok, 32), new_tokens=160)
+ax = steps.plot(x="position", y=["no_cache_ms", "with_cache_ms"], figsize=(7, 3.2))
+ax.set_ylabel("ms per decode step"); ax.set_title("tiny model: per-token cost by position")
+print(steps[["no_cache_ms", "with_cache_ms"]].sum().round(1).rename("total ms").to_dict())
+plt.show()
+"""),
+    md(r"""
+The price is memory. Per sequence, the cache holds one key and one value vector per layer, per key/value head, per
+position:
+
+$$\text{bytes} = \text{layers} \times 2 \times \text{kv\_heads} \times \text{head\_dim} \times \text{positions}
+\times \text{bytes per element}.$$
+
+The formula, checked against the tensors Hugging Face actually keeps for a 100-token prompt:
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+for name in ("tiny", "replica:qwen2.5-0.5b"):
+    m = model if name == "tiny" else secbook.load(name, num_hidden_layers=2)[0]
+    formula = kvcache.kv_cache_bytes(m.config, 100)
+    measured = kvcache.measured_kv_bytes(m, prompt_ids(tok, 100))
+    print(f"{name:>22}: formula {formula:,} bytes, measured {measured:,} bytes, equal: {formula == measured}")
+"""),
+    md(r"""
+**Grouped-query attention** (GQA, {cite}`ainslie2023gqa`) lets several query heads share one key/value head, which
+divides the cache by `heads / kv_heads` at little cost in quality. All three real architectures we replicate use it:
+"""),
+    code(r"""
+from secbook.models import REPLICAS, replica_config
+configs = {"tiny": model.config, **{r: replica_config(r) for r in REPLICAS}}
+kvcache.cache_table(configs, positions=4096, dtype=torch.bfloat16).round(1)
+"""),
+    md(r"""
+## 3. Attention implementations
+
+`eager` attention computes $\mathrm{softmax}(QK^\top/\sqrt d)V$ as separate operations and materialises the
+$T\times T$ score matrix; `sdpa` calls `torch.nn.functional.scaled_dot_product_attention`, which dispatches to a
+fused kernel — FlashAttention {cite}`dao2022flashattention` on recent GPUs, a tiled flash-style kernel on CPU — that
+never stores the scores. Same function, up to rounding (last column); the gap grows with the context, where the
+$T^2$ scores dominate. Timed here for one prefill of the tiny model:
+"""),
+    code(r"""
+att = attention.compare(model, contexts=(128, 256, 512, 1024), repeats=2)
+ax = att.pivot(index="context", columns="attention", values="ms").plot(marker="o", figsize=(6, 3.2))
+ax.set_ylabel("prefill ms"); ax.set_title("tiny model: attention implementation vs context")
+print(att.round(6).to_string(index=False))
+plt.show()
+"""),
+    md(r"""
+## 4. Batching: throughput against latency
+
+A decode step at batch 1 reads every weight to produce one token; at batch $B$ the same read produces $B$ tokens.
+Throughput grows with the batch while each request waits a little longer per step. Prompts of different lengths
+must be **left**-padded, with an attention mask hiding the pads — otherwise the batched output differs from running
+each prompt alone. The check below runs three prompts of different lengths together and alone:
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+prompts = ["def f(x):\n    return", "import os\nimport sys\n\nclass Reader:\n    def", "x ="]
+print("same tokens batched as alone:", batching.check_left_padding(model, tok, prompts, new_tokens=12))
+"""),
+    code(r"""
+sweep = batching.batch_sweep(model, tok, batch_sizes=(1, 2, 4, 8, 16), new_tokens=32, repeats=1)
+fig, ax = plt.subplots(figsize=(6, 3.2))
+ax.plot(sweep["ms_per_token_per_request"], sweep["tokens_per_s"], marker="o")
+for _, r in sweep.iterrows():
+    ax.annotate(f"B={r['batch']:.0f}", (r["ms_per_token_per_request"], r["tokens_per_s"]))
+ax.set_xlabel("ms per token, per request (latency)"); ax.set_ylabel("tokens/s (throughput)")
+print(sweep.round(3).to_string(index=False))
+plt.show()
+"""),
+    md(r"""
+A server does not get its requests in neat batches. **Static batching** admits a batch and waits for its longest
+request before admitting the next — finished requests leave their slots idle. **Continuous** (in-flight) batching
+{cite}`yu2022orca` refills a slot the moment its request finishes. A small simulation of the same random workload
+(a step costs 40 ms + 2 ms per running sequence):
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+work = batching.workload(64, seed=0)
+sim = pd.DataFrame([batching.simulate(work, p, max_batch=b) for b in (4, 8) for p in ("static", "continuous")])
+print(sim[["policy", "max_batch", "total_steps", "slot_utilisation"]].round(2).to_string(index=False))
+"""),
+    code(r"""
+sim.pivot(index="max_batch", columns="policy", values="mean_latency_steps").plot.bar(figsize=(5, 3), rot=0)
+plt.ylabel("mean request latency (steps)"); plt.title("static vs continuous batching")
+plt.show()
+"""),
+    md(r"""
+## 5. Static cache and `torch.compile`
+
+`torch.compile` {cite}`ansel2024pytorch2` traces the model into a graph and generates fused kernels; on a GPU,
+`mode="reduce-overhead"` also captures the whole step as a CUDA graph {cite}`nvidia_cuda_graphs`, replaying it with
+a single launch. Both need **fixed shapes**: a cache that grows by one position per token would recompile at every
+step, so the cache is pre-allocated for the maximum length — a *static* cache (`cache_implementation="static"` in
+`generate`). On this CPU compiling costs tens of seconds (gcc compiles the generated C++), too long for this page, so
+the compiled rungs come from the recorded ladder (`python -m secbook bench --suite generate`); `first_call_s` is the
+cold first call, compile included:
+"""),
+    code(r"""
+ladder = load_results("generate_ladder")
+cols = ["model", "rung", "tok_s", "speedup", "token_agreement", "first_call_s"]
+print("recorded on:", ladder["cpu"].iloc[0], "| torch", ladder["torch"].iloc[0])
+ladder[ladder["compiled"] == True][cols].round(3)
+"""),
+    md(r"""
+## 6. Our own loop
+
+`secbook.generate.FastGenerator` does what gpt-fast does: it pre-allocates the cache, runs the prompt once (the
+prefill), then loops a single-token decode step that writes one key/value per layer at `input_pos` and attends over
+the whole cache with a mask hiding the positions not written yet. The decoder forward is ~30 lines over the model's
+own Hugging Face modules, so it works for any Llama-layout model (Llama, SmolLM, Qwen2, Mistral) and for quantized
+layers that replace `nn.Linear`. No logits processors, no stopping criteria, no mask rebuilt per step. Greedy output
+must be identical to `generate()`:
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+fast = generate.FastGenerator(model, max_len=96)
+ours = fast.generate(ids, 64)
+print("identical to model.generate():", torch.equal(ours, reference), "| agreement", token_agreement(ours, reference))
+"""),
+    code(r"""
+t_ours = time_generation(model, tok, new_tokens=64, repeats=3, generate_fn=fast.generate)
+t_hf = time_generation(model, tok, new_tokens=64, repeats=3)  # again, side by side under the same load
+side = pd.DataFrame({"HF generate": t_hf.as_dict(), "our loop (eager)": t_ours.as_dict()}).T
+side["speedup"] = side["tokens_per_s"] / side.loc["HF generate", "tokens_per_s"]
+side[["ttft_s", "tpot_s", "tokens_per_s", "speedup"]].round(4)
+"""),
+    md(r"""
+Weight-only int8/int4 layers from the compression chapter (`secbook.quantize.QuantLinear`) drop into the same loop.
+Eagerly, each layer first dequantizes its whole weight to fp32 and then multiplies — more memory traffic than fp32,
+not less. Compiled, the dequantization fuses into the matmul and the weights are read as int8: only then does
+quantization pay off. From the recorded ladder:
+"""),
+    code(r"""
+q = ladder[ladder["transform"].isin(["none", "int8wo", "int4wo"]) & (ladder["loop"] == "ours")]
+q[["model", "rung", "tok_s", "speedup", "token_agreement", "tiny_ppl_change", "mbu"]].round(3)
+"""),
+    md(r"""
+## 7. Speculative decoding
+
+A decode step of the target is memory-bound: checking $\gamma+1$ positions in one pass costs about as much as one.
+A small **draft** model with the same tokenizer proposes $\gamma$ tokens; the target verifies them all in one pass,
+keeps the longest prefix it agrees with and adds its own next token. With greedy decoding the output is exactly the
+target's; with sampling the accept/reject rule keeps the target's distribution. At acceptance rate $\alpha$ a target
+call yields on average $(1-\alpha^{\gamma+1})/(1-\alpha)$ tokens. Our draft is the student distilled from the tiny
+model in chapter 3.1 (if it is missing, the first two layers of the tiny model stand in).
+"""),
+    code(r"""
+draft, draft_name = generate.draft_for(model)
+print("draft:", draft_name, f"({sum(p.numel() for p in draft.parameters()):,} parameters, {draft.config.num_hidden_layers} layers)")
+rows = []
+for g in (1, 2, 4, 6):
+    dec = speculative.SpeculativeDecoder(model, draft, gamma=g, max_len=96)
+    r = dec.generate(ids, 64)
+    t = time_generation(model, tok, new_tokens=64, repeats=2, generate_fn=lambda x, n, d=dec: d.generate(x, n).ids)
+    rows.append({**r.as_dict(), "identical": torch.equal(r.ids, reference), "tok_s": t.tokens_per_s})
+spec = pd.DataFrame(rows); spec["speedup_vs_our_loop"] = spec["tok_s"] / t_ours.tokens_per_s
+spec.round(3)
+"""),
+    code(r"""
+ax = spec.plot(x="gamma", y=["tokens_per_call", "expected_tokens_per_call"], marker="o", figsize=(6, 3.2))
+ax.set_ylabel("tokens per target call"); ax.set_title("measured vs (1-α^(γ+1))/(1-α)")
+plt.show()
+"""),
+    md(r"""
+**Prompt-lookup decoding** {cite}`saxena2023promptlookup` needs no draft model at all: it proposes the tokens that
+followed the last occurrence of the current n-gram in the context — strong whenever the output copies from its input
+(code, edits). transformers implements both ideas inside `generate` (`assistant_model=`, `prompt_lookup_num_tokens=`);
+all four must give the reference tokens:
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+lookup = speculative.SpeculativeDecoder(model, "lookup", gamma=4, max_len=96).generate(ids, 64)
+print("ours, draft model:  ", torch.equal(speculative.speculative_generate(model, draft, ids, 64).ids, reference))
+print("ours, prompt lookup:", torch.equal(lookup.ids, reference))
+print("HF assistant_model: ", torch.equal(speculative.hf_assisted(model, draft, ids, 64), reference))
+print("HF prompt lookup:   ", torch.equal(speculative.hf_prompt_lookup(model, ids, 64), reference))
+"""),
+    code(r"""
+print(f"prompt lookup: acceptance {lookup.acceptance_rate:.2f}, {lookup.tokens_per_call:.2f} tokens per target call")
+try:  # a draft with another tokenizer is refused with a clear message
+    speculative.SpeculativeDecoder(model, secbook.load("replica:smollm2-135m", num_hidden_layers=1)[0])
+except ValueError as e:
+    print("ValueError:", e)
+"""),
+    md(r"""
+## 8. ONNX Runtime
+
+ONNX Runtime runs an exported static graph with its own optimisations and execution providers. To decode with a
+cache, the graph takes the past keys/values as inputs and returns the grown cache, with the number of new tokens
+and of cached positions both dynamic — one graph for the prefill and for every step
+(`secbook.onnx_export.CachedLM`). Exported, checked against PyTorch's logits, then used for greedy decoding:
+"""),
+    code(r"""
+path = onnx_export.export_with_cache(model)
+ort_gen = onnx_export.OrtGenerator(path, model.config)
+print({k: f"{v:.2e}" for k, v in onnx_export.compare_logits(model, ort_gen, ids).items()})
+print("ONNX Runtime greedy tokens identical:", torch.equal(ort_gen.generate(ids, 64), reference))
+"""),
+    code(r"""
+t_ort = time_generation(model, tok, new_tokens=64, repeats=3, generate_fn=ort_gen.generate)
+speeds = pd.Series({"HF generate": t_hf.tokens_per_s, "our loop (eager)": t_ours.tokens_per_s,
+                    "ONNX Runtime": t_ort.tokens_per_s}, name="tokens/s (tiny, decode)")
+speeds.round(1).to_frame()
+"""),
+    md(r"""
+## The optimization ladder
+
+Every rung measured side by side in one run of `python -m secbook bench --suite generate` per model (bs 1, greedy,
+32-token prompt, 64 new tokens), recorded on the machine named below. Each bar: decode tokens/s, labelled with the
+speed-up over HF `generate` fp32 and the fraction of tokens equal to its output. `tiny_ppl_change` is the held-out
+perplexity change of the same technique on the tiny model; MBU (model-bandwidth utilisation) is weight bytes read
+per token × tokens/s ÷ this machine's measured read bandwidth.
+"""),
+    code(r"""
+fig, axes = plt.subplots(1, ladder["model"].nunique(), figsize=(12, 5), sharey=False)
+for ax, (name, d) in zip(list(axes), ladder.dropna(subset=["tok_s"]).groupby("model", sort=False)):
+    ax.barh(d["rung"], d["tok_s"], color=["grey"] + ["tab:blue"] * (len(d) - 1))
+    for y, r in enumerate(d.itertuples()):
+        ax.text(r.tok_s, y, f" {r.speedup:.2f}x, agree {r.token_agreement:.2f}", va="center", fontsize=8)
+    ax.invert_yaxis(); ax.set_title(name); ax.set_xlabel("decode tokens/s")
+fig.suptitle(f"recorded on {ladder['cpu'].iloc[0]}, {ladder['cores'].iloc[0]} cores"); fig.tight_layout()
+plt.show()
+"""),
+    code(r"""
+cols = ["model", "rung", "tok_s", "speedup", "token_agreement", "tiny_ppl_change", "mbu", "first_call_s", "note"]
+ladder[cols].round(3)
+"""),
+    md(r"""
+Reading the ladder honestly: on this 2-core CPU (shared with other jobs while it was recorded — the `cpu` column
+names it) the baseline already spends a good part of each step reading weights, so removing Python overhead helps
+less than on a GPU, where gpt-fast reports a ~4× gain from the same idea {cite}`gptfast2023`. The lossless rungs
+must show agreement 1.00; bf16 and the quantized rungs trade a little agreement for fewer bytes per token, and their
+`tiny_ppl_change` says what it costs in quality.
+
+On a GPU the same suite runs the 1B replica with CUDA graphs. This machine has none:
+"""),
+    code(r"""
+if not torch.cuda.is_available():
+    print("No CUDA GPU here: on a GPU this would run generate.run_generate_suite on replica:llama-3.2-1b "
+          "with mode='reduce-overhead' (CUDA graphs).")
+    gpu = ladder[ladder["gpu"].fillna("none").astype(str).str.lower().ne("none")]
+    print("recorded GPU rows:", len(gpu)) if len(gpu) else print("no recorded GPU ladder yet")
+"""),
+    md(r"""
+## Try it
+
+Batch size, context length, draft length γ (with an assumed acceptance rate α) and the attention implementation:
+the tiny model's KV-cache size, one timed prefill, the speculative speed-up the formula predicts, and the batching
+simulation at that many slots.
+"""),
+    code(r"""
+panel = widgets.generation_widget(batch=4, context=256, gamma=4, attention="sdpa")
+display(panel)
+print(widgets.generation_update(8, 512, 4, "eager", alpha=0.7, model=model))
+"""),
+    md(r"""
+## Exercises
+
+1. **One greedy decode step with a KV cache.** Write `step(model, token, past)` that runs the model on the single
+   `token` ([1, 1]) with the cache `past`, and returns the next greedy token ([1, 1]) and the updated cache. The
+   self-check runs it for 12 steps against `model.generate`.
+2. **Cache size.** SmolLM2-135M has 30 layers, 9 query heads, 3 key/value heads and head_dim 64. How many MB
+   (10⁶ bytes) does its KV cache take for 2048 positions in bf16? How much would it be without GQA?
+3. **When does speculation pay?** A draft step costs a fraction $c$ of a target step. With $\gamma$ drafts per round
+   a round costs $\gamma c + 1$ target steps and yields $(1-\alpha^{\gamma+1})/(1-\alpha)$ tokens. For $\alpha=0.6$
+   and $c=0.25$, which $\gamma$ in 1..8 is best, and what speed-up does it predict?
+4. **Static batching waste.** In the simulation, what fraction of slot-steps does static batching leave idle at
+   `max_batch=8`, and why does continuous batching not suffer from it?
+"""),
+    code(r"""
+def step(model, token, past):
+    # your code here: one forward pass on `token` with `past`, return (next_token [1, 1], new_past)
+    raise NotImplementedError
+"""),
+    solution(r"""
+def step(model, token, past):
+    with torch.no_grad():
+        out = model(input_ids=token, past_key_values=past, use_cache=True)
+    return out.logits[:, -1:].argmax(-1), out.past_key_values
+
+exercises.check_greedy_step(step)
+exercises.check_kv_cache_mb(30 * 2 * 3 * 64 * 2048 * 2 / 1e6)
+"""),
+    solution(r"""
+alpha, c = 0.6, 0.25
+best = max(range(1, 9), key=lambda g: speculative.expected_tokens_per_call(alpha, g) / (g * c + 1))
+print("best gamma:", best, "predicted speed-up:", round(speculative.expected_tokens_per_call(alpha, best) / (best * c + 1), 3))
+s8 = batching.simulate(batching.workload(64, seed=0), "static", max_batch=8)
+print("static batching idle fraction:", round(1 - s8["slot_utilisation"], 2))
+"""),
+]
