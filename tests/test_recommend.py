@@ -46,3 +46,22 @@ def test_bad_input():
     with pytest.raises(ValueError, match="objective"):
         recommend("tiny", objective="cheapest")
     assert "fp32" in default_configs()
+
+
+def test_collect_results_and_pareto(tmp_path):
+    import pandas as pd
+
+    from secbook.recommend import collect_results, pareto_front
+
+    pd.DataFrame({"variant": ["fp32", "int4"], "perplexity": [10.0, 11.0], "decode_tokens_per_s": [5.0, 9.0],
+                  "model_bytes": [400, 100], "cpu": "X", "gpu": "none"}).to_csv(tmp_path / "a.csv", index=False)
+    pd.DataFrame({"rung": ["eager", "compiled"], "tok_s": [20.0, 40.0], "gpu": "H100", "cpu": "Y"}).to_csv(
+        tmp_path / "b.csv", index=False)
+    pd.DataFrame({"x": [1]}).to_csv(tmp_path / "no_speed.csv", index=False)
+    d = collect_results(tmp_path)
+    assert list(d["source"]) == ["a", "a", "b", "b"]
+    assert list(d["machine"]) == ["X", "X", "H100", "H100"]
+    assert d["ppl_change_pct"].iloc[1] == pytest.approx(10.0)
+    pts = pd.DataFrame({"tokens_per_s": [1.0, 2.0, 2.0], "ppl_change_pct": [0.0, 0.0, 5.0],
+                        "model_bytes": [10, 10, 10]})
+    assert list(pareto_front(pts)) == [False, True, False]

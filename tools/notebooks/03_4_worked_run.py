@@ -31,7 +31,7 @@ from myst_nb import glue
 import secbook
 from secbook.pipeline import Quantize, FastDecode, Dtype, Device, measure_model, stage_table, summary, plot_waterfalls
 torch.manual_seed(0)
-SETTINGS = dict(prompt_len=16, new_tokens=16, repeats=3, ppl_tokens=512)
+SETTINGS = dict(prompt_len=16, new_tokens=8, repeats=2, ppl_tokens=256)
 print("measured on:", secbook.describe_machine())
 """),
     md(r"""
@@ -146,7 +146,7 @@ emb = model.model.embed_tokens.weight
 print(f"unquantized embedding: {emb.numel() * 4 / secbook.model_bytes(model):.0%} of the fp32 bytes")
 # 2: int8 g64 keeps nearly all greedy tokens and changes perplexity by a fraction of a percent.
 m8 = Quantize(bits=8, group_size=64).apply(copy.deepcopy(model))
-r8, _ = measure_model(m8, tok, reference=reference, prompt_len=16, new_tokens=16, repeats=1, ppl_tokens=512)
+r8, _ = measure_model(m8, tok, reference=reference, prompt_len=16, new_tokens=8, repeats=1, ppl_tokens=256)
 print(f"int8 g64: perplexity {r8['perplexity']:.2f} vs {rows[0]['perplexity']:.2f}, agreement {r8['agreement']:.2f}")
 # 3: quantization works from whatever dtype the weights have (bf16 weights round to a coarser grid first);
 #    on a GPU move first (Device), then quantize on the device, so the packing runs there.

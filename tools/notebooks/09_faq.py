@@ -36,14 +36,14 @@ It depends on three things: your hardware, how long a reply may take, and how mu
 `secbook.recommend(model, hardware, latency_budget, quality_budget)` turns that into a measurement: it
 builds a handful of configurations with the pipeline steps of chapter 2, measures each on this machine
 (reply latency, decode tokens/s, stored bytes, held-out perplexity) and returns the fastest one that meets
-both budgets, with the whole table as evidence. Here: a reply of 16 tokens within 2 seconds, at most +2 %
+both budgets, with the whole table as evidence. Here: a reply of 8 tokens within 2 seconds, at most +2 %
 perplexity.
 """),
     code(r"""
 model, tok = secbook.load("tiny")
 configs = {"fp32": [], "bf16": [Dtype("bf16")], "dynamic int8": [DynamicInt8()],
            "int4 g64": [Quantize(4, 64)], "fp32 + fast loop": [FastDecode()]}
-FAST = dict(prompt_len=16, new_tokens=16, repeats=2, ppl_tokens=512)
+FAST = dict(prompt_len=16, new_tokens=8, repeats=2, ppl_tokens=256)
 rec = secbook.recommend((model, tok), "this machine", latency_budget=2.0, quality_budget=0.02, configs=configs, **FAST)
 print(rec)
 """),
