@@ -147,9 +147,10 @@ ax.set(xlabel="tokens/s (decode, measured) vs what a reader consumes (dashed)")
 plt.tight_layout(); plt.show()
 """),
     md(r"""
-A reader needs only a handful of tokens per second; decoding speed matters for chat mainly through TTFT and
-when many users share one machine (throughput, chapter 3.2). Code completion and voice are the demanding
-cases: their budgets fall on the *first* tokens, so prefill time and per-call overhead decide.
+Whether a model keeps up with a reader is the last column of the table: above 1, the stream outruns the reader
+and more decoding speed is invisible to a single user — it then matters through TTFT, and through serving many
+users from one machine (throughput, chapter 3.2). Code completion and voice are the demanding cases: their
+budgets fall on the *first* tokens, so prefill time and per-call overhead decide.
 
 ## 5. Try it: timed streaming
 
