@@ -373,6 +373,8 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
         del model, fn
         gc.collect()
         df = _frame(rows)
+        if only:  # keep the full run's baseline row; this one belongs to the partial re-run
+            df.loc[0, "rung"] = f"{rungs[0].name[:-1]}, re-measured beside {', '.join(only)})"
         if save:  # after every rung, so a long run that is stopped keeps what it measured
             save_ladder(df)
     return _frame(rows)

@@ -63,12 +63,15 @@ def test_static_cache_bytes_match_formula(small_qwen):
     assert dec.cache_bytes() == kv_cache_bytes(model.config, 100) == 2 * 2 * 2 * 64 * 100 * 4
 
 
-def test_quantized_layers_drop_in(small_llama):
+def test_quantized_layers_drop_in(tiny):
     """Weight-only int8 layers replace nn.Linear; our loop calls the modules, so it runs them unchanged."""
     import copy
 
-    model, tok = small_llama
+    from secbook.quantize import QuantLinear
+
+    model, tok = tiny
     q = apply_transform(copy.deepcopy(model), "int8wo")
+    assert isinstance(q.model.layers[0].mlp.up_proj, QuantLinear)
     ids = prompt_ids(tok, 16)
     ours = fast_generate(q, ids, 12)
     assert torch.equal(ours, hf_generate(q, ids, 12))
