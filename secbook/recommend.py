@@ -158,6 +158,23 @@ def _predicted(model, gpu: str, prompt_len: int, new_tokens: int, name: str) -> 
 OBJECTIVES = {"speed": ("latency_s", True), "size": ("model_bytes", True), "quality": ("perplexity", True)}
 
 
+def choose(df, latency_budget: float | None = None, quality_budget: float | None = None,
+           objective: str = "speed"):
+    """Mark which rows of a sweep table meet each budget; return ``(table, rows within both budgets sorted
+    best first by objective)``. Budgets as in :func:`recommend`."""
+    lat = _check_budget("latency_budget", latency_budget)
+    qual = _check_budget("quality_budget", quality_budget)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
+    df = df.copy()
+    ok = df["latency_s"].notna() if "latency_s" in df else df["config"].isna()
+    df["meets_latency"] = ok & ((df["latency_s"] <= lat) if lat is not None else True)
+    df["meets_quality"] = ok & ((df["ppl_change_pct"] <= 100 * qual) if qual is not None else True)
+    df["meets_both"] = df["meets_latency"] & df["meets_quality"]
+    col, asc = OBJECTIVES[objective]
+    return df, df[df["meets_both"]].sort_values([col, "model_bytes"], ascending=[asc, True])
+
+
 def recommend(model_or_name="tiny", hardware: str = "this machine", latency_budget: float | None = None,
               quality_budget: float | None = None, tokenizer=None, configs: dict[str, list[Step]] | None = None,
               objective: str = "speed", prompt_len: int = 32, new_tokens: int = 32, repeats: int = 2,
@@ -179,16 +196,12 @@ def recommend(model_or_name="tiny", hardware: str = "this machine", latency_budg
     configs = configs or default_configs()
     df = sweep(model, tok, configs, hardware, prompt_len, new_tokens, repeats, ppl_tokens, progress)
     label, predicted = _resolve_hardware(hardware)
-    ok = df["latency_s"].notna() if "latency_s" in df else df["config"].isna()
-    df["meets_latency"] = ok & ((df["latency_s"] <= lat) if lat is not None else True)
-    df["meets_quality"] = ok & ((df["ppl_change_pct"] <= 100 * qual) if qual is not None else True)
-    df["meets_both"] = df["meets_latency"] & df["meets_quality"]
-    col, asc = OBJECTIVES[objective]
-    fits = df[df["meets_both"]].sort_values([col, "model_bytes"], ascending=[asc, True])
+    df, fits = choose(df, lat, qual, objective)
     budget = (f"latency ≤ {lat:g} s per reply of {new_tokens} tokens" if lat is not None else "any latency") + \
         ", " + (f"perplexity ≤ +{100 * qual:g} % over fp32" if qual is not None else "any quality")
     how = "predicted with the roofline model (speed) and measured here (quality)" if predicted else "measured here"
     if fits.empty:
+        ok = df["latency_s"].notna() if "latency_s" in df else df["config"].isna()
         fastest = df.loc[df["latency_s"].idxmin()] if ok.any() else None
         best_q = df.loc[df["ppl_change_pct"].idxmin()] if ok.any() else None
         msg = (f"No configuration meets the budget ({budget}) on {label} ({how}). "

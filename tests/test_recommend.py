@@ -2,11 +2,11 @@
 import pytest
 
 import secbook
-from secbook.pipeline import Dtype, Quantize
-from secbook.recommend import default_configs, recommend
+from secbook.pipeline import Dtype, FastDecode, Quantize
+from secbook.recommend import choose, default_configs, recommend
 
 FAST = dict(prompt_len=8, new_tokens=3, repeats=1, ppl_tokens=64)
-CONFIGS = {"fp32": [], "int4 g64": [Quantize(4, 64)], "bf16": [Dtype("bf16")]}
+CONFIGS = {"fp32": [], "bf16": [Dtype("bf16")], "fast loop": [FastDecode()]}
 
 
 def test_recommend_here_meets_budgets(tiny):
@@ -16,17 +16,20 @@ def test_recommend_here_meets_budgets(tiny):
     assert r.best is not None and not r.predicted
     assert r.best["config"] in CONFIGS
     assert r.best["latency_s"] == t.loc[t["meets_both"], "latency_s"].min()  # the fastest within budget
-    assert t.loc[t["config"] == "int4 g64", "size_vs_fp32"].item() < 0.5
+    assert t.loc[t["config"] == "bf16", "size_vs_fp32"].item() < 0.6
+    assert t.loc[t["config"] == "fast loop", "ppl_change_pct"].item() == 0  # same weights, same perplexity
     assert "measured here" in r.message and r.best["config"] in r.message
     # a quality budget of 0 admits only configurations at least as accurate as fp32
-    r0 = recommend(tiny, quality_budget=0.0, configs={"fp32": [], "int4 g64": [Quantize(4, 64)]}, **FAST)
-    assert r0.best["config"] == "fp32" or r0.best["ppl_change_pct"] <= 0
+    _, fits = choose(t, quality_budget=0.0)
+    assert len(fits) >= 2 and (fits["ppl_change_pct"] <= 0).all()
+    _, small = choose(t, objective="size")
+    assert small.iloc[0]["model_bytes"] == t["model_bytes"].min()
+    _, none = choose(t, latency_budget=1e-9)
+    assert none.empty
     assert secbook.recommend is recommend
 
 
 def test_nothing_meets_budget_and_gpu_prediction(tiny):
-    r = recommend(tiny, latency_budget=1e-9, configs={"fp32": []}, **FAST)
-    assert r.best is None and "No configuration meets the budget" in str(r)
     g = recommend(tiny, hardware="A100 80GB SXM", configs={"fp32": [], "int4 g64": [Quantize(4, 64)]}, **FAST)
     if g.predicted:
         assert g.table["speed_source"].str.startswith("predicted").all()
@@ -34,6 +37,8 @@ def test_nothing_meets_budget_and_gpu_prediction(tiny):
         tps = g.table.set_index("config")["tokens_per_s"]
         assert tps["int4 g64"] > tps["fp32"]
         assert "predicted" in g.message
+    r = recommend(tiny, hardware="T4", latency_budget=1e-12, configs={"fp32": []}, **FAST)
+    assert r.best is None and "No configuration meets the budget" in str(r)
 
 
 def test_bad_input():
