@@ -166,12 +166,14 @@ per-channel input scale. The recorded sweep below compares it with RTN and GPTQ 
 
 `python -m secbook compress-sweep` runs the whole grid offline and writes
 `data/results/compress_sweep.csv` (machine columns included). The perplexities are on the same
-{glue}`n_eval` held-out tokens as above, so the live rows can be compared with the recorded ones.
+{glue}`n_eval` held-out tokens as above, so the live rows can be compared with the recorded ones. (The
+CSV also has speed columns, but they were taken one variant after another on a machine shared with other
+jobs, so they are not comparable across rows; the speeds this chapter quotes are measured side by side.)
 """),
     code(r"""
 sweep = load_results("compress_sweep")
 print("recorded on:", sweep.cpu.iloc[0], "|", sweep.torch.iloc[0] if "torch" in sweep else "")
-qcols = ["variant", "perplexity", "ppl_increase_pct", "agreement", "size_vs_fp32", "prefill_tokens_per_s"]
+qcols = ["variant", "perplexity", "ppl_increase_pct", "agreement", "size_vs_fp32"]
 quant = sweep[sweep.family.isin(["fp32", "rtn", "gptq", "awq"])]
 quant[qcols]
 """),
@@ -234,8 +236,7 @@ else:
 """),
     code(r"""
 lib = sweep[sweep.family.isin(["dynamic_int8", "bnb", "torchao"])]
-lib[[c for c in ("variant", "perplexity", "ppl_increase_pct", "agreement", "size_vs_fp32", "decode_tokens_per_s",
-                 "prefill_tokens_per_s", "error") if c in lib]]
+lib[[c for c in ("variant", "perplexity", "ppl_increase_pct", "agreement", "size_vs_fp32", "error") if c in lib]]
 """),
     md(r"""
 ## 9. Try it

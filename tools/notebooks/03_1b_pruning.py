@@ -110,8 +110,9 @@ class with an updated config, so it saves and loads like any Hugging Face model.
 """),
     code(r"""
 small, rep = P.prune_structured(model, mlp_fraction=0.5, head_fraction=0.5, calib=calib)
+from transformers import AutoModelForCausalLM
 with tempfile.TemporaryDirectory() as d:
-    small.save_pretrained(d); reloaded = secbook.load(d)[0]
+    small.save_pretrained(d); reloaded = AutoModelForCausalLM.from_pretrained(d)
 ppl_s, agree_s, _ = evaluate(small, ids, ref)
 speeds = {"dense": forward_speed(model), "structured": forward_speed(small)}
 print(rep)
@@ -144,7 +145,7 @@ ax.set(xlabel="sparsity", ylabel="held-out perplexity (log)", yscale="log", titl
 ax.legend(); plt.show()
 """),
     code(r"""
-cols = ["variant", "perplexity", "ppl_increase_pct", "agreement", "size_vs_fp32", "prefill_tokens_per_s"]
+cols = ["variant", "perplexity", "ppl_increase_pct", "agreement", "size_vs_fp32"]
 sweep[sweep.family.isin(["fp32", "prune", "structured"])][cols]
 """),
     md(r"""
