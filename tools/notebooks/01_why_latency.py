@@ -79,7 +79,7 @@ the real SmolLM2-135M. `secbook.apps.stream` is the same streamer with a clock: 
 """),
     code(r"""
 from secbook import apps
-r = apps.stream(replica, rtok, "def fibonacci(n):", new_tokens=24, on_text=apps.live_printer(6), stop_at_eos=False)
+r = apps.stream(replica, rtok, "def fibonacci(n):", new_tokens=16, on_text=apps.live_printer(4), stop_at_eos=False)
 print(f"\n\nreplica: first token after {r.ttft_s * 1e3:.0f} ms, then one every {r.tpot_s * 1e3:.0f} ms (median)")
 """),
     md(r"""
@@ -113,7 +113,7 @@ If latency is TTFT + (n − 1)·TPOT, it should grow in a straight line with the
 intercept at TTFT. Measured for both models:
 """),
     code(r"""
-lengths = (2, 8, 16, 32, 48)
+lengths = (2, 8, 16, 32)
 curve = []
 for name, (m, t) in models.items():
     for n in lengths:
@@ -134,7 +134,9 @@ ax.legend(fontsize=8); fig.text(0.01, 0.01, secbook.describe_machine(), fontsize
 plt.tight_layout(); plt.show()
 """),
     md(r"""
-Both lines are straight: after the first token, each further token costs about the same. That is why the later
+On a quiet machine the measured points fall on the dashed lines: after the first token, each further token costs
+about the same (where points scatter, other programs were competing for the CPU during the run: medians over
+repeats reduce that noise but cannot remove it). That is why the later
 chapters attack the two terms separately — the prefill (TTFT) and, above all, the per-token decode cost (TPOT),
 which for a batch of one is limited by how fast the weights can be read from memory (chapter 4).
 
@@ -169,12 +171,12 @@ and 256 tokens (16 new tokens) and explain.
 for p in (8, 256):
     tg = time_generation(tiny, tok, prompt_len=p, new_tokens=16, repeats=3)
     print(f"prompt {p:>3}: TTFT {tg.ttft_s * 1e3:6.1f} ms, TPOT {tg.tpot_s * 1e3:5.1f} ms")
-print("TTFT grows: the prefill processes every prompt token. TPOT barely moves: each decode step handles one")
-print("token; only its attention over the (cached) prompt grows, which is cheap at this size.")
+print("TTFT carries the prefill, which processes every prompt token, so it grows with the prompt; a decode step")
+print("handles one new token and only its attention over the cached prompt grows, so TPOT grows far less.")
 """),
     md(r"""
-**Exercise 3.** `first_call_s` in the table is larger than the median latency. Why should it never be mixed into
-the median? Measure it again for a freshly loaded replica with 2 layers (`secbook.load("replica:smollm2-135m",
+**Exercise 3.** The table reports `first_call_s` apart from the median latency. Why should the first call never be
+mixed into the median? Measure it again for a freshly loaded replica with 2 layers (`secbook.load("replica:smollm2-135m",
 num_hidden_layers=2)`) and compare with its median.
 """),
     solution(r"""
