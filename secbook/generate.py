@@ -337,10 +337,10 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
         if rung.tiny_only and args.model != "tiny":
             continue
         model, tok = load(args.model, device=device)
-        model = apply_transform(model, rung.transform)
         ids = prompt_ids(tok, args.prompt_len)
         fn, last = None, {}
         try:
+            model = apply_transform(model, rung.transform)
             fn = _generate_fn(rung, model, max_len)
 
             def timed(x, n, fn=fn, last=last):
