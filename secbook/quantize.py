@@ -659,11 +659,15 @@ def torchao_quantize(model: nn.Module, kind: str = "int8wo", group_size: int = 6
     kinds = ("int8wo", "int4wo")
     if kind not in kinds:
         raise ValueError(f"kind={kind!r} is not supported; choose one of {kinds}")
+    if kind == "int4wo" and next(model.parameters()).device.type != "cuda":
+        raise ValueError("torchao int4 weight-only has no CPU packing format in this torchao version (its int4 "
+                         "kernels are CUDA/XPU); move the model to a CUDA GPU, or use kind='int8wo' or "
+                         "secbook's QuantLinear (quantize(model, bits=4)) on CPU")
     m = copy.deepcopy(model)
     if kind == "int8wo":
         cfg = Int8WeightOnlyConfig()
     else:
-        cfg = Int4WeightOnlyConfig(group_size=group_size, int4_packing_format="opaque")
+        cfg = Int4WeightOnlyConfig(group_size=group_size)  # tile-packed for the CUDA tinygemm kernel
         m = m.to(torch.bfloat16)
     names = set(linear_layers(m, skip))
     quantize_(m, cfg, filter_fn=lambda mod, fqn: isinstance(mod, nn.Linear) and fqn in names)

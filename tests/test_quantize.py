@@ -128,6 +128,11 @@ def test_bad_input(w):
         Q.quantize(nn.Sequential(nn.Linear(4, 4)), 8, None, method="gptq")
     with pytest.raises(ValueError, match="mode"):
         Q.bnb_quantize(nn.Linear(4, 4), mode="int3")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            Q.torchao_quantize(nn.Sequential(nn.Linear(64, 64)), "int4wo")
+    with pytest.raises(ValueError, match="kind"):
+        Q.torchao_quantize(nn.Sequential(nn.Linear(64, 64)), "int3")
     with pytest.raises(ValueError, match="cuda|cpu"):
         Q.bnb_quantize(nn.Linear(4, 4), mode="nf4", device="mps")
 
