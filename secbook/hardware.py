@@ -26,7 +26,10 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
         if mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unsupported device {str(device)!r}; use 'cpu', 'cuda', 'mps' or 'auto'.") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("device='cuda' was asked for, but this machine has no CUDA GPU visible to torch "
