@@ -12,13 +12,14 @@ trained on the labels alone shows what the teacher adds.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from .train import lr_at
 
 
 @dataclass
@@ -112,13 +113,6 @@ def init_from_teacher(student, teacher) -> list[int]:
     return picks
 
 
-def _lr(step: int, cfg: DistillConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
-
-
 def train_student(teacher, stream: torch.Tensor, cfg: DistillConfig, use_teacher: bool = True,
                   progress: bool = True, desc: str | None = None) -> tuple[torch.nn.Module, list[dict]]:
     """Train a student on random windows of the token ``stream``; with ``use_teacher`` the loss is the
@@ -139,7 +133,7 @@ def train_student(teacher, stream: torch.Tensor, cfg: DistillConfig, use_teacher
     bar = tqdm(range(cfg.steps), desc=desc or ("distil" if use_teacher else "baseline"), disable=not progress)
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg)
+            g["lr"] = lr_at(step, cfg)  # the tiny model's warm-up + cosine schedule
         starts = torch.randint(0, len(stream) - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
         x = torch.stack([stream[s:s + cfg.seq_len + 1] for s in starts.tolist()])
         inp, labels = x[:, :-1], x[:, 1:]
