@@ -210,6 +210,8 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"MBU is against this machine's measured read bandwidth ({df['bandwidth_GB/s'].iloc[0]:.1f} GB/s); "
               "'bound' is the roofline bound of one decode step here; 'x roofline' = measured TPOT / roofline TPOT "
               "(>> 1: per-token overhead, not bandwidth, sets the speed).")
+    if args.suite == "generate" and not args.out:  # the suite merges its rows into generate_ladder.csv itself
+        return 0
     if not args.no_save:
         print(f"wrote {save_results(df, name)}")
     return 0
