@@ -70,6 +70,20 @@ def write(nb, name: str) -> Path:
     return out
 
 
+def merge_streams(nb) -> None:
+    """Join consecutive stdout/stderr outputs of a cell into one (a streamer writes one output per token)."""
+    for cell in nb.cells:
+        merged = []
+        for out in cell.get("outputs", []):
+            if merged and out.output_type == "stream" and merged[-1].output_type == "stream" \
+                    and merged[-1].name == out.name:
+                merged[-1].text += out.text
+            else:
+                merged.append(out)
+        if cell.cell_type == "code":
+            cell.outputs = merged
+
+
 def execute(path: str | Path, timeout: int = 900) -> float:
     """Execute a notebook in place with the current Python environment; return the seconds it took."""
     from nbclient import NotebookClient
@@ -79,6 +93,7 @@ def execute(path: str | Path, timeout: int = 900) -> float:
     t0 = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     seconds = time.perf_counter() - t0
+    merge_streams(nb)
     tmp = path.with_suffix(".ipynb.tmp")
     nbformat.write(nb, tmp)
     tmp.replace(path)

@@ -47,7 +47,7 @@ torch.manual_seed(0)
 print("measured on:", secbook.describe_machine())
 """),
     md(r"""
-## 1. The two models
+## The two models
 
 Parameter counts, and what the tiny model writes after `def fibonacci(n):` with greedy decoding (always the most
 likely next token, so the output is reproducible).
@@ -63,7 +63,7 @@ out = tiny.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32,
 print(tok.decode(out[0]))
 """),
     md(r"""
-## 2. Watching tokens arrive
+## Watching tokens arrive
 
 transformers' `TextStreamer` prints each token as soon as `generate` produces it. Run the cell and watch: the
 first token takes a moment (prefill), the rest arrive at a steady pace.
@@ -83,7 +83,7 @@ r = apps.stream(replica, rtok, "def fibonacci(n):", new_tokens=16, on_text=apps.
 print(f"\n\nreplica: first token after {r.ttft_s * 1e3:.0f} ms, then one every {r.tpot_s * 1e3:.0f} ms (median)")
 """),
     md(r"""
-## 3. Measuring TTFT, TPOT and tokens/s honestly
+## Measuring TTFT, TPOT and tokens/s honestly
 
 `secbook.measure.time_generation` times greedy generation of a prompt cut from the held-out text, forced to produce
 exactly the asked number of tokens. TTFT is the time of a one-token generation; TPOT is (end-to-end − TTFT) / (n − 1);
@@ -107,7 +107,7 @@ print(f"The tiny model decodes {ratio['tiny'] / ratio['replica:smollm2-135m']:.1
       f"{sum(p.numel() for p in replica.parameters()) / sum(p.numel() for p in tiny.parameters()):.0f}x fewer parameters.")
 """),
     md(r"""
-## 4. Latency grows with the answer
+## Latency grows with the answer
 
 If latency is TTFT + (n − 1)·TPOT, it should grow in a straight line with the number of generated tokens, with the
 intercept at TTFT. Measured for both models:
@@ -140,7 +140,7 @@ repeats reduce that noise but cannot remove it). That is why the later
 chapters attack the two terms separately — the prefill (TTFT) and, above all, the per-token decode cost (TPOT),
 which for a batch of one is limited by how fast the weights can be read from memory (chapter 4).
 
-## 5. Try it
+## Try it
 
 The panel re-runs the measurement whenever you move a control: prompt length, number of new tokens, model.
 (In the static book the panel is inert; the line under it is the measurement made when the page was built.)

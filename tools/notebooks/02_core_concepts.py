@@ -43,7 +43,7 @@ torch.manual_seed(0)
 print("measured on:", secbook.describe_machine())
 """),
     md(r"""
-## 1. The boxes as steps
+## The boxes as steps
 
 Each step is a small class with a `name`, the box it belongs to (`stage`) and `apply(model) -> model`:
 
@@ -76,7 +76,7 @@ for s in steps:
     print(f"{s.stage:>24}: {s.name}")
 """),
     md(r"""
-## 2. Run it, measuring after every stage
+## Run it, measuring after every stage
 
 `Pipeline(steps).apply(model, tokenizer)` works on a copy of the model. Before the first step and after each
 step it measures: stored bytes (`secbook.model_bytes`), time to first token and decode tokens/s
@@ -134,7 +134,7 @@ except ValueError as e:
     print("ValueError:", e)
 """),
     md(r"""
-## 3. The same pipeline as mermaid text
+## The same pipeline as mermaid text
 
 `secbook.pipeline.mermaid(steps)` writes the diagram with the steps inside the boxes, ready to paste into a
 MyST page inside a `{mermaid}` block:
@@ -144,7 +144,7 @@ MyST page inside a `{mermaid}` block:
 print(mermaid([Quantize(bits=4, group_size=64), Compile(), Device("cpu")]))
 """),
     md(r"""
-## 4. Try your own pipeline
+## Try your own pipeline
 
 Pick steps (they run in the listed order) and press *Run pipeline*. The panel calls
 `secbook.widgets.pipeline_update`, which is printed once below so the static book shows a result.

@@ -37,7 +37,7 @@ zero point $z$.
 """),
     code(SETUP),
     md(r"""
-## 1. Round-to-nearest, one layer at a time
+## Round-to-nearest, one layer at a time
 
 *Symmetric* quantization puts $z$ in the middle of the integer range and sets $s = \max|w| / q_{max}$;
 *asymmetric* quantization maps $[\min w, \max w]$ onto the whole range, so a lopsided layer wastes no
@@ -73,7 +73,7 @@ ax.set(xlabel="weight value", ylabel="count", title="q_proj of layer 0, with the
 plt.show()
 """),
     md(r"""
-## 2. Real storage: packing and `QuantLinear`
+## Real storage: packing and `QuantLinear`
 
 A quantized model is only smaller if the integers are *stored* small. `Q.pack` puts two 4-bit values in a
 byte (four 2-bit values; eight 3-bit values in three bytes), and `Q.QuantLinear` keeps the packed bytes
@@ -91,7 +91,7 @@ for bits in (8, 4, 3, 2):
           f"  ({ql.storage_bytes() / (lin.weight.numel() * 4):.3f}x)")
 """),
     md(r"""
-## 3. The whole model
+## The whole model
 
 `Q.quantize(model, bits, group_size, scheme)` swaps every decoder `nn.Linear` (not the tied embedding /
 `lm_head`) for a `QuantLinear` and returns a report. Each variant is scored on the first
@@ -115,7 +115,7 @@ Eight bits are free; 4 bits with groups of 64 cost little; 3 bits start to hurt,
 rounding break the model. The quantized layers shrink to about an eighth at 4 bits (scales included);
 the whole model shrinks less, because the 4096 × 256 embedding stays in fp32.
 
-## 4. Where the error comes from
+## Where the error comes from
 
 The report keeps each layer's relative weight error; `Q.activation_stats` records the largest |input| of
 every input channel. A few channels with inputs far above the rest — *outlier features*
@@ -133,7 +133,7 @@ plt.show()
 print({n: Q.outlier_channels(v)[:8] for n, v in amax.items() if "layers.0." in n})
 """),
     md(r"""
-## 5. GPTQ: rounding with error feedback
+## GPTQ: rounding with error feedback
 
 Rounding each weight on its own ignores that the layer's *output* is what matters. GPTQ
 {cite}`frantar2023gptq` quantizes the columns of $W$ one at a time and, after each, updates the columns
@@ -154,7 +154,7 @@ pd.DataFrame([{"variant": "rtn int3 g64", "perplexity": rtn3.perplexity, "agreem
              ).assign(increase_pct=lambda d: 100 * (d.perplexity / ppl0 - 1))
 """),
     md(r"""
-## 6. AWQ: protect the salient channels
+## AWQ: protect the salient channels
 
 AWQ {cite}`lin2024awq` observes that the weights multiplying large activations matter most. It scales
 input channel $j$ of $W$ up by $s_j = \overline{|x_j|}^{\,\alpha}$ before quantizing (so those weights get
@@ -162,7 +162,7 @@ relatively finer steps) and divides the input by $s_j$, choosing $\alpha \in [0,
 the output error on calibration data. `Q.awq_search` does that search; `QuantLinear` keeps $1/s$ as a
 per-channel input scale. The recorded sweep below compares it with RTN and GPTQ at every bit width.
 
-## 7. The recorded sweep: every bit width, every method
+## The recorded sweep: every bit width, every method
 
 `python -m secbook compress-sweep` runs the whole grid offline and writes
 `data/results/compress_sweep.csv` (machine columns included). The perplexities are on the same
@@ -188,7 +188,7 @@ ax.set(xlabel="bits per weight", ylabel="held-out perplexity (log)", yscale="log
 ax.legend(); plt.show()
 """),
     md(r"""
-## 8. The libraries
+## The libraries
 
 **Dynamic int8 (`torch.ao`).** PyTorch's dynamic quantization stores int8 weights and quantizes the
 *activations* on the fly, batch by batch, so the matrix multiply itself runs in int8 (FBGEMM / oneDNN on
@@ -239,7 +239,7 @@ lib = sweep[sweep.family.isin(["dynamic_int8", "bnb", "torchao"])]
 lib[[c for c in ("variant", "perplexity", "ppl_increase_pct", "agreement", "size_vs_fp32", "error") if c in lib]]
 """),
     md(r"""
-## 9. Try it
+## Try it
 
 The panel quantizes a fresh copy of the tiny model with the chosen method, bits, group size and scheme
 and measures it live (perplexity on 1024 held-out tokens, real bytes, prefill speed). The line under it

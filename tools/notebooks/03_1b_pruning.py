@@ -31,7 +31,7 @@ torch.manual_seed(0); pd.set_option("display.width", 140); pd.set_option("displa
 print("measured on:", describe_machine())
 """),
     md(r"""
-## 1. Which weights to remove
+## Which weights to remove
 
 **Magnitude pruning** {cite}`han2015learning` removes the weights with the smallest $|w|$ in each layer.
 **Wanda** {cite}`sun2024wanda` ("pruning by weights and activations") scores weight $w_{ij}$ by
@@ -53,7 +53,7 @@ print("wanda 2:4:\n", P.n_m_mask(P.wanda_score(w, x_norm)).int())
 Magnitude pruning drops both weights of channel 7 (they are small); Wanda keeps them, because they
 multiply the largest inputs.
 
-## 2. Pruning the tiny model
+## Pruning the tiny model
 
 `P.prune(model, sparsity, method, pattern)` zeroes every decoder `nn.Linear`; Wanda collects the input
 norms block by block on 16 calibration windows of the *training* text. Scores: perplexity and greedy
@@ -73,7 +73,7 @@ for method, pattern in [("magnitude", "unstructured"), ("wanda", "unstructured")
 live = pd.DataFrame(rows).assign(increase_pct=lambda d: 100 * (d.perplexity / ppl0 - 1)); live
 """),
     md(r"""
-## 3. Zeros are not speed
+## Zeros are not speed
 
 A dense matrix multiply does the same work whatever the values are: a zero is multiplied like any other
 number. The timing below multiplies 64 tokens by a 1024 × 1024 weight with 0 – 99 % of its entries zero,
@@ -98,7 +98,7 @@ pd.DataFrame([{"model": "dense", "prefill_tokens_per_s": forward_speed(model)},
               {"model": "50% zeros (unstructured)", "prefill_tokens_per_s": forward_speed(pm50)}])
 """),
     md(r"""
-## 4. Structured pruning: smaller matrices, real speed
+## Structured pruning: smaller matrices, real speed
 
 Speed on dense hardware comes from *smaller* matrices. `P.prune_structured` removes whole MLP channels
 (a row of `gate_proj` and `up_proj` and the matching column of `down_proj`) and whole query heads (with
@@ -125,7 +125,7 @@ The speed-up is real and measured side by side; so is the perplexity cost, which
 retraining. Structured pruning is usually followed by some training to recover — or replaced by
 distillation into a smaller model (next section).
 
-## 5. The recorded curves
+## The recorded curves
 
 `python -m secbook compress-sweep` recorded every method from 30 % to 90 % sparsity (and three structured
 sizes) on the same held-out tokens:
@@ -149,7 +149,7 @@ cols = ["variant", "perplexity", "ppl_increase_pct", "agreement", "size_vs_fp32"
 sweep[sweep.family.isin(["fp32", "prune", "structured"])][cols]
 """),
     md(r"""
-## 6. Try it
+## Try it
 
 Pick a pruning method and a sparsity; the panel prunes a fresh copy and measures it live (perplexity on
 1024 held-out tokens). The line under it is one run of the update for the static page.

@@ -40,7 +40,7 @@ torch.manual_seed(0); pd.set_option("display.width", 140); pd.set_option("displa
 print("measured on:", describe_machine())
 """),
     md(r"""
-## 1. The loss, on a toy example
+## The loss, on a toy example
 
 When student and teacher agree, the KL term vanishes and only $(1-\alpha)\,\mathrm{CE}$ is left; the
 further the student's softened distribution from the teacher's, the larger the loss.
@@ -53,7 +53,7 @@ for name, s in {"same as teacher": teacher_logits, "one-hot-ish": torch.tensor([
     print(f"{name:16s} loss = {D.distill_loss(s, teacher_logits, label, temperature=2.0, alpha=0.5):.3f}")
 """),
     md(r"""
-## 2. A short live run
+## A short live run
 
 Twenty steps of each — with the teacher's soft targets, and on the labels alone — from the same
 initialisation, on the same batches. (Tiny on purpose; the real run is below.)
@@ -71,7 +71,7 @@ pd.DataFrame({"step": [h["step"] for h in h_kd], "distillation loss": [h["loss"]
 The two losses are on different scales (the distillation loss includes the KL term), so they are not
 compared with each other: what matters is held-out perplexity after the same number of steps.
 
-## 3. The recorded run
+## The recorded run
 
 `python -m secbook distill` trained the student for the steps in its config with the teacher, then the
 same student (same initialisation, batches and steps) on labels only, measured all three, and saved the
@@ -106,7 +106,7 @@ print("teacher:", teacher.config.num_hidden_layers, "layers,", sum(p.numel() for
 print("student:", student.config.num_hidden_layers, "layers,", sum(p.numel() for p in student.parameters()), "parameters")
 """),
     md(r"""
-## 4. Everything on one page: the Pareto fronts
+## Everything on one page: the Pareto fronts
 
 Every compressed variant of this chapter — quantized, pruned, distilled — as recorded by the sweep and
 the distillation run: held-out perplexity against real size. A variant is on the *Pareto front* if no
@@ -152,7 +152,7 @@ b.set(xlabel="prefill speed / fp32 (measured now, side by side)", title="perplex
 The student's point is placed on the sweep's perplexity scale by its ratio to the teacher in the
 distillation record (both measured on the same held-out tokens); its size is its parameter ratio.
 
-## 5. Pros and cons, measured
+## Pros and cons, measured
 
 The source summarises the three families in a table of pros and cons. Here is the same table rebuilt from
 the measurements above: for each family, the smallest size reached while staying within +5 % of the fp32

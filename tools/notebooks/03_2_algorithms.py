@@ -43,7 +43,7 @@ torch.manual_seed(0)
 print("measured on:", describe_machine())
 """),
     md(r"""
-## 1. The baseline: `model.generate()`
+## The baseline: `model.generate()`
 
 Greedy decoding (always the most likely token) of 64 new tokens after a 32-token prompt cut from the held-out
 text. These tokens are the reference every later step is compared with.
@@ -60,7 +60,7 @@ base = time_generation(model, tok, prompt_len=32, new_tokens=64, repeats=3)
 pd.DataFrame([base.as_dict()])[["ttft_s", "tpot_s", "tokens_per_s", "latency_s", "first_call_s"]].round(4)
 """),
     md(r"""
-## 2. The KV cache
+## The KV cache
 
 To predict token $t$ the model attends to the keys and values of all earlier tokens. Without a cache it recomputes
 them every step: step $t$ runs the whole prefix of length $t$ through the network, so the cost per step grows with
@@ -102,7 +102,7 @@ configs = {"tiny": model.config, **{r: replica_config(r) for r in REPLICAS}}
 kvcache.cache_table(configs, positions=4096, dtype=torch.bfloat16).round(1)
 """),
     md(r"""
-## 3. Attention implementations
+## Attention implementations
 
 `eager` attention computes $\mathrm{softmax}(QK^\top/\sqrt d)V$ as separate operations and materialises the
 $T\times T$ score matrix; `sdpa` calls `torch.nn.functional.scaled_dot_product_attention`, which dispatches to a
@@ -118,7 +118,7 @@ print(att.round(6).to_string(index=False))
 plt.show()
 """),
     md(r"""
-## 4. Batching: throughput against latency
+## Batching: throughput against latency
 
 A decode step at batch 1 reads every weight to produce one token; at batch $B$ the same read produces $B$ tokens.
 Throughput grows with the batch while each request waits a little longer per step. Prompts of different lengths
@@ -158,7 +158,7 @@ plt.ylabel("mean request latency (steps)"); plt.title("static vs continuous batc
 plt.show()
 """),
     md(r"""
-## 5. Static cache and `torch.compile`
+## Static cache and `torch.compile`
 
 `torch.compile` {cite}`ansel2024pytorch2` traces the model into a graph and generates fused kernels; on a GPU,
 `mode="reduce-overhead"` also captures the whole step as a CUDA graph {cite}`nvidia_cuda_graphs`, replaying it with
@@ -175,7 +175,7 @@ print("recorded on:", ladder["cpu"].iloc[0], "| torch", ladder["torch"].iloc[0])
 ladder[ladder["compiled"] == True][cols].round(3)
 """),
     md(r"""
-## 6. Our own loop
+## Our own loop
 
 `secbook.generate.FastGenerator` does what gpt-fast does: it pre-allocates the cache, runs the prompt once (the
 prefill), then loops a single-token decode step that writes one key/value per layer at `input_pos` and attends over
@@ -208,7 +208,7 @@ q = ladder[ladder["transform"].isin(["none", "int8wo", "int4wo"]) & (ladder["loo
 q[["model", "rung", "tok_s", "speedup", "token_agreement", "tiny_ppl_change", "mbu"]].round(3)
 """),
     md(r"""
-## 7. Speculative decoding
+## Speculative decoding
 
 A decode step of the target is memory-bound: checking $\gamma+1$ positions in one pass costs about as much as one.
 A small **draft** model with the same tokenizer proposes $\gamma$ tokens; the target verifies them all in one pass,
@@ -256,7 +256,7 @@ except ValueError as e:
     print("ValueError:", e)
 """),
     md(r"""
-## 8. ONNX Runtime
+## ONNX Runtime
 
 ONNX Runtime runs an exported static graph with its own optimisations and execution providers. To decode with a
 cache, the graph takes the past keys/values as inputs and returns the grown cache, with the number of new tokens

@@ -42,7 +42,7 @@ torch.manual_seed(0); pd.set_option("display.width", 160)
 print("measured on:", measure.describe_machine())
 """),
     md(r"""
-## 1. What is here
+## What is here
 
 `hardware.describe()` gathers the facts the rest of the book branches on: the CPU and whether it has bf16
 instructions (AVX512-BF16 or AMX), the GPU, its memory and *compute capability* (NVIDIA's generation number:
@@ -79,7 +79,7 @@ for ask in ("cuda", "mps"):
         print(f"pick_device({ask!r}) -> ValueError: {str(e)[:110]}...")
 """),
     md(r"""
-## 2. Mixed precision
+## Mixed precision
 
 A 16-bit format halves the bytes of every weight, and decoding is limited by how fast weights are read
 (chapter 4), so it can nearly double the speed. The two 16-bit formats split their bits differently:
@@ -136,7 +136,7 @@ if hardware.gpu_only("time fp32/bf16/fp16 weights and autocast for each model on
                                      autocast="bf16" if hardware.supports_bf16("cuda") else "fp16"))
 """),
     md(r"""
-## 3. Launch overhead and CUDA graphs
+## Launch overhead and CUDA graphs
 
 Every PyTorch operator costs some microseconds of CPU time before it does any work: Python, the dispatcher,
 and on a GPU the kernel launch. A decode step of even a small transformer is hundreds of operators. Count
@@ -199,7 +199,7 @@ overhead is to do more work per operator (larger batches, fused kernels, `torch.
 thumb, graphs help most when the model is small relative to the GPU and batch is 1: exactly the decode
 case. A T4 note: CUDA graphs work on a T4 as on any GPU since CUDA 10; what a T4 lacks is bf16.
 
-## 4. Will it fit?
+## Will it fit?
 
 Inference memory is, to first order,
 
@@ -304,7 +304,7 @@ with tempfile.TemporaryDirectory() as folder:
         print("same logits as in memory:", torch.equal(dm_model(ids).logits, model(ids).logits))
 """),
     md(r"""
-## 5. Beyond one device: tensor parallelism
+## Beyond one device: tensor parallelism
 
 When a model is too big or too slow for one GPU, split each matrix across devices
 {cite}`shoeybi2019megatron`. In a decoder layer:

@@ -41,7 +41,7 @@ pd.set_option("display.width", 140)
 print("measured on:", secbook.describe_machine())
 """),
     md(r"""
-## 1. Two resources, one bound
+## Two resources, one bound
 
 Any computation does some number of floating-point operations $F$ and moves some number of bytes $B$
 between memory and the compute units. A device with peak arithmetic throughput $P$ (FLOP/s) and memory
@@ -67,7 +67,7 @@ roofline.hardware_table()
 The ridge points are in the hundreds of FLOPs per byte: to keep an H100's tensor cores busy, a kernel must
 do about 300 floating-point operations for every byte it reads. Keep that number in mind.
 
-## 2. Prefill and decode
+## Prefill and decode
 
 A decoder-only transformer with $N$ parameters does about $2N$ FLOPs per token in a forward pass — one
 multiply and one add per weight {cite}`kaplan2020scaling` — plus the attention scores, which grow with
@@ -112,7 +112,7 @@ much less — section 4 measures how much less here. Achieved bandwidth over pea
 is called **model bandwidth utilisation**, MBU {cite}`databricks2023inference`; gpt-fast reports 72% MBU
 for a 7B model on an A100 after compilation {cite}`gptfast2023`.
 
-## 3. Case study: a 1-billion-parameter model
+## Case study: a 1-billion-parameter model
 
 The source's case study is a model with 1 billion parameters. First, this machine's own "datasheet",
 measured now: read bandwidth (summing a large array) and matrix-multiply throughput.
@@ -185,7 +185,7 @@ pd.DataFrame(tiny_rows)
 (int8 here is PyTorch's dynamic quantization of the linear layers; the embedding table stays in fp32,
 so the total is not a clean 4×. Chapter 3 measures what such formats cost in perplexity.)
 
-## 4. Calibration: does this machine follow the model?
+## Calibration: does this machine follow the model?
 
 A latency model is only worth something if it predicts measurements. On this machine we time greedy
 decoding (median of repeats after a warm-up, `secbook.measure.time_generation`) for models of growing
@@ -243,7 +243,7 @@ else:
     print(t.as_dict(), f"MBU {roofline.mbu(t, m, gpu):.1%}")
 """),
     md(r"""
-## 5. Try it: the latency model as a panel
+## Try it: the latency model as a panel
 
 Move the sliders: model size (billions of parameters), bits per weight, the GPU, the batch size and the
 context (prompt) length. The panel prints the predicted TTFT, TPOT and tokens/s with the bound of each

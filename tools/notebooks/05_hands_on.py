@@ -35,7 +35,7 @@ torch.manual_seed(0)
 print("measured on:", secbook.describe_machine())
 """),
     md(r"""
-## 1. The environment
+## The environment
 
 The source lists the software a reader needs before starting. Here is that list, checked on the machine
 running this page (a component reported as *absent* is simply not needed on this machine: without a CUDA
@@ -45,7 +45,7 @@ GPU everything runs on the CPU).
 handson.environment()
 """),
     md(r"""
-## 2. The model, as the source writes it
+## The model, as the source writes it
 
 A vocabulary of 10 000 tokens, 256-dimensional embeddings, an LSTM with 512 hidden units and a linear
 layer back to the vocabulary. The forward pass embeds the tokens, runs the LSTM and predicts the next token
@@ -69,7 +69,7 @@ print("input", tuple(x.shape), "-> logits", tuple(logits.shape),
 It runs, and the output has the shape we expect: one row of 10 000 scores for one sequence. Nothing looks
 wrong. That is what makes this bug dangerous.
 
-## 3. The bug
+## The bug
 
 `nn.LSTM` expects its input as `[sequence, batch, features]` unless it is built with `batch_first=True`
 (see the PyTorch documentation of `nn.LSTM`). The embedding produces `[batch=1, sequence=10, 256]`, so the
@@ -95,7 +95,7 @@ print("buggy: largest change of the next-token scores =", handson.context_sensit
 Exactly zero: the buggy model's prediction does not depend on anything but the last token. It is a bigram
 model with an LSTM's cost.
 
-## 4. The fix
+## The fix
 
 One argument: `nn.LSTM(..., batch_first=True)`. Now the LSTM reads one sequence of 10 tokens, and
 `out[:, -1, :]` is its state after the whole sequence. (Two equivalent fixes: transpose the input to
@@ -108,7 +108,7 @@ for k, v in handson.lstm_shapes(fixed, x).items():
 print("fixed: largest change of the next-token scores =", round(handson.context_sensitivity(fixed), 4))
 """),
     md(r"""
-## 5. A transformer of the same size
+## A transformer of the same size
 
 For contrast, a decoder-only transformer of the Llama family {cite}`touvron2023llama` built with
 transformers' `LlamaConfig`: hidden size 256, 5 layers, 4 heads, MLP 768, the same 10 000-token vocabulary
@@ -124,7 +124,7 @@ for name, m in models.items():
 print("transformer: largest change of the next-token scores > 0:", handson.context_sensitivity(transformer) > 0)
 """),
     md(r"""
-## 6. Timing all three with one harness
+## Timing all three with one harness
 
 Two measurements, the same for every model:
 

@@ -43,7 +43,7 @@ model, tok = secbook.load("tiny")
 print("measured on:", secbook.describe_machine())
 """),
     md(r"""
-## 1. Code completion and the keystroke budget
+## Code completion and the keystroke budget
 
 An editor asks for a completion after each keystroke. A suggestion that arrives after the next keystroke is
 useless, so the first token has to come back in roughly the time between two keystrokes — about 100 ms for a
@@ -74,7 +74,7 @@ plt.tight_layout(); plt.show()
 print(f"{budget.within_100_ms.sum()} of {len(budget)} prefix lengths meet the 100 ms budget on this machine.")
 """),
     md(r"""
-## 2. Chat: streaming, with the clock running
+## Chat: streaming, with the clock running
 
 A chat interface shows tokens as they are produced. `apps.stream` uses transformers' `TextStreamer`, which
 `generate` calls with each new token; our subclass notes the time of arrival. The bracketed numbers are the
@@ -92,7 +92,7 @@ ax.set(xlabel="time since the request (ms)", ylabel="tokens on screen", title="w
 plt.tight_layout(); plt.show()
 """),
     md(r"""
-## 3. A voice assistant's second
+## A voice assistant's second
 
 In spoken conversation, people answer each other within a few hundred milliseconds; a voice assistant that takes
 much more than a second after you stop talking feels slow. The second is shared by three stages: speech
@@ -124,7 +124,7 @@ ax.set(xlabel="ms from end of speech to first audio"); ax.legend(fontsize=7, loc
 plt.tight_layout(); plt.show()
 """),
     md(r"""
-## 4. Reading speed versus tokens per second
+## Reading speed versus tokens per second
 
 Once text streams, it only needs to arrive faster than the user reads. A meta-analysis of 190 studies
 {cite}`brysbaert2019reading` puts adult silent reading of English at about 238 words per minute for non-fiction and
@@ -152,7 +152,7 @@ and more decoding speed is invisible to a single user — it then matters throug
 users from one machine (throughput, chapter 3.2). Code completion and voice are the demanding cases: their
 budgets fall on the *first* tokens, so prefill time and per-call overhead decide.
 
-## 5. Try it: timed streaming
+## Try it: timed streaming
 
 Type a prompt, choose the number of new tokens and press *Generate*: the text streams with the elapsed time,
 then TTFT and TPOT. (In the static book the panel is inert; the output below it is one run of the same callback.)

@@ -37,7 +37,7 @@ torch.manual_seed(0)
 print("measured on:", secbook.describe_machine())
 """),
     md(r"""
-## 1. What each tool does
+## What each tool does
 
 The first six rows are the source's; the last four are the tools an LLM practitioner reaches for today.
 The last column says what this machine has (an installed version, or *not installed*).
@@ -65,7 +65,7 @@ bitsandbytes sit inside PyTorch and make the weights smaller (chapter 3.1).
 * *The model does not fit in memory*: bitsandbytes 8/4-bit {cite}`dettmers2022llmint8` or torchao int4
   weight-only; for speed on GPU, torchao with `torch.compile`.
 
-## 2. ONNX Runtime, live
+## ONNX Runtime, live
 
 ONNX is a file format for computation graphs; ONNX Runtime runs such a graph, after rewriting it (constant
 folding, operator fusion), on an *execution provider* — the CPU here. We export the tiny model's forward pass,
@@ -127,7 +127,7 @@ print("ONNX Runtime greedy tokens == PyTorch greedy tokens:", torch.equal(ort_id
 print(repr(tok.decode(ort_ids[0, 16:])))
 """),
     md(r"""
-## 3. TensorRT (NVIDIA GPUs only)
+## TensorRT (NVIDIA GPUs only)
 
 TensorRT compiles a graph for one NVIDIA GPU. The simplest way in from here is ONNX Runtime's TensorRT
 execution provider on the same exported file (`onnxruntime-gpu` built with TensorRT). The next cell does that when a
@@ -144,7 +144,7 @@ else:
     print(pd.DataFrame([toolkit.compare_with_onnx(model, gpu_session, prompt_ids(tok, L)) for L in (1, 128)]))
 """),
     md(r"""
-## 4. The reading list, checked
+## The reading list, checked
 
 The source recommends three papers. All three are landmark papers; only one is about efficiency, and none is
 about making LLM inference fast:

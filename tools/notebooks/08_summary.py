@@ -34,7 +34,7 @@ torch.manual_seed(0)
 print("measured on:", secbook.describe_machine())
 """),
     md(r"""
-## 1. What the other chapters recorded
+## What the other chapters recorded
 
 The benchmark scripts of chapters 3–7 write `data/results/*.csv`, each row with the machine it ran on.
 `collect_results` reads whatever is there and puts the columns on one footing; each point keeps its
@@ -47,7 +47,7 @@ print(f"{len(recorded)} recorded variants from {recorded['source'].nunique()} CS
 recorded.groupby(["source", "machine"]).size().rename("variants").to_frame()
 """),
     md(r"""
-## 2. A few points measured live
+## A few points measured live
 
 So that this page stands on its own, four variants of the tiny model are measured now (a small sweep
 with `secbook.recommend.sweep`: fp32, bf16, dynamic int8, 4-bit weights).
@@ -65,7 +65,7 @@ points["pareto"] = pareto_front(points)
 points.sort_values("tokens_per_s", ascending=False).round(3).head(20)
 """),
     md(r"""
-## 3. The frontier
+## The frontier
 
 Speed against quality cost; the marker area is proportional to the stored bytes; Pareto-optimal points
 are outlined in black. Points from different machines and models are on one chart for the overview only:
@@ -81,7 +81,7 @@ ax.axhline(0, color="0.6", lw=0.5); ax.legend(fontsize=7, loc="best")
 plt.show()
 """),
     md(r"""
-## 4. The source's claims, checked
+## The source's claims, checked
 
 Each row: what the source says, what we measured or computed in this run, and a verdict derived from those
 numbers (the verdicts are computed, not typed).

@@ -61,7 +61,7 @@ glue("faq_bf16_ppl", f"{t.loc['bf16', 'ppl_change_pct']:+.2f}", display=False)
 On this machine the answer was **{glue:text}`faq_best`**. Change the budgets and the answer changes; that is
 the point — there is no best technique, only a best one for a budget.
 
-## 1. How do I balance accuracy and speed?
+## How do I balance accuracy and speed?
 
 Fix the quality you can accept first, then take the fastest configuration within it. The chart plots every
 configuration above: the ones left of the dashed line (the quality budget) are admissible, and the
@@ -77,7 +77,7 @@ ax.axvline(2.0, ls="--", color="0.5"); ax.set_xlabel("perplexity change vs fp32 
 plt.show()
 """),
     md(r"""
-## 2. Is latency optimization only for large models?
+## Is latency optimization only for large models?
 
 No. A small model is not limited by reading its weights but by the fixed work around each token (Python,
 the generation loop, kernel launches). Our fast decode loop changes nothing in the model, only that
@@ -85,7 +85,7 @@ overhead, and it sped the tiny model up by {glue:text}`faq_fast_speedup`× in th
 more from compression (their decode is bound by weight bytes, chapter 4), small ones from removing
 overhead — both need latency work.
 
-## 3. What hardware should I choose?
+## What hardware should I choose?
 
 The same recommendation for GPUs this machine does not have: their speed is *predicted* with the roofline
 latency model of chapter 4 (an ideal lower bound from bandwidth and FLOP/s, with the configuration's real
