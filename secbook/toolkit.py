@@ -104,7 +104,7 @@ def export_forward(model, path: str | Path | None = None, example_len: int = 16)
     # batch 2 in the example: torch.export specialises dimensions whose example size is 1
     ids = torch.randint(0, vocab, (2, example_len), generator=torch.Generator().manual_seed(0))
     batch, seq = torch.export.Dim("batch", max=64), torch.export.Dim("seq", max=4096)
-    wrapped = _Logits(model.float().cpu().eval())
+    wrapped = _Logits(model.float().cpu().eval()).eval()
     import logging
 
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # torchvision notes
