@@ -107,6 +107,12 @@ def test_page_renders(site, browser, page):
         rendered = browser.execute_script("return document.querySelectorAll('.widget-subarea, .jupyter-widgets').length")
         assert rendered >= views, f"{page}: {views} widget views but {rendered} rendered widgets"
 
+    # mermaid diagrams are drawn (an <svg> replaces the diagram text), from the vendored mermaid.js
+    diagrams = browser.execute_script("return document.querySelectorAll('pre.mermaid, div.mermaid').length")
+    if diagrams:
+        wait_for(browser, "return Array.from(document.querySelectorAll('pre.mermaid, div.mermaid'))"
+                          ".every(e => e.querySelector('svg'))", timeout=30)
+
     # no Python error in any cell output
     errors = browser.execute_script(
         "return Array.from(document.querySelectorAll('.cell_output')).map(e => e.innerText)"
