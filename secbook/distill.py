@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .train import lr_at
+from .train import lr_at, make_optimizer
 
 
 @dataclass
@@ -124,10 +124,7 @@ def train_student(teacher, stream: torch.Tensor, cfg: DistillConfig, use_teacher
         raise ValueError(f"steps must be positive, got {cfg.steps}")
     student = make_student(teacher, cfg).train()
     teacher.eval()
-    decay = [p for p in student.parameters() if p.dim() >= 2]
-    other = [p for p in student.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.95))
+    opt = make_optimizer(student, cfg.lr, weight_decay=0.1)
     gen = torch.Generator().manual_seed(cfg.seed)
     hist = []
     bar = tqdm(range(cfg.steps), desc=desc or ("distil" if use_teacher else "baseline"), disable=not progress)
