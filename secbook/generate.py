@@ -43,15 +43,135 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+class FusedLinear(torch.nn.Module):
+    """Several ``nn.Linear`` layers that read the same input, run as ONE matmul over their weights stored
+    transposed and concatenated: ``weight_t`` is ``[in, out_1 + out_2 + ...]``, contiguous.
+
+    Each output is still the dot product of the same weight row with the same input, so the tokens do not
+    change. Two things get faster at batch 1: one call instead of three (q, k, v) or two (gate, up), and the
+    layout — a CPU BLAS matrix-vector product streams an ``[in, out]`` matrix about twice as fast as
+    ``nn.Linear``'s ``[out, in]`` one (chapter 3.2 measures both). gpt-fast fuses ``wqkv`` the same way. The
+    fused copy is the decoder's own: the Hugging Face model keeps its weights, so they are held twice.
+    """
+
+    def __init__(self, linears):
+        super().__init__()
+        w = torch.cat([lin.weight.detach() for lin in linears])
+        self.register_buffer("weight_t", w.t().contiguous())
+        self.bias = None
+        if any(lin.bias is not None for lin in linears):
+            self.bias = torch.cat([lin.bias.detach() if lin.bias is not None else
+                                   w.new_zeros(lin.out_features) for lin in linears])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x @ self.weight_t
+        return y if self.bias is None else y + self.bias
+
+
+_INT8_PACKED: dict[int, object] = {}  # key -> fbgemm packed weights; entries die with their Int8DynamicFused
+
+
+# A low-level operator definition (``torch.library.Library``) rather than ``torch.library.custom_op``: the
+# latter adds ~10 µs of Python per call, which at ~120 calls per token is a tenth of an int8 decode step.
+_LIB = torch.library.Library("secbook", "DEF")
+_LIB.define("int8_dynamic_linear(Tensor x, int key, int out_features) -> Tensor")
+
+
+def _int8_dynamic_linear(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
+    return torch.ops.quantized.linear_dynamic(x, _INT8_PACKED[key], reduce_range=True)
+
+
+_LIB.impl("int8_dynamic_linear", _int8_dynamic_linear, "CPU")
+
+
+@torch.library.register_fake("secbook::int8_dynamic_linear")
+def _(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], out_features)
+
+
+class Int8DynamicFused(torch.nn.Module):
+    """torch.ao dynamically quantized int8 Linear layers that read the same input, fused into one int8 weight
+    with a scale per output row (each row keeps the scale it had, so the arithmetic is the layers' own).
+
+    ``torch.compile`` cannot trace the packed weights (a TorchScript object), so the matmul is hidden behind a
+    custom operator (``secbook::int8_dynamic_linear``) that the compiler treats as a black box with a known output shape;
+    everything around it (norms, RoPE, attention, residuals) is compiled.
+    """
+
+    def __init__(self, qlinears):
+        super().__init__()
+        rows, scales, zps, biases = [], [], [], []
+        for m in qlinears:
+            w, b = m._packed_params._packed_params.unpack()
+            n = w.shape[0]
+            if w.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                s, z = torch.full((n,), w.q_scale(), dtype=torch.double), torch.full((n,), w.q_zero_point())
+            else:
+                s, z = w.q_per_channel_scales(), w.q_per_channel_zero_points()
+            rows.append(w.int_repr())
+            scales.append(s.double())
+            zps.append(z.long())
+            biases.append(b)
+        w = torch._make_per_channel_quantized_tensor(torch.cat(rows), torch.cat(scales), torch.cat(zps), 0)
+        bias = None
+        if any(b is not None for b in biases):
+            bias = torch.cat([b if b is not None else torch.zeros(r.shape[0]) for b, r in zip(biases, rows)])
+        import weakref
+
+        self.key, self.out_features = id(self), w.shape[0]
+        _INT8_PACKED[self.key] = torch.ops.quantized.linear_prepack(w, bias)
+        weakref.finalize(self, _INT8_PACKED.pop, self.key, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.secbook.int8_dynamic_linear(x, self.key, self.out_features)
+
+
+class SeparateLinears(torch.nn.Module):
+    """The unfused fallback: call each layer (any module: our ``QuantLinear``, bitsandbytes, ...) and
+    concatenate the outputs, so the decoder's code is the same either way."""
+
+    def __init__(self, linears):
+        super().__init__()
+        self.linears = torch.nn.ModuleList(linears)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.linears) == 1:
+            return self.linears[0](x)
+        return torch.cat([lin(x) for lin in self.linears], dim=-1)
+
+
+def fuse_linears(linears, fuse: bool = True) -> torch.nn.Module:
+    """One module computing ``cat([lin(x) for lin in linears], -1)``: :class:`FusedLinear` for plain float
+    ``nn.Linear`` layers, :class:`Int8DynamicFused` for torch.ao dynamic int8 ones, else (or ``fuse=False``)
+    :class:`SeparateLinears`."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynLinear
+
+    if fuse and all(type(lin) is torch.nn.Linear and lin.weight.dtype.is_floating_point for lin in linears):
+        return FusedLinear(linears)
+    if fuse and all(type(lin) is DynLinear and lin._packed_params.dtype == torch.qint8 for lin in linears):
+        return Int8DynamicFused(linears)
+    return SeparateLinears(linears)
+
+
+def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's RMSNorm; in fp32 as one fused ``F.rms_norm`` call (same formula, fewer operations)."""
+    if x.dtype == torch.float32 and hasattr(norm, "variance_epsilon") and getattr(norm, "weight", None) is not None:
+        return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
+    return norm(x)
+
+
 class StaticDecoder(torch.nn.Module):
     """The decoder forward over a pre-allocated KV cache of ``max_len`` positions for ``batch`` sequences.
 
     ``forward(ids [B, T], input_pos [T]) -> logits`` writes the T new keys/values at ``input_pos`` and attends
     over the whole cache with a causal mask; positions beyond ``input_pos`` are hidden, so stale entries
     (e.g. draft tokens rejected by speculative decoding) never matter — rewinding is free.
+
+    ``fuse=True`` (the default) runs q/k/v as one matmul and gate/up as one (:func:`fuse_linears`), over
+    transposed weight copies; ``fuse=False`` calls the model's own projection modules one by one.
     """
 
-    def __init__(self, model, max_len: int, batch: int = 1):
+    def __init__(self, model, max_len: int, batch: int = 1, fuse: bool = True):
         super().__init__()
         check_supported(model)
         cfg = model.config
@@ -68,6 +188,14 @@ class StaticDecoder(torch.nn.Module):
         p = next(model.parameters())
         dtype = p.dtype if p.dtype.is_floating_point else torch.float32
         dtype = getattr(model, "dtype", dtype)
+        self.qkv, self.o, self.gate_up, self.down = (torch.nn.ModuleList() for _ in range(4))
+        for layer in model.model.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            self.qkv.append(fuse_linears([a.q_proj, a.k_proj, a.v_proj], fuse))
+            self.o.append(fuse_linears([a.o_proj], fuse))
+            self.gate_up.append(fuse_linears([mlp.gate_proj, mlp.up_proj], fuse))
+            self.down.append(fuse_linears([mlp.down_proj], fuse))
+        self.head = fuse_linears([model.lm_head], fuse)
         shape = (self.batch, self.n_kv, self.max_len, self.head_dim)
         self.k_cache = [torch.zeros(shape, dtype=dtype, device=p.device) for _ in range(self.n_layers)]
         self.v_cache = [torch.zeros(shape, dtype=dtype, device=p.device) for _ in range(self.n_layers)]
@@ -83,33 +211,31 @@ class StaticDecoder(torch.nn.Module):
     def forward(self, ids: torch.Tensor, input_pos: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         m = self.model.model
         B, T = ids.shape
+        H, KV, D = self.n_heads, self.n_kv, self.head_dim
         x = m.embed_tokens(ids)
         cos, sin = m.rotary_emb(x, input_pos[None])  # [1, T, head_dim], the model's own RoPE (any rope type)
         cos, sin = cos[:, None], sin[:, None]
-        rep = self.n_heads // self.n_kv
+        rep = H // KV
         # grouped-query attention without copying K/V: fold the `rep` query heads that share a KV head into
         # the query-length axis, [B, n_kv, rep*T, D], and repeat the mask rows to match
         mask = self.causal[input_pos][None, None, None].expand(1, 1, rep, T, self.max_len)
         mask = mask.reshape(1, 1, rep * T, self.max_len)
         for i, layer in enumerate(m.layers):
-            a = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = a.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-            k = a.k_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-            v = a.v_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            qkv = self.qkv[i](_rms_norm(layer.input_layernorm, x)).view(B, T, H + 2 * KV, D).transpose(1, 2)
+            qk, v = qkv.split([H + KV, KV], dim=1)
+            qk = qk * cos + _rotate_half(qk) * sin  # RoPE on queries and keys at once
+            q, k = qk.split([H, KV], dim=1)
             kc, vc = self.k_cache[i], self.v_cache[i]
             kc.index_copy_(2, input_pos, k.to(kc.dtype))
             vc.index_copy_(2, input_pos, v.to(vc.dtype))
-            qg = q.reshape(B, self.n_kv, rep * T, self.head_dim)
-            o = F.scaled_dot_product_attention(qg, kc, vc, attn_mask=mask, scale=a.scaling)
-            o = o.view(B, self.n_heads, T, self.head_dim).transpose(1, 2)
-            x = x + a.o_proj(o.reshape(B, T, self.n_heads * self.head_dim))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            qg = q.reshape(B, KV, rep * T, D)
+            o = F.scaled_dot_product_attention(qg, kc, vc, attn_mask=mask, scale=layer.self_attn.scaling)
+            x = x + self.o[i](o.view(B, H, T, D).transpose(1, 2).reshape(B, T, H * D))
+            gate, up = self.gate_up[i](_rms_norm(layer.post_attention_layernorm, x)).chunk(2, dim=-1)
+            x = x + self.down[i](layer.mlp.act_fn(gate) * up)
         if last_only:
             x = x[:, -1:]
-        return self.model.lm_head(m.norm(x))
+        return self.head(_rms_norm(m.norm, x))
 
 
 def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
@@ -135,9 +261,10 @@ class FastGenerator:
     compile time (``self.compile_s`` records it).
     """
 
-    def __init__(self, model, max_len: int = 256, batch: int = 1, compile: bool = False, mode: str | None = None):
+    def __init__(self, model, max_len: int = 256, batch: int = 1, compile: bool = False, mode: str | None = None,
+                 fuse: bool = True):
         self.model = model.eval()
-        self.decoder = StaticDecoder(model, max_len, batch)
+        self.decoder = StaticDecoder(model, max_len, batch, fuse=fuse)
         self.device = next(model.parameters()).device
         self.compiled = bool(compile)
         self.compile_s: float | None = None
@@ -215,22 +342,26 @@ def hf_generate(model, input_ids: torch.Tensor, max_new_tokens: int, **kw) -> to
 # ----------------------------------------------------------------------------- the optimization ladder
 @dataclass(frozen=True)
 class Rung:
-    """One step of the ladder: a weight transform, a loop (``hf``, ``hf_static``, ``ours``, ``spec``), compile."""
+    """One step of the ladder: a weight transform, a loop (``hf``, ``hf_static``, ``ours``, ``spec``), compile,
+    and whether our loop fuses its projections (``fuse=False``: it calls the model's modules one by one)."""
     name: str
     transform: str = "none"
     loop: str = "ours"
     compile: bool = False
     tiny_only: bool = False
+    fuse: bool = True
 
 
 LADDER = (  # cheap and essential rungs first: results are saved after every rung
     Rung("HF generate fp32 (baseline)", "none", "hf"),
-    Rung("our loop fp32", "none", "ours"),
+    Rung("our loop fp32, module calls", "none", "ours", fuse=False),
+    Rung("our loop fp32, fused weights", "none", "ours"),
     Rung("our loop fp32 + compile", "none", "ours", True),
     Rung("speculative greedy (tiny + draft)", "none", "spec", tiny_only=True),
     Rung("our loop bf16", "bf16", "ours"),
     Rung("our loop bf16 + compile", "bf16", "ours", True),
     Rung("our loop dynamic int8 (torch.ao)", "dyn8", "ours"),
+    Rung("our loop dynamic int8 + compile", "dyn8", "ours", True),
     Rung("our loop int8 weight-only + compile", "int8wo", "ours", True),
     Rung("our loop int8 weight-only", "int8wo", "ours"),
     Rung("HF generate fp32 static cache + compile", "none", "hf_static", True),
@@ -241,7 +372,8 @@ TRANSFORMS = ("none", "bf16", "int8wo", "int4wo", "dyn8")
 
 def apply_transform(model, transform: str):
     """The model with its weights transformed: ``bf16`` cast, int8/int4 weight-only ``QuantLinear``
-    (``secbook.quantize``, RTN, groups of 64 / 32), or torch.ao dynamic int8 (``dyn8``)."""
+    (``secbook.quantize``, RTN, groups of 64 / 32), or torch.ao dynamic int8 (``dyn8``: int8 weights with a
+    scale per output row, activations quantized per call)."""
     if transform not in TRANSFORMS:
         raise ValueError(f"unknown transform {transform!r}; choose from {TRANSFORMS}")
     if transform == "none":
@@ -257,9 +389,9 @@ def apply_transform(model, transform: str):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 def draft_for(target, name: str = "student"):
@@ -307,7 +439,7 @@ def _generate_fn(rung: Rung, model, max_len: int):
         draft, _ = draft_for(model)
         spec = SpeculativeDecoder(model, draft, gamma=4, max_len=max_len)
         return lambda ids, n: spec.generate(ids, n).ids
-    gen = FastGenerator(model, max_len=max_len, compile=rung.compile)
+    gen = FastGenerator(model, max_len=max_len, compile=rung.compile, fuse=rung.fuse)
     return gen.generate
 
 
@@ -321,7 +453,7 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
     import gc
 
     from . import roofline
-    from .measure import model_bytes, prompt_ids, results_frame, time_generation, token_agreement
+    from .measure import decode_read_bytes, model_bytes, prompt_ids, time_generation, token_agreement
     from .models import load
 
     device = getattr(args, "device", "cpu") or "cpu"
@@ -358,11 +490,12 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
             continue
         new = last["ids"][:, args.prompt_len:]
         reference = new if reference is None else reference
-        nbytes = model_bytes(model)
+        nbytes, read = model_bytes(model), decode_read_bytes(model)
         rows.append({"model": args.model, "rung": rung.name, "transform": rung.transform, "loop": rung.loop,
                      "compiled": rung.compile, "tok_s": t.tokens_per_s, "tpot_s": t.tpot_s, "ttft_s": t.ttft_s,
                      "first_call_s": t.first_call_s, "weight_bytes": nbytes,
-                     "mbu": roofline.mbu(t.tpot_s, nbytes, hw.bandwidth), "bandwidth_GBs": hw.bandwidth / 1e9,
+                     "read_bytes_per_token": read, "mbu": roofline.mbu(t.tpot_s, read, hw.bandwidth),
+                     "bandwidth_GBs": hw.bandwidth / 1e9,
                      "token_agreement": token_agreement(reference, new),
                      "tiny_ppl_change": tiny_perplexity_change(rung.transform),
                      "threads": torch.get_num_threads(), "prompt_len": args.prompt_len,

@@ -320,6 +320,27 @@ def model_bytes(model: torch.nn.Module) -> int:
     return total
 
 
+
+def decode_read_bytes(model: torch.nn.Module) -> int:
+    """Weight bytes one batch-1 decode step reads: :func:`model_bytes` less the input embedding table unless
+    it is also the output layer's weight, because a lookup reads one row of the table, not all of it.
+
+    With tied embeddings (SmolLM2, Qwen2.5-0.5B, Llama-3.2-1B, our tiny model) the LM head reads the whole
+    table every token and it counts; once a quantizer gives the head its own int8 copy, the fp32 table is
+    only looked up and drops out. This is the numerator of model-bandwidth utilisation (MBU).
+    """
+    total = model_bytes(model)
+    get_in = getattr(model, "get_input_embeddings", None)
+    emb = get_in() if callable(get_in) else None
+    w = getattr(emb, "weight", None)
+    if not isinstance(w, torch.Tensor):
+        return total
+    head = model.get_output_embeddings() if callable(getattr(model, "get_output_embeddings", None)) else None
+    hw = getattr(head, "weight", None)
+    if isinstance(hw, torch.Tensor) and hw.data_ptr() == w.data_ptr():
+        return total
+    return total - tensor_bytes(w) + tensor_bytes(w[0])
+
 # --------------------------------------------------------------------------------------------- memory
 def _rss() -> int:
     import psutil

@@ -331,15 +331,16 @@ def mbu(tpot_s, model_or_bytes, hardware: str | Hardware | float, batch: int = 1
         kv_bytes: float = 2.0) -> float:
     """Model bandwidth utilisation of a measured decode: (bytes read per step / TPOT) / peak bandwidth.
 
-    ``tpot_s`` is seconds per step (or a :class:`secbook.measure.Timing`); ``model_or_bytes`` a model (its
-    real storage via ``model_bytes``, plus its KV cache at ``context`` tokens) or a byte count;
+    ``tpot_s`` is seconds per step (or a :class:`secbook.measure.Timing`); ``model_or_bytes`` a model (the
+    weight bytes a decode step reads, ``measure.decode_read_bytes``, plus its KV cache at ``context`` tokens)
+    or a byte count;
     ``hardware`` a :class:`Hardware`, a name, or a bandwidth in bytes/s.
     """
-    from .measure import model_bytes
+    from .measure import decode_read_bytes
 
     tpot = getattr(tpot_s, "tpot_s", tpot_s)
     if isinstance(model_or_bytes, torch.nn.Module):
-        b = model_bytes(model_or_bytes)
+        b = decode_read_bytes(model_or_bytes)
         if context:
             b += batch * context * to_shape(model_or_bytes).kv_per_token * kv_bytes
     else:
