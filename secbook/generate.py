@@ -342,14 +342,16 @@ def hf_generate(model, input_ids: torch.Tensor, max_new_tokens: int, **kw) -> to
 # ----------------------------------------------------------------------------- the optimization ladder
 @dataclass(frozen=True)
 class Rung:
-    """One step of the ladder: a weight transform, a loop (``hf``, ``hf_static``, ``ours``, ``spec``), compile,
-    and whether our loop fuses its projections (``fuse=False``: it calls the model's modules one by one)."""
+    """One step of the ladder: a weight transform, a loop (``hf``, ``hf_static``, ``ours``, ``spec`` with the
+    draft model, ``lookup`` for prompt lookup), compile, whether our loop fuses its projections (``fuse=False``:
+    it calls the model's modules one by one), and the draft length ``gamma`` of the speculative loops."""
     name: str
     transform: str = "none"
     loop: str = "ours"
     compile: bool = False
     tiny_only: bool = False
     fuse: bool = True
+    gamma: int = 4
 
 
 LADDER = (  # cheap and essential rungs first: results are saved after every rung
@@ -357,7 +359,9 @@ LADDER = (  # cheap and essential rungs first: results are saved after every run
     Rung("our loop fp32, module calls", "none", "ours", fuse=False),
     Rung("our loop fp32, fused weights", "none", "ours"),
     Rung("our loop fp32 + compile", "none", "ours", True),
-    Rung("speculative greedy (tiny + draft)", "none", "spec", tiny_only=True),
+    Rung("speculative, student draft, gamma=1", "none", "spec", tiny_only=True, gamma=1),
+    Rung("speculative, student draft, gamma=4", "none", "spec", tiny_only=True, gamma=4),
+    Rung("prompt lookup, gamma=4", "none", "lookup", gamma=4),
     Rung("our loop bf16", "bf16", "ours"),
     Rung("our loop bf16 + compile", "bf16", "ours", True),
     Rung("our loop dynamic int8 (torch.ao)", "dyn8", "ours"),
@@ -433,12 +437,18 @@ def _generate_fn(rung: Rung, model, max_len: int):
         cc = CompileConfig()
         cc._compile_all_devices = True  # transformers auto-compiles only on accelerators unless told to
         return lambda ids, n: hf_generate(model, ids, n, cache_implementation="static", compile_config=cc)
-    if rung.loop == "spec":
+    if rung.loop in ("spec", "lookup"):
         from .speculative import SpeculativeDecoder
 
-        draft, _ = draft_for(model)
-        spec = SpeculativeDecoder(model, draft, gamma=4, max_len=max_len)
-        return lambda ids, n: spec.generate(ids, n).ids
+        draft = draft_for(model)[0] if rung.loop == "spec" else "lookup"
+        spec = SpeculativeDecoder(model, draft, gamma=rung.gamma, max_len=max_len)
+
+        def run(ids, n):
+            res = spec.generate(ids, n)
+            run.info = {"acceptance_rate": res.acceptance_rate, "tokens_per_call": res.tokens_per_call}
+            return res.ids
+
+        return run
     gen = FastGenerator(model, max_len=max_len, compile=rung.compile, fuse=rung.fuse)
     return gen.generate
 
@@ -500,7 +510,7 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
                      "tiny_ppl_change": tiny_perplexity_change(rung.transform),
                      "threads": torch.get_num_threads(), "prompt_len": args.prompt_len,
                      "new_tokens": args.new_tokens, "repeats": args.repeats,
-                     "note": draft_for(model)[1] if rung.loop == "spec" else ""})
+                     "note": draft_for(model)[1] if rung.loop == "spec" else "", **getattr(fn, "info", {})})
         print(f"{args.model:>24} | {rung.name:<42} {t.tokens_per_s:7.1f} tok/s  agree "
               f"{rows[-1]['token_agreement']:.3f}", flush=True)
         del model, fn
@@ -509,7 +519,7 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
         if only:  # keep the full run's baseline row; this one belongs to the partial re-run
             df.loc[0, "rung"] = f"{rungs[0].name[:-1]}, re-measured beside {', '.join(only)})"
         if save:  # after every rung, so a long run that is stopped keeps what it measured
-            save_ladder(df)
+            save_ladder(df, whole_model=not only)
     return _frame(rows)
 
 
@@ -522,15 +532,18 @@ def _frame(rows):
     return df
 
 
-def save_ladder(df, name: str = "generate_ladder"):
-    """Merge ``df`` into ``data/results/<name>.csv``: rows with the same (model, rung) are replaced. Each row's
-    speed-up is against the baseline measured in its own run (``timestamp`` tells the runs apart)."""
+def save_ladder(df, name: str = "generate_ladder", whole_model: bool = False):
+    """Merge ``df`` into ``data/results/<name>.csv``: rows with the same (model, rung) are replaced — or, with
+    ``whole_model`` (a full run), every earlier row of the same model. Each row's speed-up is against the
+    baseline measured in its own run (``timestamp`` tells the runs apart)."""
     import pandas as pd
 
     from .measure import load_results, save_results
 
     try:
         old = load_results(name)
+        if whole_model:
+            old = old[~old["model"].isin(set(df["model"]))]
         new_keys = set(zip(df["model"], df["rung"]))
         old = old[[k not in new_keys for k in zip(old["model"], old["rung"])]]
         df = pd.concat([old, df], ignore_index=True)

@@ -135,3 +135,31 @@ def test_decode_read_bytes(tiny):
     q = apply_transform(copy.deepcopy(model), "dyn8")
     emb = q.get_input_embeddings().weight
     assert decode_read_bytes(q) == model_bytes(q) - emb.numel() * 4 + emb.shape[1] * 4
+
+
+def test_generate_suite_rows_and_merge(monkeypatch, tmp_path):
+    """A short real ladder on the tiny model: side-by-side rows, lossless rungs agree 100%, speculative rungs
+    carry their acceptance rate; a full run replaces the model's earlier rows, a partial one only its rungs."""
+    import types
+
+    import pandas as pd
+
+    from secbook import paths
+    from secbook.generate import LADDER, run_generate_suite, save_ladder
+
+    monkeypatch.setattr(paths, "RESULTS_DIR", tmp_path)
+    pick = {"HF generate fp32 (baseline)", "our loop fp32, fused weights", "speculative, student draft, gamma=1",
+            "prompt lookup, gamma=4"}
+    args = types.SimpleNamespace(model="tiny", prompt_len=16, new_tokens=12, repeats=1)
+    df = run_generate_suite(args, rungs=[r for r in LADDER if r.name in pick], save=True)
+    assert list(df["rung"]) == [r.name for r in LADDER if r.name in pick]
+    assert df["speedup"].iloc[0] == 1.0 and (df["token_agreement"] == 1.0).all()
+    assert df["acceptance_rate"].iloc[2:].between(0, 1).all() and df["acceptance_rate"].iloc[:2].isna().all()
+    assert (df["mbu"] > 0).all() and (df["read_bytes_per_token"] > 0).all()
+    stale = pd.DataFrame({"model": ["tiny", "other"], "rung": ["an old rung", "kept"], "tok_s": [1.0, 2.0]})
+    stale.to_csv(tmp_path / "generate_ladder.csv", index=False)
+    save_ladder(df.iloc[:2])
+    assert "an old rung" in set(pd.read_csv(tmp_path / "generate_ladder.csv")["rung"])
+    save_ladder(df, whole_model=True)
+    merged = pd.read_csv(tmp_path / "generate_ladder.csv")
+    assert set(merged["rung"]) == pick | {"kept"} and len(merged) == 5
