@@ -89,6 +89,39 @@ def _(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
     return x.new_empty(*x.shape[:-1], out_features)
 
 
+
+def gemv_layouts(out_features: int = 16384, in_features: int = 1024, repeats: int = 20,
+                 dtype: torch.dtype = torch.float32) -> dict:
+    """Batch-1 matrix-vector product over the same weights stored two ways: ``nn.Linear``'s ``[out, in]``
+    (``F.linear(x, W)``) and transposed ``[in, out]`` (``x @ W_t``, what :class:`FusedLinear` keeps).
+
+    The default matrix (64 MiB in fp32) is larger than a server CPU's last-level cache, so the weights stream
+    from memory as they do in decoding. Returns the median seconds and weight GB/s of each layout and their
+    ratio; the two results are checked to agree.
+    """
+    import statistics
+
+    if out_features < 1 or in_features < 1 or repeats < 1:
+        raise ValueError("out_features, in_features and repeats must be >= 1")
+    w = torch.randn(out_features, in_features, dtype=dtype)
+    w_t = w.t().contiguous()
+    x = torch.randn(1, in_features, dtype=dtype)
+    torch.testing.assert_close(x @ w_t, F.linear(x, w), rtol=1e-3, atol=1e-3)
+    out = {}
+    for name, fn in (("[out, in]  F.linear(x, W)", lambda: F.linear(x, w)), ("[in, out]  x @ W_t", lambda: x @ w_t)):
+        for _ in range(3):
+            fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        med = statistics.median(ts)
+        out[name] = {"seconds": med, "GB/s": w.numel() * w.element_size() / med / 1e9}
+    a, b = out.values()
+    return {"layouts": out, "speedup_transposed": a["seconds"] / b["seconds"],
+            "matrix_MiB": w.numel() * w.element_size() / 2**20}
+
 class Int8DynamicFused(torch.nn.Module):
     """torch.ao dynamically quantized int8 Linear layers that read the same input, fused into one int8 weight
     with a scale per output row (each row keeps the scale it had, so the arithmetic is the layers' own).
@@ -514,6 +547,8 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
         print(f"{args.model:>24} | {rung.name:<42} {t.tokens_per_s:7.1f} tok/s  agree "
               f"{rows[-1]['token_agreement']:.3f}", flush=True)
         del model, fn
+        if rung.compile:  # dynamo's cache keeps the compiled step and with it this rung's model alive
+            torch._dynamo.reset()
         gc.collect()
         df = _frame(rows)
         if only:  # keep the full run's baseline row; this one belongs to the partial re-run

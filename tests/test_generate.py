@@ -163,3 +163,13 @@ def test_generate_suite_rows_and_merge(monkeypatch, tmp_path):
     save_ladder(df, whole_model=True)
     merged = pd.read_csv(tmp_path / "generate_ladder.csv")
     assert set(merged["rung"]) == pick | {"kept"} and len(merged) == 5
+
+
+def test_gemv_layouts_small():
+    from secbook.generate import gemv_layouts
+
+    r = gemv_layouts(256, 128, repeats=3)
+    assert set(r["layouts"]) == {"[out, in]  F.linear(x, W)", "[in, out]  x @ W_t"}
+    assert all(v["GB/s"] > 0 for v in r["layouts"].values()) and r["speedup_transposed"] > 0
+    with pytest.raises(ValueError):
+        gemv_layouts(0, 8)
