@@ -181,8 +181,8 @@ ladder[ladder["compiled"] == True][cols].round(3)
 `secbook.generate.FastGenerator` does what gpt-fast does: it pre-allocates the cache, runs the prompt once (the
 prefill), then loops a single-token decode step that writes one key/value per layer at `input_pos` and attends over
 the whole cache with a mask hiding the positions not written yet. The decoder forward is ~30 lines over the model's
-own Hugging Face modules, so it works for any Llama-layout model (Llama, SmolLM, Qwen2, Mistral) and for quantized
-layers that replace `nn.Linear`. No logits processors, no stopping criteria, no mask rebuilt per step. Greedy output
+own Hugging Face weights, norms and rotary embedding, so it works for any Llama-layout model (Llama, SmolLM, Qwen2,
+Mistral) and for quantized layers that replace `nn.Linear`. No logits processors, no stopping criteria, no mask rebuilt per step. Greedy output
 must be identical to `generate()`:
 """),
     code(r"""
