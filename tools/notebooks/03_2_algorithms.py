@@ -366,8 +366,9 @@ ladder[cols].round(3)
     md(r"""
 Reading the ladder honestly. The 135M replica is memory-bound: every rung that reads fewer bytes per token, or
 reads them faster, moves it — the fused, transposed weights (same tokens), then int8. The tiny model is
-overhead-bound: its weights are 23 MB, so what moves it is doing fewer operations per token (fusing, compiling) and
-copying the output of the prompt (prompt lookup, on text as repetitive as a tiny model's). The lossless rungs must
+overhead-bound: its weights are 23 MB, so what moves it is spending less fixed time per token (compiling) and
+copying the output of the prompt (prompt lookup, on text as repetitive as a tiny model's); differences of 10-20%
+between its eager rungs are within this shared machine's noise. The lossless rungs must
 show agreement 1.00; bf16 and the quantized rungs may change a few tokens, and `tiny_ppl_change` says what the same
 technique costs in held-out perplexity on the tiny model. The summary below is computed from the recorded rows:
 best lossless rung, best rung within a 1% perplexity budget, and its MBU (weight bytes one decode step reads ×
@@ -379,8 +380,8 @@ for name, d in ladder.dropna(subset=["tok_s"]).groupby("model", sort=False):
     budget = d[(d["tiny_ppl_change"].abs() <= 0.01) & (d["loop"] == "ours")]
     a, b = lossless.loc[lossless["speedup"].idxmax()], budget.loc[budget["speedup"].idxmax()]
     print(f"{name}: HF generate {d['tok_s'].iloc[0]:.1f} tok/s\n  best lossless loop: {a['rung']} {a['speedup']:.2f}x"
-          f" (MBU {a['mbu']:.0%})\n  best within 1% ppl: {b['rung']} {b['speedup']:.2f}x (ppl "
-          f"{b['tiny_ppl_change']:+.2%}, agreement {b['token_agreement']:.2f}, MBU {b['mbu']:.0%} of "
+          f" (MBU {a['mbu']:.1%})\n  best within 1% ppl: {b['rung']} {b['speedup']:.2f}x (ppl "
+          f"{b['tiny_ppl_change']:+.2%}, agreement {b['token_agreement']:.2f}, MBU {b['mbu']:.1%} of "
           f"{b['bandwidth_GBs']:.1f} GB/s)")
     for r in d[d["loop"].isin(["spec", "lookup"])].itertuples():
         print(f"  {r.rung}: {r.speedup:.2f}x, agreement {r.token_agreement:.2f}, acceptance {r.acceptance_rate:.2f}")
