@@ -355,7 +355,7 @@ for ax, (name, d) in zip(list(axes), ladder.dropna(subset=["tok_s"]).groupby("mo
     ax.barh(d["rung"], d["tok_s"], color=["grey"] + ["tab:blue"] * (len(d) - 1))
     for y, r in enumerate(d.itertuples()):
         ax.text(r.tok_s, y, f" {r.speedup:.2f}x, agree {r.token_agreement:.2f}", va="center", fontsize=8)
-    ax.invert_yaxis(); ax.set_title(name); ax.set_xlabel("decode tokens/s")
+    ax.invert_yaxis(); ax.set_title(name); ax.set_xlabel("decode tokens/s"); ax.set_xlim(0, d["tok_s"].max() * 1.35)
 fig.suptitle(f"recorded on {ladder['cpu'].iloc[0]}, {ladder['cores'].iloc[0]} cores"); fig.tight_layout()
 plt.show()
 """),
