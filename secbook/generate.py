@@ -181,7 +181,8 @@ def fuse_linears(linears, fuse: bool = True) -> torch.nn.Module:
     :class:`SeparateLinears`."""
     from torch.ao.nn.quantized.dynamic import Linear as DynLinear
 
-    if fuse and all(type(lin) is torch.nn.Linear and lin.weight.dtype.is_floating_point for lin in linears):
+    if fuse and all(type(lin) is torch.nn.Linear and type(lin.weight.detach()) is torch.Tensor  # not torchao's
+                    and lin.weight.dtype.is_floating_point for lin in linears):
         return FusedLinear(linears)
     if fuse and all(type(lin) is DynLinear and lin._packed_params.dtype == torch.qint8 for lin in linears):
         return Int8DynamicFused(linears)

@@ -175,3 +175,19 @@ def test_gemv_layouts_small():
     assert all(v["GB/s"] > 0 for v in r["layouts"].values()) and r["speedup_transposed"] > 0
     with pytest.raises(ValueError):
         gemv_layouts(0, 8)
+
+
+def test_torchao_layers_are_not_fused(tiny):
+    """torchao keeps nn.Linear with a quantized tensor-subclass weight: our loop must call those modules, not
+    concatenate their weights."""
+    import copy
+
+    from secbook.generate import SeparateLinears
+    from secbook.quantize import torchao_quantize
+
+    model, tok = tiny
+    q = torchao_quantize(copy.deepcopy(model), "int8wo")
+    dec = StaticDecoder(q, max_len=40)
+    assert isinstance(dec.qkv[0], SeparateLinears) and isinstance(dec.gate_up[0], SeparateLinears)
+    ids = prompt_ids(tok, 16)
+    assert torch.equal(fast_generate(q, ids, 8), hf_generate(q, ids, 8))
