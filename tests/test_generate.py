@@ -191,3 +191,24 @@ def test_torchao_layers_are_not_fused(tiny):
     assert isinstance(dec.qkv[0], SeparateLinears) and isinstance(dec.gate_up[0], SeparateLinears)
     ids = prompt_ids(tok, 16)
     assert torch.equal(fast_generate(q, ids, 8), hf_generate(q, ids, 8))
+
+
+def test_int8_fusion_of_per_tensor_layers(small_qwen):
+    """torch.ao's default dynamic int8 has one scale per tensor (and Qwen2 has q/k/v biases): fused rows keep
+    their own tensor's scale, so the fused layer computes what the three layers compute."""
+    import copy
+    import warnings
+
+    from secbook.generate import Int8DynamicFused, fuse_linears
+
+    model, _ = small_qwen
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        a = quantize_dynamic(copy.deepcopy(model.model.layers[0].self_attn), {torch.nn.Linear}, dtype=torch.qint8)
+    assert a.q_proj.weight().qscheme() == torch.per_tensor_affine
+    fused = fuse_linears([a.q_proj, a.k_proj, a.v_proj])
+    assert isinstance(fused, Int8DynamicFused)
+    x = torch.randn(1, 3, model.config.hidden_size)
+    torch.testing.assert_close(fused(x), torch.cat([a.q_proj(x), a.k_proj(x), a.v_proj(x)], -1), rtol=1e-5, atol=1e-5)
