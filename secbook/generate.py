@@ -389,7 +389,8 @@ def hf_generate(model, input_ids: torch.Tensor, max_new_tokens: int, **kw) -> to
 class Rung:
     """One step of the ladder: a weight transform, a loop (``hf``, ``hf_static``, ``ours``, ``spec`` with the
     draft model, ``lookup`` for prompt lookup), compile, whether our loop fuses its projections (``fuse=False``:
-    it calls the model's modules one by one), and the draft length ``gamma`` of the speculative loops."""
+    it calls the model's modules one by one), and the draft length ``gamma`` and draft model (``draft_for``)
+    of the speculative loops."""
     name: str
     transform: str = "none"
     loop: str = "ours"
@@ -397,6 +398,7 @@ class Rung:
     tiny_only: bool = False
     fuse: bool = True
     gamma: int = 4
+    draft: str = "student"
 
 
 LADDER = (  # cheap and essential rungs first: results are saved after every rung
@@ -406,6 +408,7 @@ LADDER = (  # cheap and essential rungs first: results are saved after every run
     Rung("our loop fp32 + compile", "none", "ours", True),
     Rung("speculative, student draft, gamma=1", "none", "spec", tiny_only=True, gamma=1),
     Rung("speculative, student draft, gamma=4", "none", "spec", tiny_only=True, gamma=4),
+    Rung("speculative, int8 self-draft, gamma=4", "none", "spec", gamma=4, draft="int8-self"),
     Rung("prompt lookup, gamma=4", "none", "lookup", gamma=4),
     Rung("our loop bf16", "bf16", "ours"),
     Rung("our loop bf16 + compile", "bf16", "ours", True),
@@ -444,12 +447,15 @@ def apply_transform(model, transform: str):
 
 
 def draft_for(target, name: str = "student"):
-    """The draft model for speculative decoding: ``data/models/<name>`` if it exists, else a copy of the
-    target truncated to its first two layers (same tokenizer; returned with a label saying which)."""
+    """The draft model for speculative decoding, returned with a label saying which: ``"int8-self"`` is the
+    target's own dynamic-int8 copy (nearly always right, and cheaper where reading weights dominates); otherwise
+    ``data/models/<name>`` if it exists, else a copy of the target truncated to its first two layers."""
     import copy
 
     from .models import load, local_models
 
+    if name == "int8-self":
+        return apply_transform(copy.deepcopy(target), "dyn8"), "the target's own dynamic-int8 copy"
     if name in local_models():
         return load(name)[0], name
     d = copy.deepcopy(target)
@@ -485,14 +491,15 @@ def _generate_fn(rung: Rung, model, max_len: int):
     if rung.loop in ("spec", "lookup"):
         from .speculative import SpeculativeDecoder
 
-        draft = draft_for(model)[0] if rung.loop == "spec" else "lookup"
+        draft, label = draft_for(model, rung.draft) if rung.loop == "spec" else ("lookup", "")
         spec = SpeculativeDecoder(model, draft, gamma=rung.gamma, max_len=max_len)
 
         def run(ids, n):
             res = spec.generate(ids, n)
-            run.info = {"acceptance_rate": res.acceptance_rate, "tokens_per_call": res.tokens_per_call}
+            run.info.update(acceptance_rate=res.acceptance_rate, tokens_per_call=res.tokens_per_call)
             return res.ids
 
+        run.info = {"note": label}
         return run
     gen = FastGenerator(model, max_len=max_len, compile=rung.compile, fuse=rung.fuse)
     return gen.generate
@@ -555,7 +562,7 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
                      "tiny_ppl_change": tiny_perplexity_change(rung.transform),
                      "threads": torch.get_num_threads(), "prompt_len": args.prompt_len,
                      "new_tokens": args.new_tokens, "repeats": args.repeats,
-                     "note": draft_for(model)[1] if rung.loop == "spec" else "", **getattr(fn, "info", {})})
+                     "note": "", **getattr(fn, "info", {})})
         if "tokens_per_call" in rows[-1]:  # speculation: the target reads its weights once per call, not per token
             rows[-1]["mbu"] /= rows[-1]["tokens_per_call"]
         print(f"{args.model:>24} | {rung.name:<42} {t.tokens_per_s:7.1f} tok/s  agree "

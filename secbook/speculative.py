@@ -35,6 +35,13 @@ def expected_tokens_per_call(alpha: float, gamma: int) -> float:
     return (1 - alpha ** (gamma + 1)) / (1 - alpha)
 
 
+def _vocab_size(model) -> int:
+    """Rows of the output layer, whatever its type (``nn.Linear``, torch.ao int8, our ``QuantLinear``)."""
+    head = model.get_output_embeddings()
+    n = getattr(head, "out_features", None)
+    return int(n) if n is not None else head.weight.shape[0]
+
+
 def check_same_tokenizer(target, draft, target_tokenizer=None, draft_tokenizer=None) -> None:
     """Raise ``ValueError`` unless draft and target share a vocabulary (same tokenizer, same output size)."""
     if target_tokenizer is not None and draft_tokenizer is not None:
@@ -43,8 +50,7 @@ def check_same_tokenizer(target, draft, target_tokenizer=None, draft_tokenizer=N
                              "compares token ids, so both must use the same tokenizer. Pick a draft trained with "
                              "the target's tokenizer (or use transformers' universal assisted generation: "
                              "generate(..., assistant_model=d, tokenizer=t, assistant_tokenizer=dt)).")
-    vt = target.get_output_embeddings().weight.shape[0]
-    vd = draft.get_output_embeddings().weight.shape[0]
+    vt, vd = _vocab_size(target), _vocab_size(draft)
     if vt != vd:
         raise ValueError(f"draft vocabulary size {vd} != target vocabulary size {vt}: the draft must use the "
                          "target's tokenizer (same token ids) for speculative decoding.")

@@ -212,3 +212,18 @@ def test_int8_fusion_of_per_tensor_layers(small_qwen):
     assert isinstance(fused, Int8DynamicFused)
     x = torch.randn(1, 3, model.config.hidden_size)
     torch.testing.assert_close(fused(x), torch.cat([a.q_proj(x), a.k_proj(x), a.v_proj(x)], -1), rtol=1e-5, atol=1e-5)
+
+
+def test_int8_self_draft_keeps_target_tokens(tiny):
+    """Speculative decoding with the target's own dynamic-int8 copy as the draft: the fp32 target's tokens,
+    and a draft that is right most of the time."""
+    from secbook.generate import draft_for
+    from secbook.speculative import SpeculativeDecoder
+
+    model, tok = tiny
+    draft, label = draft_for(model, "int8-self")
+    assert "int8" in label and draft is not model
+    ids = prompt_ids(tok, 16)
+    res = SpeculativeDecoder(model, draft, gamma=4, max_len=48).generate(ids, 24)
+    assert torch.equal(res.ids, hf_generate(model, ids, 24))
+    assert res.acceptance_rate > 0.5
