@@ -196,7 +196,8 @@ def run_cli(args: argparse.Namespace) -> int:
                 from .generate import run_generate_suite
             except (ImportError, AttributeError) as e:
                 return _fail(f"the 'generate' suite is not available yet ({e.__class__.__name__}: {e})", 1)
-            df = run_generate_suite(args)
+            # rows are merged into generate_ladder.csv unless told not to (--no-save) or told where (--out)
+            df = run_generate_suite(args, save=not (args.no_save or args.out))
             table = df.to_string(index=False)
         else:
             df = run_model_suite(args)

@@ -54,8 +54,8 @@ def test_generate_suite_dispatch(capsys, monkeypatch, tmp_path):
     fake = types.ModuleType("secbook.generate")
     seen = {}
 
-    def run_generate_suite(args):
-        seen["model"] = args.model
+    def run_generate_suite(args, save=True):
+        seen["model"], seen["save"] = args.model, save
         return pd.DataFrame([{"loop": "hf", "tokens_per_s": 12.5}])
 
     fake.run_generate_suite = run_generate_suite
@@ -64,6 +64,9 @@ def test_generate_suite_dispatch(capsys, monkeypatch, tmp_path):
     assert main(["bench", "--suite", "generate", "--model", "tiny", "--out", "gen_unit"]) == 0
     assert seen["model"] == "tiny" and "12.5" in capsys.readouterr().out
     assert pd.read_csv(tmp_path / "gen_unit.csv")["loop"].tolist() == ["hf"]
+    assert seen["save"] is False  # --out: a separate CSV, not merged into the ladder
+    assert main(["bench", "--suite", "generate", "--model", "tiny", "--no-save"]) == 0
+    assert seen["save"] is False and not (tmp_path / "generate_ladder.csv").exists()
 
 
 def test_bench_runs_and_writes_csv(capsys, monkeypatch, tmp_path):
