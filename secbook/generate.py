@@ -24,6 +24,7 @@ generate``).
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -70,28 +71,6 @@ class FusedLinear(torch.nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-_INT8_PACKED: dict[int, object] = {}  # key -> fbgemm packed weights; entries die with their Int8DynamicFused
-
-
-# A low-level operator definition (``torch.library.Library``) rather than ``torch.library.custom_op``: the
-# latter adds ~10 µs of Python per call, which at ~120 calls per token is a tenth of an int8 decode step.
-_LIB = torch.library.Library("secbook", "DEF")
-_LIB.define("int8_dynamic_linear(Tensor x, int key, int out_features) -> Tensor")
-
-
-def _int8_dynamic_linear(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
-    return torch.ops.quantized.linear_dynamic(x, _INT8_PACKED[key], reduce_range=True)
-
-
-_LIB.impl("int8_dynamic_linear", _int8_dynamic_linear, "CPU")
-
-
-@torch.library.register_fake("secbook::int8_dynamic_linear")
-def _(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
-    return x.new_empty(*x.shape[:-1], out_features)
-
-
-
 def gemv_layouts(out_features: int = 16384, in_features: int = 1024, repeats: int = 20,
                  dtype: torch.dtype = torch.float32) -> dict:
     """Batch-1 matrix-vector product over the same weights stored two ways: ``nn.Linear``'s ``[out, in]``
@@ -124,13 +103,37 @@ def gemv_layouts(out_features: int = 16384, in_features: int = 1024, repeats: in
     return {"layouts": out, "speedup_transposed": a["seconds"] / b["seconds"],
             "matrix_MiB": w.numel() * w.element_size() / 2**20}
 
+
+_INT8_PACKED: dict[int, object] = {}  # key -> fbgemm packed weights; entries die with their Int8DynamicFused
+
+
+# A low-level operator definition (``torch.library.Library``) rather than ``torch.library.custom_op``: the
+# latter adds ~10 µs of Python per call, which at ~120 calls per token is a tenth of an int8 decode step.
+_LIB = torch.library.Library("secbook", "DEF")
+_LIB.define("int8_dynamic_linear(Tensor x, int key, int out_features) -> Tensor")
+
+
+def _int8_dynamic_linear(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
+    return torch.ops.quantized.linear_dynamic(x, _INT8_PACKED[key], reduce_range=True)
+
+
+_LIB.impl("int8_dynamic_linear", _int8_dynamic_linear, "CPU")
+
+
+@torch.library.register_fake("secbook::int8_dynamic_linear")
+def _(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], out_features)
+
+
+
+
 class Int8DynamicFused(torch.nn.Module):
     """torch.ao dynamically quantized int8 Linear layers that read the same input, fused into one int8 weight
     with a scale per output row (each row keeps the scale it had, so the arithmetic is the layers' own).
 
     ``torch.compile`` cannot trace the packed weights (a TorchScript object), so the matmul is hidden behind a
-    custom operator (``secbook::int8_dynamic_linear``) that the compiler treats as a black box with a known output shape;
-    everything around it (norms, RoPE, attention, residuals) is compiled.
+    custom operator (``secbook::int8_dynamic_linear``) that the compiler treats as a black box with a known
+    output shape; everything around it (norms, RoPE, attention, residuals) is compiled.
     """
 
     def __init__(self, qlinears):
@@ -151,8 +154,6 @@ class Int8DynamicFused(torch.nn.Module):
         bias = None
         if any(b is not None for b in biases):
             bias = torch.cat([b if b is not None else torch.zeros(r.shape[0]) for b, r in zip(biases, rows)])
-        import weakref
-
         self.key, self.out_features = id(self), w.shape[0]
         _INT8_PACKED[self.key] = torch.ops.quantized.linear_prepack(w, bias)
         weakref.finalize(self, _INT8_PACKED.pop, self.key, None)

@@ -157,7 +157,8 @@ def test_generate_suite_rows_and_merge(monkeypatch, tmp_path):
     assert df["acceptance_rate"].iloc[2:].between(0, 1).all() and df["acceptance_rate"].iloc[:2].isna().all()
     assert (df["mbu"] > 0).all() and (df["read_bytes_per_token"] > 0).all()
     spec = df.iloc[2]  # MBU counts one weight read per target call, not per token
-    assert spec["mbu"] == pytest.approx(spec["read_bytes_per_token"] * spec["tok_s"] / spec["tokens_per_call"] / (spec["bandwidth_GBs"] * 1e9))
+    read_per_s = spec["read_bytes_per_token"] * spec["tok_s"] / spec["tokens_per_call"]
+    assert spec["mbu"] == pytest.approx(read_per_s / (spec["bandwidth_GBs"] * 1e9))
     stale = pd.DataFrame({"model": ["tiny", "other"], "rung": ["an old rung", "kept"], "tok_s": [1.0, 2.0]})
     stale.to_csv(tmp_path / "generate_ladder.csv", index=False)
     save_ladder(df.iloc[:2])
