@@ -9,4 +9,5 @@ __version__ = "0.1.0"
 from .models import available, load  # noqa: E402,F401
 from .measure import (Timing, describe_machine, load_results, machine_info, model_bytes, peak_memory,  # noqa: E402,F401
                       perplexity, prompt_ids, results_frame, save_results, time_generation, token_agreement)
+from .notebook import setup as notebook_setup  # noqa: E402,F401
 from .recommend import recommend  # noqa: E402,F401

@@ -31,20 +31,14 @@ Llama trained on Python's standard library) and a **replica** of SmolLM2-135M {c
 architecture with random weights: the right speed, no knowledge).
 """),
     code(r"""
-import warnings, logging
-warnings.filterwarnings("ignore")
-from transformers.utils import logging as hf_logging
-hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
-for name in ("transformers", "torchao", "torch.utils._pytree"):
-    logging.getLogger(name).setLevel(logging.ERROR)
+import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import torch, pandas as pd
 import matplotlib.pyplot as plt
 from transformers import TextStreamer
-import secbook
 from secbook import widgets
 from secbook.measure import time_generation, prompt_ids
-torch.manual_seed(0)
-print("measured on:", secbook.describe_machine())
+print("measured on:", machine)
 """),
     md(r"""
 ## The two models

@@ -27,20 +27,14 @@ code: `secbook.pipeline` composes small steps, one per box, and measures the mod
 stored bytes, decode speed and held-out perplexity — so every arrow gets a number.
 """),
     code(r"""
-import warnings, logging
-warnings.filterwarnings("ignore")
-import transformers
-transformers.utils.logging.disable_progress_bar()
-for name in ("transformers", "torchao", "torch.utils._pytree", "torch._inductor"):
-    logging.getLogger(name).setLevel(logging.ERROR)
+import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import torch
 import matplotlib.pyplot as plt
 from myst_nb import glue
-import secbook
 from secbook.pipeline import (Pipeline, Quantize, DynamicInt8, Prune, FastDecode, Compile, Dtype, Device,
                               plot_diagram, plot_waterfalls, summary, mermaid)
-torch.manual_seed(0)
-print("measured on:", secbook.describe_machine())
+print("measured on:", machine)
 """),
     md(r"""
 ## The boxes as steps

@@ -7,17 +7,14 @@ from nb import code, md, solution  # noqa: E402
 NAME = "03_1a_quantization"
 
 SETUP = r"""
-import warnings, logging
-warnings.filterwarnings("ignore")
-for name in ("transformers", "torchao", "bitsandbytes", "torch.utils._pytree"):
-    logging.getLogger(name).setLevel(logging.ERROR)
-import torch, pandas as pd, matplotlib.pyplot as plt
 import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
+import torch, pandas as pd, matplotlib.pyplot as plt
 from secbook import quantize as Q
 from secbook.compress import eval_ids, evaluate, forward_speed, model_size, EVAL_TOKENS
 from secbook.measure import describe_machine, load_results
-torch.manual_seed(0); pd.set_option("display.width", 140); pd.set_option("display.precision", 3)
-print("measured on:", describe_machine())
+pd.set_option("display.width", 140); pd.set_option("display.precision", 3)
+print("measured on:", machine)
 """
 
 CELLS = [

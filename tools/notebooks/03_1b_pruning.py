@@ -17,18 +17,16 @@ section measures, on the tiny model, what each costs in held-out perplexity — 
 speed on this CPU. The second question has a surprising answer for the first kind.
 """),
     code(r"""
-import warnings, logging, tempfile
-warnings.filterwarnings("ignore")
-for name in ("transformers", "torchao", "torch.utils._pytree"):
-    logging.getLogger(name).setLevel(logging.ERROR)
-import torch, pandas as pd, matplotlib.pyplot as plt
 import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
+import tempfile
+import torch, pandas as pd, matplotlib.pyplot as plt
 from secbook import prune as P
 from secbook.quantize import calibration_ids
 from secbook.compress import eval_ids, evaluate, forward_speed, model_size, EVAL_TOKENS
 from secbook.measure import describe_machine, load_results
-torch.manual_seed(0); pd.set_option("display.width", 140); pd.set_option("display.precision", 3)
-print("measured on:", describe_machine())
+pd.set_option("display.width", 140); pd.set_option("display.precision", 3)
+print("measured on:", machine)
 """),
     md(r"""
 ## Which weights to remove

@@ -26,18 +26,16 @@ tokenizer and width but has 2 blocks instead of 6, initialised from teacher bloc
 speculative decoding later in the book.
 """),
     code(r"""
-import json, warnings, logging
-warnings.filterwarnings("ignore")
-for name in ("transformers", "torchao", "torch.utils._pytree"):
-    logging.getLogger(name).setLevel(logging.ERROR)
-import torch, pandas as pd, matplotlib.pyplot as plt
 import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
+import json
+import torch, pandas as pd, matplotlib.pyplot as plt
 from secbook import distill as D
 from secbook.compress import eval_ids, evaluate, forward_speed, model_size, EVAL_TOKENS
 from secbook.measure import describe_machine, load_results, time_generation
 from secbook.paths import MODELS_DIR, RESULTS_DIR
-torch.manual_seed(0); pd.set_option("display.width", 140); pd.set_option("display.precision", 3)
-print("measured on:", describe_machine())
+pd.set_option("display.width", 140); pd.set_option("display.precision", 3)
+print("measured on:", machine)
 """),
     md(r"""
 ## The loss, on a toy example

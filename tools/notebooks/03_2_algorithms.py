@@ -30,18 +30,13 @@ and how many of its tokens agree with the baseline's. Everything lossless must a
 the output must say by how much.
 """),
     code(r"""
-import warnings, logging, os
-warnings.filterwarnings("ignore")
-from transformers.utils import logging as hf_logging
-hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
-for name in ("transformers", "torchao", "torch.utils._pytree", "torch._inductor", "torch._dynamo"):
-    logging.getLogger(name).setLevel(logging.ERROR)
-import torch, pandas as pd, matplotlib.pyplot as plt
 import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
+import os
+import torch, pandas as pd, matplotlib.pyplot as plt
 from secbook import attention, batching, kvcache, generate, speculative, onnx_export, widgets, exercises
 from secbook.measure import time_generation, prompt_ids, token_agreement, describe_machine, load_results
-torch.manual_seed(0)
-print("measured on:", describe_machine())
+print("measured on:", machine)
 """),
     md(r"""
 ## The baseline: `model.generate()`

@@ -30,16 +30,13 @@ The code lives in `secbook.hardware`, `secbook.memory` and `secbook.parallel`. G
 would do on a GPU and show GPU numbers only where a real run was recorded — none are made up.
 """),
     code(r"""
-import warnings, logging, os, tempfile
-warnings.filterwarnings("ignore")
-for name in ("transformers", "torchao", "torch.utils._pytree", "accelerate"):
-    logging.getLogger(name).setLevel(logging.ERROR)
-import torch, pandas as pd, matplotlib.pyplot as plt, transformers
-transformers.logging.set_verbosity_error(); transformers.logging.disable_progress_bar()
 import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
+import os, tempfile
+import torch, pandas as pd, matplotlib.pyplot as plt
 from secbook import corpus, exercises, hardware, measure, memory, parallel, paths, widgets
-torch.manual_seed(0); pd.set_option("display.width", 160)
-print("measured on:", measure.describe_machine())
+pd.set_option("display.width", 160)
+print("measured on:", machine)
 """),
     md(r"""
 ## What is here

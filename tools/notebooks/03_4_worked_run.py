@@ -17,22 +17,16 @@ that builds the page — so each step's effect is a number, not a promise. Chapt
 technique; here we only chain them.
 """),
     code(r"""
-import warnings, logging
-warnings.filterwarnings("ignore")
-import transformers
-transformers.utils.logging.disable_progress_bar()
-for name in ("transformers", "torchao", "torch.utils._pytree"):
-    logging.getLogger(name).setLevel(logging.ERROR)
+import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import copy
 import pandas as pd
 import torch
 import matplotlib.pyplot as plt
 from myst_nb import glue
-import secbook
 from secbook.pipeline import Quantize, FastDecode, Dtype, Device, measure_model, stage_table, summary, plot_waterfalls
-torch.manual_seed(0)
 SETTINGS = dict(prompt_len=16, new_tokens=8, repeats=2, ppl_tokens=256)
-print("measured on:", secbook.describe_machine())
+print("measured on:", machine)
 """),
     md(r"""
 ## Step 1 — choose the model

@@ -27,18 +27,14 @@ anything. This chapter makes it quantitative:
 All the arithmetic lives in `secbook.roofline`; the measurements use `secbook.measure`.
 """),
     code(r"""
-import warnings, logging
-warnings.filterwarnings("ignore")
-for name in ("transformers", "torchao", "torch.utils._pytree"):
-    logging.getLogger(name).setLevel(logging.ERROR)
+import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import torch, pandas as pd
 import matplotlib.pyplot as plt
-import secbook
 from secbook import roofline
 from secbook.roofline import GPUS, predict
-torch.manual_seed(0)
 pd.set_option("display.width", 140)
-print("measured on:", secbook.describe_machine())
+print("measured on:", machine)
 """),
     md(r"""
 ## Two resources, one bound

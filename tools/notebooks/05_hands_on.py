@@ -21,18 +21,12 @@ The lesson is general: **a fast model that computes the wrong thing is not an op
 timing anything, check that it computes what you think it does.
 """),
     code(r"""
-import warnings, logging
-warnings.filterwarnings("ignore")
-from transformers.utils import logging as hf_logging
-hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
-for name in ("transformers", "torchao", "torch.utils._pytree"):
-    logging.getLogger(name).setLevel(logging.ERROR)
+import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import torch
 import matplotlib.pyplot as plt
-import secbook
 from secbook import handson
-torch.manual_seed(0)
-print("measured on:", secbook.describe_machine())
+print("measured on:", machine)
 """),
     md(r"""
 ## The environment

@@ -26,21 +26,15 @@ Every number printed is measured in this run, on the machine named below. The tw
 chapter 1: **TTFT**, time to first token, and **TPOT**, time per output token.
 """),
     code(r"""
-import warnings, logging
-warnings.filterwarnings("ignore")
-from transformers.utils import logging as hf_logging
-hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
-for name in ("transformers", "torchao", "torch.utils._pytree"):
-    logging.getLogger(name).setLevel(logging.ERROR)
+import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import torch, pandas as pd
 import matplotlib.pyplot as plt
-import secbook
 from secbook import apps, widgets
 from secbook.measure import time_generation
 from secbook.corpus import heldout_text
-torch.manual_seed(0)
 model, tok = secbook.load("tiny")
-print("measured on:", secbook.describe_machine())
+print("measured on:", machine)
 """),
     md(r"""
 ## Code completion and the keystroke budget

@@ -22,19 +22,13 @@ ONNX Runtime — run live on the model of this book and checked against PyTorch,
 and the reading list checked paper by paper and replaced by the papers this book actually uses.
 """),
     code(r"""
-import warnings, logging
-warnings.filterwarnings("ignore")
-from transformers.utils import logging as hf_logging
-hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
-for name in ("transformers", "torchao", "torch.utils._pytree", "torch.onnx", "onnxscript"):
-    logging.getLogger(name).setLevel(logging.ERROR)
+import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import time, torch, pandas as pd
 import matplotlib.pyplot as plt
-import secbook
 from secbook import toolkit
 from secbook.measure import prompt_ids
-torch.manual_seed(0)
-print("measured on:", secbook.describe_machine())
+print("measured on:", machine)
 """),
     md(r"""
 ## What each tool does

@@ -17,21 +17,15 @@ other variant beats on all three at once form the **Pareto frontier** — the on
 between. Then we check the source's claims one by one against the numbers.
 """),
     code(r"""
-import warnings, logging
-warnings.filterwarnings("ignore")
-import transformers
-transformers.utils.logging.disable_progress_bar()
-for name in ("transformers", "torchao", "torch.utils._pytree"):
-    logging.getLogger(name).setLevel(logging.ERROR)
+import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import pandas as pd
 import torch
 import matplotlib.pyplot as plt
 from myst_nb import glue
-import secbook
 from secbook.recommend import collect_results, pareto_front, sweep
 from secbook.pipeline import Dtype, DynamicInt8, Quantize, FastDecode
-torch.manual_seed(0)
-print("measured on:", secbook.describe_machine())
+print("measured on:", machine)
 """),
     md(r"""
 ## What the other chapters recorded

@@ -14,20 +14,14 @@ The source ends with three questions. We add the one every reader asks first, an
 measurements made while this page was built.
 """),
     code(r"""
-import warnings, logging
-warnings.filterwarnings("ignore")
-import transformers
-transformers.utils.logging.disable_progress_bar()
-for name in ("transformers", "torchao", "torch.utils._pytree"):
-    logging.getLogger(name).setLevel(logging.ERROR)
+import secbook
+machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import pandas as pd
 import torch
 import matplotlib.pyplot as plt
 from myst_nb import glue
-import secbook
 from secbook.pipeline import Dtype, DynamicInt8, Quantize, FastDecode
-torch.manual_seed(0)
-print("measured on:", secbook.describe_machine())
+print("measured on:", machine)
 """),
     md(r"""
 ## Which technique should I pick?
