@@ -162,6 +162,57 @@ class Int8DynamicFused(torch.nn.Module):
         return torch.ops.secbook.int8_dynamic_linear(x, self.key, self.out_features)
 
 
+class Int8WeightOnlyFused(torch.nn.Module):
+    """Our int8 weight-only ``QuantLinear`` layers (symmetric, one scale per output row or per group of
+    inputs) that read the same input, fused: signed int8 ``weight [N, K]`` and fp32 ``scale [N, G]``.
+
+    Weight-only quantization halves (vs bf16) or quarters (vs fp32) the bytes a decode step reads, but only
+    if the int8 weights are turned into products *on the fly*. Dequantizing into a float matrix and calling a
+    matmul writes and re-reads a full-size float copy: slower than not quantizing at all. So for one token
+    inside a compiled graph the product is written as a reduction, ``y[n] = sum_g scale[n, g] * sum_k
+    x[g, k] * w[n, g, k]``: the compiler turns it into one loop that reads each int8 weight once, converts it
+    in registers and multiplies (the "fused dequantize-matmul" of gpt-fast's int8 path). The rows are cut into
+    ``blocks`` contiguous blocks written as separate sums: the compiler fuses them into one loop that keeps a
+    running sum per block, so the CPU has independent additions to overlap instead of waiting on one chain
+    (measured on a 2-core EPYC: ~1.4x on the 49152-row LM head with 4 blocks). Otherwise (eager, prefill) it
+    dequantizes and calls ``F.linear``, which is correct but slow — chapter 3.2 shows both.
+    """
+
+    blocks = 4
+
+    def __init__(self, qlinears):
+        super().__init__()
+        gs = qlinears[0].group_size or qlinears[0].in_features
+        w = torch.cat([(m.int_weight().to(torch.int16) - 128).to(torch.int8) for m in qlinears])
+        self.register_buffer("weight", w.contiguous())
+        self.register_buffer("scale", torch.cat([m.scale.float().reshape(m.out_features, -1) for m in qlinears]))
+        self.out_features, self.in_features, self.group = w.shape[0], w.shape[1], gs
+        self.bias = None
+        if any(m.bias is not None for m in qlinears):
+            self.bias = torch.cat([m.bias.detach().float() if m.bias is not None else torch.zeros(m.out_features)
+                                   for m in qlinears])
+
+    @staticmethod
+    def accepts(linears) -> bool:
+        from .quantize import QuantLinear
+
+        return all(type(m) is QuantLinear and m.bits == 8 and m.scheme == "sym" and m.in_scale is None
+                   and (m.group_size or m.in_features) == (linears[0].group_size or linears[0].in_features)
+                   for m in linears)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        N, K, g = self.out_features, self.in_features, self.group
+        w = self.weight.view(N, K // g, g)
+        if torch.compiler.is_compiling() and x.shape[:-1].numel() == 1:
+            xg = x.reshape(*x.shape[:-1], 1, K // g, g)
+            rows = -(-N // self.blocks)
+            y = torch.cat([((xg * wb.to(x.dtype)).sum(-1) * sb.to(x.dtype)).sum(-1)
+                           for wb, sb in zip(w.split(rows), self.scale.split(rows))], dim=-1)
+        else:
+            y = F.linear(x, (w.to(x.dtype) * self.scale.to(x.dtype)[..., None]).view(N, K))
+        return y if self.bias is None else y + self.bias.to(x.dtype)
+
+
 class SeparateLinears(torch.nn.Module):
     """The unfused fallback: call each layer (any module: our ``QuantLinear``, bitsandbytes, ...) and
     concatenate the outputs, so the decoder's code is the same either way."""
@@ -178,8 +229,8 @@ class SeparateLinears(torch.nn.Module):
 
 def fuse_linears(linears, fuse: bool = True) -> torch.nn.Module:
     """One module computing ``cat([lin(x) for lin in linears], -1)``: :class:`FusedLinear` for plain float
-    ``nn.Linear`` layers, :class:`Int8DynamicFused` for torch.ao dynamic int8 ones, else (or ``fuse=False``)
-    :class:`SeparateLinears`."""
+    ``nn.Linear`` layers, :class:`Int8DynamicFused` for torch.ao dynamic int8 ones, :class:`Int8WeightOnlyFused`
+    for our int8 ``QuantLinear`` ones, else (or ``fuse=False``) :class:`SeparateLinears`."""
     from torch.ao.nn.quantized.dynamic import Linear as DynLinear
 
     if fuse and all(type(lin) is torch.nn.Linear and type(lin.weight.detach()) is torch.Tensor  # not torchao's
@@ -187,6 +238,8 @@ def fuse_linears(linears, fuse: bool = True) -> torch.nn.Module:
         return FusedLinear(linears)
     if fuse and all(type(lin) is DynLinear and lin._packed_params.dtype == torch.qint8 for lin in linears):
         return Int8DynamicFused(linears)
+    if fuse and Int8WeightOnlyFused.accepts(linears):
+        return Int8WeightOnlyFused(linears)
     return SeparateLinears(linears)
 
 
@@ -424,9 +477,10 @@ TRANSFORMS = ("none", "bf16", "int8wo", "int4wo", "dyn8")
 
 
 def apply_transform(model, transform: str):
-    """The model with its weights transformed: ``bf16`` cast, int8/int4 weight-only ``QuantLinear``
-    (``secbook.quantize``, RTN, groups of 64 / 32), or torch.ao dynamic int8 (``dyn8``: int8 weights with a
-    scale per output row, activations quantized per call)."""
+    """The model with its weights transformed: ``bf16`` cast, weight-only ``QuantLinear`` (``secbook.quantize``,
+    RTN): ``int8wo`` int8 with a scale per output row, LM head included (our decoder runs it as
+    :class:`Int8WeightOnlyFused`), ``int4wo`` int4 in groups of 32, LM head kept; or torch.ao dynamic int8
+    (``dyn8``: int8 weights with a scale per output row, activations quantized per call)."""
     if transform not in TRANSFORMS:
         raise ValueError(f"unknown transform {transform!r}; choose from {TRANSFORMS}")
     if transform == "none":
@@ -436,8 +490,9 @@ def apply_transform(model, transform: str):
     if transform in ("int8wo", "int4wo"):
         from .quantize import quantize
 
-        bits, group = (8, 64) if transform == "int8wo" else (4, 32)  # 64 divides 576 (SmolLM2) and 256
-        return quantize(model, bits=bits, group_size=group)[0]
+        if transform == "int8wo":  # one scale per output row, LM head included: what our decoder fuses
+            return quantize(model, bits=8, group_size=None, skip=())[0]
+        return quantize(model, bits=4, group_size=32)[0]  # 32 divides 576 (SmolLM2) and 256
     import warnings
 
     with warnings.catch_warnings():
@@ -516,6 +571,7 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
     import gc
 
     from . import roofline
+    from .hardware import read_bandwidth
     from .measure import decode_read_bytes, model_bytes, prompt_ids, time_generation, token_agreement
     from .models import load
 
@@ -525,7 +581,6 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
     only = getattr(args, "rungs", None)
     if only:  # a partial re-run still measures the baseline beside it: speed-ups are always side by side
         rungs = [rungs[0]] + [r for r in rungs[1:] if r.name in only]
-    hw = roofline.measure_machine()
     rows, reference = [], None
     max_len = args.prompt_len + args.new_tokens
     for rung in rungs:
@@ -554,11 +609,14 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
         new = last["ids"][:, args.prompt_len:]
         reference = new if reference is None else reference
         nbytes, read = model_bytes(model), decode_read_bytes(model)
+        # the read bandwidth beside this rung: on a shared machine it moves (25-50 GB/s in an afternoon here),
+        # so MBU compares the rung with the ceiling measured under the same conditions, not at the run's start
+        bandwidth = read_bandwidth(device)
         rows.append({"model": args.model, "rung": rung.name, "transform": rung.transform, "loop": rung.loop,
                      "compiled": rung.compile, "tok_s": t.tokens_per_s, "tpot_s": t.tpot_s, "ttft_s": t.ttft_s,
                      "first_call_s": t.first_call_s, "weight_bytes": nbytes,
-                     "read_bytes_per_token": read, "mbu": roofline.mbu(t.tpot_s, read, hw.bandwidth),
-                     "bandwidth_GBs": hw.bandwidth / 1e9,
+                     "read_bytes_per_token": read, "mbu": roofline.mbu(t.tpot_s, read, bandwidth),
+                     "bandwidth_GBs": bandwidth / 1e9,
                      "token_agreement": token_agreement(reference, new),
                      "tiny_ppl_change": tiny_perplexity_change(rung.transform),
                      "threads": torch.get_num_threads(), "prompt_len": args.prompt_len,

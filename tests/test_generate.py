@@ -64,17 +64,46 @@ def test_static_cache_bytes_match_formula(small_qwen):
 
 
 def test_quantized_layers_drop_in(tiny):
-    """Weight-only int8 layers replace nn.Linear; our loop calls the modules, so it runs them unchanged."""
+    """Weight-only int8 layers replace nn.Linear (LM head included); our loop fuses them and gives the tokens
+    HF generate gives with the same quantized model; int4 layers are called as modules."""
     import copy
 
+    from secbook.generate import Int8WeightOnlyFused, SeparateLinears
     from secbook.quantize import QuantLinear
 
     model, tok = tiny
     q = apply_transform(copy.deepcopy(model), "int8wo")
-    assert isinstance(q.model.layers[0].mlp.up_proj, QuantLinear)
+    assert isinstance(q.model.layers[0].mlp.up_proj, QuantLinear) and isinstance(q.lm_head, QuantLinear)
+    dec = StaticDecoder(q, max_len=40)
+    assert isinstance(dec.gate_up[0], Int8WeightOnlyFused) and isinstance(dec.head, Int8WeightOnlyFused)
     ids = prompt_ids(tok, 16)
-    ours = fast_generate(q, ids, 12)
-    assert torch.equal(ours, hf_generate(q, ids, 12))
+    assert torch.equal(fast_generate(q, ids, 12), hf_generate(q, ids, 12))
+    q4 = apply_transform(copy.deepcopy(model), "int4wo")
+    assert isinstance(StaticDecoder(q4, max_len=40).qkv[0], SeparateLinears)
+    assert torch.equal(fast_generate(q4, ids, 8), hf_generate(q4, ids, 8))
+
+
+@pytest.mark.parametrize("group", [None, 16])
+def test_int8_weight_only_fused_matches_layers(small_qwen, group):
+    """The fused int8 weight-only layer (q/k/v with Qwen2's biases; 960 rows in blocks of 240, and an odd row
+    count) computes the QuantLinear layers' outputs, both ways: dequantize + matmul (eager) and the compiled
+    one-token reduction."""
+    from secbook.generate import Int8WeightOnlyFused, fuse_linears
+    from secbook.quantize import QuantLinear
+
+    model, _ = small_qwen
+    a = model.model.layers[0].self_attn
+    lins = [QuantLinear.from_linear(m, bits=8, group_size=group) for m in (a.q_proj, a.k_proj, a.v_proj)]
+    fused = fuse_linears(lins)
+    assert isinstance(fused, Int8WeightOnlyFused) and fused.bias is not None and fused.weight.dtype == torch.int8
+    x = torch.randn(1, 1, model.config.hidden_size)
+    ref = torch.cat([m(x) for m in lins], -1)
+    torch.testing.assert_close(fused(x), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.compile(fused, fullgraph=True)(x), ref, rtol=1e-4, atol=1e-4)
+    odd = QuantLinear.from_linear(torch.nn.Linear(model.config.hidden_size, 7), bits=8, group_size=group)
+    torch.testing.assert_close(torch.compile(fuse_linears([odd]))(x), odd(x), rtol=1e-4, atol=1e-4)
+    torch._dynamo.reset()
+    assert not Int8WeightOnlyFused.accepts([QuantLinear.from_linear(a.q_proj, bits=4, group_size=group)])
 
 
 def test_fused_projections_match_separate_layers(small_qwen):
@@ -122,6 +151,19 @@ def test_compiled_dynamic_int8_step(tiny):
     g = FastGenerator(q, max_len=24, compile=True)
     assert torch.equal(g.generate(ids, 10), eager)
     assert g.compile_s is not None and g.compile_s > 0
+    torch._dynamo.reset()
+
+
+def test_compiled_int8_weight_only_step(tiny):
+    """Compiled, the int8 weight-only decode step runs as a fused reduction over the int8 weights: the same
+    tokens as HF generate on the same quantized model."""
+    import copy
+
+    model, tok = tiny
+    q = apply_transform(copy.deepcopy(model), "int8wo")
+    ids = prompt_ids(tok, 8)
+    assert torch.equal(FastGenerator(q, max_len=24, compile=True).generate(ids, 10), hf_generate(q, ids, 10))
+    torch._dynamo.reset()
 
 
 def test_decode_read_bytes(tiny):
