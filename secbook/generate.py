@@ -13,8 +13,9 @@ Following gpt-fast (PyTorch team, 2023, "Accelerating generative AI with PyTorch
 
 The decoder forward is written here over the Hugging Face weights: the model's own norms and ``rotary_emb``
 are used, and the projections are either fused (q/k/v as one matmul, gate/up as one, over transposed weight
-copies, :class:`FusedLinear`; torch.ao dynamic int8 layers likewise, :class:`Int8DynamicFused`) or, for any
-other layer type (our weight-only ``QuantLinear``, bitsandbytes), called as the model's modules. It supports
+copies, :class:`FusedLinear`; torch.ao dynamic int8 layers likewise, :class:`Int8DynamicFused`; our int8
+weight-only ``QuantLinear`` layers as :class:`Int8WeightOnlyFused`) or, for any other layer type (int4
+``QuantLinear``, bitsandbytes, torchao), called as the model's modules. It supports
 the Llama decoder layout — Llama, SmolLM, Qwen2 (q/k/v biases), Mistral — and its greedy output is
 token-for-token the output of ``model.generate`` (tests check it).
 
@@ -211,6 +212,44 @@ class Int8WeightOnlyFused(torch.nn.Module):
         else:
             y = F.linear(x, (w.to(x.dtype) * self.scale.to(x.dtype)[..., None]).view(N, K))
         return y if self.bias is None else y + self.bias.to(x.dtype)
+
+
+def int8_gemv_rates(rows: int = 8192, in_features: int = 576, n_weights: int = 16, repeats: int = 5) -> dict:
+    """Is the int8 weight-only product limited by memory or by arithmetic? Time it, as compiled for decoding
+    (:class:`Int8WeightOnlyFused`), over ONE ``[rows, in_features]`` int8 matrix again and again (it stays in
+    the CPU's cache) and over ``n_weights`` different ones in turn (together larger than the cache, so they
+    stream from memory); the same for fp32 ``x @ W_t`` (:class:`FusedLinear`). Returns weight GB/s per
+    (kind, source). A memory-bound product is much faster from cache; a compute-bound one is not.
+    """
+    import statistics
+
+    from .quantize import QuantLinear
+
+    if min(rows, in_features, n_weights, repeats) < 1:
+        raise ValueError("rows, in_features, n_weights and repeats must be >= 1")
+    lin = torch.nn.Linear(in_features, rows, bias=False)
+    layers = {"int8 weight-only (compiled)": Int8WeightOnlyFused([QuantLinear.from_linear(lin, 8, None)]),
+              "fp32 x @ W_t": FusedLinear([lin])}
+    x = torch.randn(1, 1, in_features)
+    out = {}
+    for kind, layer in layers.items():
+        name = "weight" if kind.startswith("int8") else "weight_t"
+        w0 = getattr(layer, name)
+        many = [w0.clone() for _ in range(n_weights)]
+        step = torch.compile(layer) if kind.startswith("int8") else layer
+        for source, ws in (("from cache (one matrix)", [w0] * n_weights), ("from memory (many)", many)):
+            ts = []
+            for r in range(repeats + 1):
+                t0 = time.perf_counter()
+                for w in ws:
+                    setattr(layer, name, w)
+                    step(x)
+                if r:  # the first round warms up (and compiles)
+                    ts.append((time.perf_counter() - t0) / len(ws))
+            out[(kind, source)] = w0.numel() * w0.element_size() / statistics.median(ts) / 1e9
+        setattr(layer, name, w0)
+    torch._dynamo.reset()
+    return out
 
 
 class SeparateLinears(torch.nn.Module):
@@ -563,7 +602,9 @@ def _generate_fn(rung: Rung, model, max_len: int):
 
 def run_generate_suite(args, rungs=LADDER, save: bool = True):
     """The optimization ladder for ``args.model``: one row per rung (tokens/s, speed-up over HF generate,
-    token agreement with it, MBU, compile time, tiny-model perplexity change of the same technique).
+    token agreement with it, MBU, compile time, tiny-model perplexity change of the same technique). The read
+    bandwidth is measured after every rung; MBU divides each rung's weight bytes per second by the highest of
+    those measurements (the machine's ceiling in this run, so a momentary dip never flatters a rung).
 
     ``args`` has ``model``, ``prompt_len``, ``new_tokens``, ``repeats`` (``device`` optional). Rows are merged
     into ``data/results/generate_ladder.csv`` (rows of the same model replaced) when ``save``.
@@ -609,13 +650,13 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
         new = last["ids"][:, args.prompt_len:]
         reference = new if reference is None else reference
         nbytes, read = model_bytes(model), decode_read_bytes(model)
-        # the read bandwidth beside this rung: on a shared machine it moves (25-50 GB/s in an afternoon here),
-        # so MBU compares the rung with the ceiling measured under the same conditions, not at the run's start
+        # read bandwidth measured after every rung: on a shared machine it moves (28-56 GB/s within one run
+        # here); MBU divides by the highest value the run saw (_frame), the machine's ceiling, never a dip
         bandwidth = read_bandwidth(device)
         rows.append({"model": args.model, "rung": rung.name, "transform": rung.transform, "loop": rung.loop,
                      "compiled": rung.compile, "tok_s": t.tokens_per_s, "tpot_s": t.tpot_s, "ttft_s": t.ttft_s,
                      "first_call_s": t.first_call_s, "weight_bytes": nbytes,
-                     "read_bytes_per_token": read, "mbu": roofline.mbu(t.tpot_s, read, bandwidth),
+                     "read_bytes_per_token": read, "achieved_GBs": roofline.mbu(t.tpot_s, read, 1e9),
                      "bandwidth_GBs": bandwidth / 1e9,
                      "token_agreement": token_agreement(reference, new),
                      "tiny_ppl_change": tiny_perplexity_change(rung.transform),
@@ -623,7 +664,7 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
                      "new_tokens": args.new_tokens, "repeats": args.repeats,
                      "note": "", **getattr(fn, "info", {})})
         if "tokens_per_call" in rows[-1]:  # speculation: the target reads its weights once per call, not per token
-            rows[-1]["mbu"] /= rows[-1]["tokens_per_call"]
+            rows[-1]["achieved_GBs"] /= rows[-1]["tokens_per_call"]
         print(f"{args.model:>24} | {rung.name:<42} {t.tokens_per_s:7.1f} tok/s  agree "
               f"{rows[-1]['token_agreement']:.3f}", flush=True)
         del model, fn
@@ -643,7 +684,9 @@ def _frame(rows):
 
     df = results_frame(rows)
     df["speedup"] = df["tok_s"] / df["tok_s"].iloc[0]
-    df["mbu"] = df["mbu"].astype(float)
+    if "achieved_GBs" in df:  # weight bytes read per second ÷ the best read bandwidth measured in this run
+        df["bandwidth_max_GBs"] = df["bandwidth_GBs"].astype(float).max()
+        df["mbu"] = df["achieved_GBs"].astype(float) / df["bandwidth_max_GBs"]
     return df
 
 

@@ -200,7 +200,10 @@ def test_generate_suite_rows_and_merge(monkeypatch, tmp_path):
     assert (df["mbu"] > 0).all() and (df["read_bytes_per_token"] > 0).all()
     spec = df.iloc[2]  # MBU counts one weight read per target call, not per token
     read_per_s = spec["read_bytes_per_token"] * spec["tok_s"] / spec["tokens_per_call"]
-    assert spec["mbu"] == pytest.approx(read_per_s / (spec["bandwidth_GBs"] * 1e9))
+    assert (df["bandwidth_max_GBs"] == df["bandwidth_GBs"].max()).all()  # one ceiling per run: its best reading
+    assert spec["mbu"] == pytest.approx(read_per_s / (df["bandwidth_GBs"].max() * 1e9))
+    assert df["mbu"].iloc[1] == pytest.approx(df["read_bytes_per_token"].iloc[1] * df["tok_s"].iloc[1]
+                                              / (df["bandwidth_max_GBs"].iloc[1] * 1e9))
     stale = pd.DataFrame({"model": ["tiny", "other"], "rung": ["an old rung", "kept"], "tok_s": [1.0, 2.0]})
     stale.to_csv(tmp_path / "generate_ladder.csv", index=False)
     save_ladder(df.iloc[:2])
@@ -208,6 +211,16 @@ def test_generate_suite_rows_and_merge(monkeypatch, tmp_path):
     save_ladder(df, whole_model=True)
     merged = pd.read_csv(tmp_path / "generate_ladder.csv")
     assert set(merged["rung"]) == pick | {"kept"} and len(merged) == 5
+
+
+def test_int8_gemv_rates_small():
+    from secbook.generate import int8_gemv_rates
+
+    r = int8_gemv_rates(rows=256, in_features=64, n_weights=2, repeats=1)
+    assert len(r) == 4 and all(v > 0 for v in r.values())
+    assert ("int8 weight-only (compiled)", "from memory (many)") in r
+    with pytest.raises(ValueError):
+        int8_gemv_rates(rows=0)
 
 
 def test_gemv_layouts_small():

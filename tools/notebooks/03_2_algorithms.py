@@ -34,7 +34,7 @@ import secbook
 machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import os
 import torch, pandas as pd, matplotlib.pyplot as plt
-from secbook import attention, batching, kvcache, generate, speculative, onnx_export, widgets, exercises
+from secbook import attention, batching, hardware, kvcache, generate, speculative, onnx_export, widgets, exercises
 from secbook.measure import time_generation, prompt_ids, token_agreement, describe_machine, load_results
 print("measured on:", machine)
 """),
@@ -229,21 +229,46 @@ side[["ttft_s", "tpot_s", "tokens_per_s", "speedup"]].round(4)
 """),
     md(r"""
 Weight-only int8/int4 layers from the compression chapter (`secbook.quantize.QuantLinear`) drop into the same loop.
-Eagerly, each layer first dequantizes its whole weight to fp32 and then multiplies — more memory traffic than fp32,
-not less. Compiled, the dequantization fuses into the matmul and the weights are read as int8 — but on this CPU the
-code the compiler generates for that fused product is slower than the matrix library's fp32 kernel, so here our
-weight-only layers do not pay off.
+Eagerly, each layer first dequantizes its whole weight to fp32 and then multiplies: it writes and re-reads a
+full-size fp32 copy, more memory traffic than fp32 itself, so eager weight-only int8 is *slower* than not
+quantizing. The saving only appears when the int8 weights are turned into products on the fly. For int8 with one
+scale per output row (`int8wo` in the ladder, LM head included) our loop fuses the layers
+(`generate.Int8WeightOnlyFused`) and, for one token inside the compiled step, writes the product as a sum,
+`y[n] = scale[n] * sum_k x[k] * w[n, k]`: the compiler turns that into one loop that reads each int8 weight once and
+converts it in registers — the fused dequantize-matmul. One detail matters on a CPU: a single running sum per row
+makes every addition wait for the previous one, so the rows are cut into 4 blocks, written as 4 sums that the
+compiler fuses into one loop with 4 independent running sums (about 1.4x on the large LM head here). The int4 layers
+(two weights per byte, groups of 32) have no such path in our loop and stay slow: a weight format needs a kernel.
 
-PyTorch's **dynamic int8** (`torch.ao`, `dyn8` in the ladder) does: int8 weights with one scale per output row,
-and the activations quantized on the fly, so the product runs on an optimised int8 kernel (FBGEMM). Our loop fuses
-those layers too (`generate.Int8DynamicFused`: the int8 rows of q, k and v stacked, each keeping its scale, so the
-arithmetic is unchanged). `torch.compile` cannot trace the packed int8 weights, so the product hides behind a custom
-operator with a declared output shape, and everything around it (norms, RoPE, attention, residuals) compiles. From
-the recorded ladder:
+PyTorch's **dynamic int8** (`torch.ao`, `dyn8` in the ladder) takes the other route: int8 weights with one scale per
+output row, and the activations quantized on the fly, so the product runs on an optimised int8 kernel (FBGEMM). Our
+loop fuses those layers too (`generate.Int8DynamicFused`: the int8 rows of q, k and v stacked, each keeping its
+scale, so the arithmetic is unchanged). `torch.compile` cannot trace the packed int8 weights, so the product hides
+behind a custom operator with a declared output shape, and everything around it (norms, RoPE, attention, residuals)
+compiles. Quantizing the activations costs accuracy (compare `tiny_ppl_change`) that weight-only int8 does not pay.
+From the recorded ladder:
 """),
     code(r"""
 q = ladder[ladder["transform"].isin(["none", "int8wo", "int4wo", "dyn8"]) & (ladder["loop"] == "ours")]
 q[["model", "rung", "tok_s", "speedup", "token_agreement", "tiny_ppl_change", "mbu"]].round(3)
+"""),
+    md(r"""
+Even the fastest int8 rung reads its weights far below the machine's read bandwidth (its MBU). Is the CPU waiting
+for memory, or for arithmetic? Run the compiled int8 product over *one* matrix again and again, so that it stays in
+the CPU's cache, and over many different matrices in turn, so that they stream from memory; the same for the fp32
+product. If the int8 product, with its weights already in cache, still processes fewer bytes per second than the
+memory can deliver (the read bandwidth measured now), then memory is not what holds it back: its arithmetic is
+(converting each int8 weight to float and multiplying, on 2 cores), and a faster memory would not help it. The
+cache on a shared server is shared too, so the "from cache" figures move with the neighbours:
+"""),
+    code(r"""
+rates = generate.int8_gemv_rates()  # a 8192 x 576 matrix, 16 different copies for the memory case
+bw_now = hardware.read_bandwidth() / 1e9
+r = pd.Series({f"{k}, {s}": v for (k, s), v in rates.items()}, name="weight GB/s").round(1)
+print(r.to_string(), f"\nread bandwidth measured now: {bw_now:.1f} GB/s")
+int8_cache = rates[("int8 weight-only (compiled)", "from cache (one matrix)")]
+print(f"int8 product from cache: {int8_cache / bw_now:.0%} of the read bandwidth; ladder's best reading "
+      f"{ladder['bandwidth_max_GBs'].max():.1f} GB/s")
 """),
     md(r"""
 ## Speculative decoding
@@ -356,7 +381,7 @@ Every rung measured side by side in one run of `python -m secbook bench --suite 
 32-token prompt, 64 new tokens), recorded on the machine named below. Each bar: decode tokens/s, labelled with the
 speed-up over HF `generate` fp32 and the fraction of tokens equal to its output. `tiny_ppl_change` is the held-out
 perplexity change of the same technique on the tiny model; MBU (model-bandwidth utilisation) is weight bytes read
-per token × tokens/s ÷ this machine's measured read bandwidth. Grey bars are HF `generate` baselines: a rung
+per token × tokens/s ÷ the best read bandwidth measured during that run. Grey bars are HF `generate` baselines: a rung
 added later by a partial run (`--rungs`) is compared with the baseline re-measured beside it, never across runs.
 """),
     code(r"""
@@ -384,7 +409,9 @@ between its eager rungs are within this shared machine's noise. The lossless run
 show agreement 1.00; bf16 and the quantized rungs may change a few tokens, and `tiny_ppl_change` says what the same
 technique costs in held-out perplexity on the tiny model. The summary below is computed from the recorded rows:
 best lossless rung, best rung within a 1% perplexity budget, and its MBU (weight bytes one decode step reads ×
-tokens/s ÷ the read bandwidth measured in the same run):
+tokens/s ÷ the read bandwidth). The bandwidth is measured after every rung; on a shared machine it moves with the
+neighbours' load (the `bandwidth_GBs` column), so MBU divides by the highest value the run saw, the machine's
+ceiling, and a momentary dip never flatters a rung:
 """),
     code(r"""
 for name, d in ladder.dropna(subset=["tok_s"]).groupby("model", sort=False):
@@ -394,7 +421,7 @@ for name, d in ladder.dropna(subset=["tok_s"]).groupby("model", sort=False):
     print(f"{name}: HF generate {d['tok_s'].iloc[0]:.1f} tok/s\n  best lossless loop: {a['rung']} {a['speedup']:.2f}x"
           f" (MBU {a['mbu']:.1%})\n  best within 1% ppl: {b['rung']} {b['speedup']:.2f}x (ppl "
           f"{b['tiny_ppl_change']:+.2%}, agreement {b['token_agreement']:.2f}, MBU {b['mbu']:.1%} of "
-          f"{b['bandwidth_GBs']:.1f} GB/s)")
+          f"{b['bandwidth_max_GBs']:.1f} GB/s)")
     for r in d[d["loop"].isin(["spec", "lookup"])].itertuples():
         print(f"  {r.rung}: {r.speedup:.2f}x, agreement {r.token_agreement:.2f}, acceptance {r.acceptance_rate:.2f}")
 """),
