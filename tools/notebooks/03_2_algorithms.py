@@ -256,19 +256,21 @@ q[["model", "rung", "tok_s", "speedup", "token_agreement", "tiny_ppl_change", "m
 Even the fastest int8 rung reads its weights far below the machine's read bandwidth (its MBU). Is the CPU waiting
 for memory, or for arithmetic? Run the compiled int8 product over *one* matrix again and again, so that it stays in
 the CPU's cache, and over many different matrices in turn, so that they stream from memory; the same for the fp32
-product. If the int8 product, with its weights already in cache, still processes fewer bytes per second than the
-memory can deliver (the read bandwidth measured now), then memory is not what holds it back: its arithmetic is
+product. A memory-bound product runs much faster from cache than from memory. If the int8 product gains little
+from the cache, and even from cache processes far fewer bytes per second than this machine's memory delivers at its
+best (the highest read bandwidth the ladder run measured), then memory is not what holds it back: its arithmetic is
 (converting each int8 weight to float and multiplying, on 2 cores), and a faster memory would not help it. The
-cache on a shared server is shared too, so the "from cache" figures move with the neighbours:
+cache and the memory of a shared server are shared too, so these figures move with the neighbours' load:
 """),
     code(r"""
-rates = generate.int8_gemv_rates()  # a 8192 x 576 matrix, 16 different copies for the memory case
+rates = generate.int8_gemv_rates()  # an 8192 x 576 matrix; 16 different copies for the memory case
 bw_now = hardware.read_bandwidth() / 1e9
 r = pd.Series({f"{k}, {s}": v for (k, s), v in rates.items()}, name="weight GB/s").round(1)
 print(r.to_string(), f"\nread bandwidth measured now: {bw_now:.1f} GB/s")
-int8_cache = rates[("int8 weight-only (compiled)", "from cache (one matrix)")]
-print(f"int8 product from cache: {int8_cache / bw_now:.0%} of the read bandwidth; ladder's best reading "
-      f"{ladder['bandwidth_max_GBs'].max():.1f} GB/s")
+for kind in ("int8 weight-only (compiled)", "fp32 x @ W_t"):
+    cache, memory = rates[(kind, "from cache (one matrix)")], rates[(kind, "from memory (many)")]
+    print(f"{kind}: cache / memory {cache / memory:.2f}; from cache = {cache / ladder['bandwidth_max_GBs'].max():.0%}"
+          f" of the ladder run's best read bandwidth ({ladder['bandwidth_max_GBs'].max():.1f} GB/s)")
 """),
     md(r"""
 ## Speculative decoding
