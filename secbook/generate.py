@@ -81,7 +81,7 @@ def gemv_layouts(out_features: int = 16384, in_features: int = 1024, repeats: in
     from memory as they do in decoding. Returns the median seconds and weight GB/s of each layout and their
     ratio; the two results are checked to agree.
     """
-    import statistics
+    from .hardware import median_seconds
 
     if out_features < 1 or in_features < 1 or repeats < 1:
         raise ValueError("out_features, in_features and repeats must be >= 1")
@@ -91,14 +91,7 @@ def gemv_layouts(out_features: int = 16384, in_features: int = 1024, repeats: in
     torch.testing.assert_close(x @ w_t, F.linear(x, w), rtol=1e-3, atol=1e-3)
     out = {}
     for name, fn in (("[out, in]  F.linear(x, W)", lambda: F.linear(x, w)), ("[in, out]  x @ W_t", lambda: x @ w_t)):
-        for _ in range(3):
-            fn()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        med = statistics.median(ts)
+        med = median_seconds(fn, warmup=3, repeats=repeats)
         out[name] = {"seconds": med, "GB/s": w.numel() * w.element_size() / med / 1e9}
     a, b = out.values()
     return {"layouts": out, "speedup_transposed": a["seconds"] / b["seconds"],
@@ -124,8 +117,6 @@ _LIB.impl("int8_dynamic_linear", _int8_dynamic_linear, "CPU")
 @torch.library.register_fake("secbook::int8_dynamic_linear")
 def _(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
     return x.new_empty(*x.shape[:-1], out_features)
-
-
 
 
 class Int8DynamicFused(torch.nn.Module):
@@ -221,8 +212,7 @@ def int8_gemv_rates(rows: int = 8192, in_features: int = 576, n_weights: int = 1
     stream from memory); the same for fp32 ``x @ W_t`` (:class:`FusedLinear`). Returns weight GB/s per
     (kind, source). A memory-bound product is much faster from cache; a compute-bound one is not.
     """
-    import statistics
-
+    from .hardware import median_seconds
     from .quantize import QuantLinear
 
     if min(rows, in_features, n_weights, repeats) < 1:
@@ -238,15 +228,13 @@ def int8_gemv_rates(rows: int = 8192, in_features: int = 576, n_weights: int = 1
         many = [w0.clone() for _ in range(n_weights)]
         step = torch.compile(layer) if kind.startswith("int8") else layer
         for source, ws in (("from cache (one matrix)", [w0] * n_weights), ("from memory (many)", many)):
-            ts = []
-            for r in range(repeats + 1):
-                t0 = time.perf_counter()
+            def one_round(ws=ws):
                 for w in ws:
                     setattr(layer, name, w)
                     step(x)
-                if r:  # the first round warms up (and compiles)
-                    ts.append((time.perf_counter() - t0) / len(ws))
-            out[(kind, source)] = w0.numel() * w0.element_size() / statistics.median(ts) / 1e9
+
+            seconds = median_seconds(one_round, warmup=1, repeats=repeats) / len(ws)  # the warm-up compiles
+            out[(kind, source)] = w0.numel() * w0.element_size() / seconds / 1e9
         setattr(layer, name, w0)
     torch._dynamo.reset()
     return out

@@ -252,18 +252,11 @@ def prune_structured(model: nn.Module, mlp_fraction: float = 0.5, head_fraction:
 
 def time_matmul(w: torch.Tensor, x: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
     """Median seconds of ``x @ w.T`` (dense or sparse ``w``)."""
-    import statistics
+    from .hardware import median_seconds
 
     is_sparse = w.layout != torch.strided
     f = (lambda: torch.sparse.mm(w, x.T)) if is_sparse else (lambda: x @ w.T)
-    for _ in range(warmup):
-        f()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return median_seconds(f, warmup=warmup, repeats=repeats)
 
 
 def sparse_speed_table(out: int = 1024, inp: int = 1024, tokens: int = 64,
