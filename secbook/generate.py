@@ -218,15 +218,15 @@ def int8_gemv_rates(rows: int = 8192, in_features: int = 576, n_weights: int = 1
     if min(rows, in_features, n_weights, repeats) < 1:
         raise ValueError("rows, in_features, n_weights and repeats must be >= 1")
     lin = torch.nn.Linear(in_features, rows, bias=False)
-    layers = {"int8 weight-only (compiled)": Int8WeightOnlyFused([QuantLinear.from_linear(lin, 8, None)]),
-              "fp32 x @ W_t": FusedLinear([lin])}
+    int8 = Int8WeightOnlyFused([QuantLinear.from_linear(lin, 8, None)])
+    fp32 = FusedLinear([lin])
+    layers = {"int8 weight-only (compiled)": (int8, "weight", torch.compile(int8)),  # (layer, weight, call)
+              "fp32 x @ W_t": (fp32, "weight_t", fp32)}
     x = torch.randn(1, 1, in_features)
     out = {}
-    for kind, layer in layers.items():
-        name = "weight" if kind.startswith("int8") else "weight_t"
+    for kind, (layer, name, step) in layers.items():
         w0 = getattr(layer, name)
         many = [w0.clone() for _ in range(n_weights)]
-        step = torch.compile(layer) if kind.startswith("int8") else layer
         for source, ws in (("from cache (one matrix)", [w0] * n_weights), ("from memory (many)", many)):
             def one_round(ws=ws):
                 for w in ws:
@@ -599,7 +599,6 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
     """
     import gc
 
-    from . import roofline
     from .hardware import read_bandwidth
     from .measure import decode_read_bytes, model_bytes, prompt_ids, time_generation, token_agreement
     from .models import load
@@ -644,7 +643,7 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
         rows.append({"model": args.model, "rung": rung.name, "transform": rung.transform, "loop": rung.loop,
                      "compiled": rung.compile, "tok_s": t.tokens_per_s, "tpot_s": t.tpot_s, "ttft_s": t.ttft_s,
                      "first_call_s": t.first_call_s, "weight_bytes": nbytes,
-                     "read_bytes_per_token": read, "achieved_GBs": roofline.mbu(t.tpot_s, read, 1e9),
+                     "read_bytes_per_token": read, "achieved_GBs": read / t.tpot_s / 1e9,
                      "bandwidth_GBs": bandwidth / 1e9,
                      "token_agreement": token_agreement(reference, new),
                      "tiny_ppl_change": tiny_perplexity_change(rung.transform),
