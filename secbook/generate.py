@@ -14,7 +14,8 @@ Following gpt-fast (PyTorch team, 2023, "Accelerating generative AI with PyTorch
 The decoder forward is written here over the Hugging Face weights: the model's own norms and ``rotary_emb``
 are used, and the projections are either fused (q/k/v as one matmul, gate/up as one, over transposed weight
 copies, :class:`FusedLinear`; torch.ao dynamic int8 layers likewise, :class:`Int8DynamicFused`; our int8
-weight-only ``QuantLinear`` layers as :class:`Int8WeightOnlyFused`) or, for any other layer type (int4
+weight-only ``QuantLinear`` layers as :class:`Int8WeightOnlyFused`, or as one :class:`secbook.kernels.Int8Linear`
+once they run on our C++ kernel) or, for any other layer type (int4
 ``QuantLinear``, bitsandbytes, torchao), called as the model's modules. It supports
 the Llama decoder layout — Llama, SmolLM, Qwen2 (q/k/v biases), Mistral — and its greedy output is
 token-for-token the output of ``model.generate`` (tests check it).
@@ -209,19 +210,25 @@ def int8_gemv_rates(rows: int = 8192, in_features: int = 576, n_weights: int = 1
     """Is the int8 weight-only product limited by memory or by arithmetic? Time it, as compiled for decoding
     (:class:`Int8WeightOnlyFused`), over ONE ``[rows, in_features]`` int8 matrix again and again (it stays in
     the CPU's cache) and over ``n_weights`` different ones in turn (together larger than the cache, so they
-    stream from memory); the same for fp32 ``x @ W_t`` (:class:`FusedLinear`). Returns weight GB/s per
-    (kind, source). A memory-bound product is much faster from cache; a compute-bound one is not.
+    stream from memory); the same for fp32 ``x @ W_t`` (:class:`FusedLinear`) and, where it builds, our C++
+    int8 kernel (:class:`secbook.kernels.Int8Linear`). Returns weight GB/s per (kind, source). A memory-bound
+    product is much faster from cache; a compute-bound one is not.
     """
+    from . import kernels
     from .hardware import median_seconds
     from .quantize import QuantLinear
 
     if min(rows, in_features, n_weights, repeats) < 1:
         raise ValueError("rows, in_features, n_weights and repeats must be >= 1")
     lin = torch.nn.Linear(in_features, rows, bias=False)
-    int8 = Int8WeightOnlyFused([QuantLinear.from_linear(lin, 8, None)])
+    q = QuantLinear.from_linear(lin, 8, None)
+    int8 = Int8WeightOnlyFused([q])
     fp32 = FusedLinear([lin])
     layers = {"int8 weight-only (compiled)": (int8, "weight", torch.compile(int8)),  # (layer, weight, call)
               "fp32 x @ W_t": (fp32, "weight_t", fp32)}
+    if kernels.available():
+        k = kernels.Int8Linear.from_quant_linear(q)
+        layers["int8 C++ kernel"] = (k, "weight", k)
     x = torch.randn(1, 1, in_features)
     out = {}
     for kind, (layer, name, step) in layers.items():
@@ -260,6 +267,10 @@ def fuse_linears(linears, fuse: bool = True) -> torch.nn.Module:
     for our int8 ``QuantLinear`` ones, else (or ``fuse=False``) :class:`SeparateLinears`."""
     from torch.ao.nn.quantized.dynamic import Linear as DynLinear
 
+    from .kernels import Int8Linear
+
+    if fuse and all(type(lin) is Int8Linear for lin in linears):
+        return Int8Linear.fuse(linears)
     if fuse and all(type(lin) is torch.nn.Linear and type(lin.weight.detach()) is torch.Tensor  # not torchao's
                     and lin.weight.dtype.is_floating_point for lin in linears):
         return FusedLinear(linears)
@@ -497,28 +508,35 @@ LADDER = (  # cheap and essential rungs first: results are saved after every run
     Rung("our loop dynamic int8 + compile", "dyn8", "ours", True),
     Rung("our loop int8 weight-only + compile", "int8wo", "ours", True),
     Rung("our loop int8 weight-only", "int8wo", "ours"),
+    Rung("our loop int8, C++ kernel + compile", "int8k", "ours", True),
+    Rung("our loop int8, C++ kernel", "int8k", "ours"),
     Rung("HF generate fp32 static cache + compile", "none", "hf_static", True),
     Rung("our loop int4 weight-only + compile", "int4wo", "ours", True),
 )
-TRANSFORMS = ("none", "bf16", "int8wo", "int4wo", "dyn8")
+TRANSFORMS = ("none", "bf16", "int8wo", "int8k", "int4wo", "dyn8")
 
 
 def apply_transform(model, transform: str):
     """The model with its weights transformed: ``bf16`` cast, weight-only ``QuantLinear`` (``secbook.quantize``,
     RTN): ``int8wo`` int8 with a scale per output row, LM head included (our decoder runs it as
-    :class:`Int8WeightOnlyFused`), ``int4wo`` int4 in groups of 32, LM head kept; or torch.ao dynamic int8
-    (``dyn8``: int8 weights with a scale per output row, activations quantized per call)."""
+    :class:`Int8WeightOnlyFused`), ``int8k`` the same int8 weights on our C++ kernel (``secbook.kernels``:
+    activations rounded to int16 per 256 inputs), ``int4wo`` int4 in groups of 32, LM head kept; or torch.ao
+    dynamic int8 (``dyn8``: int8 weights with a scale per output row, activations quantized per call)."""
     if transform not in TRANSFORMS:
         raise ValueError(f"unknown transform {transform!r}; choose from {TRANSFORMS}")
     if transform == "none":
         return model
     if transform == "bf16":
         return model.to(torch.bfloat16)
-    if transform in ("int8wo", "int4wo"):
+    if transform in ("int8wo", "int8k", "int4wo"):
         from .quantize import quantize
 
         if transform == "int8wo":  # one scale per output row, LM head included: what our decoder fuses
             return quantize(model, bits=8, group_size=None, skip=())[0]
+        if transform == "int8k":  # the same int8 weights, multiplied by our C++ kernel (secbook.kernels)
+            from .kernels import use_int8_kernel
+
+            return use_int8_kernel(quantize(model, bits=8, group_size=None, skip=())[0])
         return quantize(model, bits=4, group_size=32)[0]  # 32 divides 576 (SmolLM2) and 256
     import warnings
 

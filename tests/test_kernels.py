@@ -1,0 +1,109 @@
+"""secbook::int8_linear, our C++ int8 kernel: the same numbers as its PyTorch reference, close to the fp32
+product, fused layers, the decode loop's tokens, and its error messages.
+
+The kernel is compiled on first use. These tests skip only where there is no C++ compiler at all; where one
+exists (CI) a failed build fails them.
+"""
+import copy
+import shutil
+
+import pytest
+import torch
+
+from secbook import kernels
+
+pytestmark = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                                reason="no C++ compiler on this machine")
+
+
+def test_kernel_builds():
+    assert kernels.unavailable_reason() == ""
+    assert kernels.available()
+    assert isinstance(kernels.has_vnni(), bool)
+
+
+# K not a multiple of 32 (masked tail) or of 256 (short last chunk), N not a multiple of 8, several rows of x
+@pytest.mark.parametrize("M,N,K", [(1, 3072, 576), (1, 5, 70), (3, 577, 1536), (32, 64, 600), (2, 13, 31)])
+def test_kernel_matches_reference_and_fp32(M, N, K):
+    g = torch.Generator().manual_seed(M * 1000 + N + K)
+    w = torch.randint(-128, 128, (N, K), dtype=torch.int8, generator=g)
+    s = torch.rand(N, generator=g) / 100
+    x = torch.randn(M, K, generator=g) * 3
+    x[0, K // 2] = 40.0  # an outlier: it sets its chunk's scale
+    y = kernels.int8_linear(x, w, s)
+    ref = kernels.int8_linear_reference(x, w, s)
+    fp32 = (x.double() @ w.double().T * s.double()).float()
+    assert y.shape == (M, N)
+    # the same integer sums; only the order of the final fp32 additions differs
+    assert (y - ref).abs().max() <= 1e-5 * ref.abs().max()
+    # the int16 rounding of the activations: ~1e-5 of the output's scale
+    assert (y - fp32).abs().max() <= 2e-4 * fp32.abs().max()
+
+
+def test_kernel_keeps_leading_shape_and_rejects_bad_input():
+    w = torch.randint(-128, 128, (16, 64), dtype=torch.int8)
+    s = torch.rand(16)
+    x = torch.randn(2, 3, 64)
+    assert kernels.int8_linear(x, w, s).shape == (2, 3, 16)
+    assert torch.equal(kernels.int8_linear(torch.zeros(1, 64), w, s), torch.zeros(1, 16))
+    with pytest.raises(RuntimeError, match="int8"):
+        kernels.int8_linear(x, w.float(), s)
+    with pytest.raises(RuntimeError, match="inputs"):
+        kernels.int8_linear(torch.randn(1, 63), w, s)
+    with pytest.raises(RuntimeError, match="scale"):
+        kernels.int8_linear(x, w, torch.rand(15))
+
+
+def test_quantize_activations_error_bound():
+    x = torch.randn(3, 600, generator=torch.Generator().manual_seed(0)) * torch.logspace(-2, 2, 600)
+    q, sx = kernels.quantize_activations(x)
+    assert q.dtype == torch.int16 and q.shape == (3, 3, 256) and sx.shape == (3, 3)
+    assert (q.abs().amax(-1) == 32767).all()  # each chunk's largest value maps to the top of the int16 range
+    back = (q.float() * sx[..., None]).reshape(3, -1)[:, :600]
+    step = sx.repeat_interleave(256, -1)[:, :600]
+    # within half a step (plus the fp32 rounding of x / step, up to 2^-8 steps near 32767); errors do occur
+    assert ((back - x).abs() <= (0.5 + 0.01) * step).all()
+    assert ((back - x).abs() > 0.1 * step).any()
+
+
+def test_int8_linear_from_quant_linear_and_fuse(small_qwen):
+    """Int8Linear holds the QuantLinear's integers; q/k/v fused (Qwen2 biases) = the three layers."""
+    from secbook.generate import fuse_linears
+    from secbook.quantize import QuantLinear
+
+    model, _ = small_qwen
+    a = model.model.layers[0].self_attn
+    qls = [QuantLinear.from_linear(m, bits=8, group_size=None) for m in (a.q_proj, a.k_proj, a.v_proj)]
+    ks = [kernels.Int8Linear.from_quant_linear(q) for q in qls]
+    x = torch.randn(1, 4, model.config.hidden_size)
+    for q, k in zip(qls, ks):
+        ref = q(x)
+        assert (k(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
+    fused = fuse_linears(ks)
+    assert type(fused) is kernels.Int8Linear and fused.out_features == sum(k.out_features for k in ks)
+    assert torch.equal(fused(x), torch.cat([k(x) for k in ks], -1))  # the same per-row arithmetic
+    with pytest.raises(ValueError, match="per-channel"):
+        kernels.Int8Linear.from_quant_linear(QuantLinear.from_linear(a.q_proj, bits=8, group_size=16))
+    with pytest.raises(ValueError, match="quantize it first"):
+        kernels.use_int8_kernel(copy.deepcopy(model))
+
+
+def test_int8_kernel_decode_equals_hf_generate(tiny):
+    """The tiny model on the kernel: our loop, eager and compiled, gives HF generate's tokens on the same
+    model, and its held-out perplexity stays within 0.1% of the pure-PyTorch int8 weight-only model's."""
+    from secbook.generate import FastGenerator, StaticDecoder, apply_transform, hf_generate
+    from secbook.measure import perplexity, prompt_ids
+
+    model, tok = tiny
+    k = apply_transform(copy.deepcopy(model), "int8k")
+    assert isinstance(k.lm_head, kernels.Int8Linear) and isinstance(k.model.layers[0].mlp.down_proj,
+                                                                    kernels.Int8Linear)
+    assert isinstance(StaticDecoder(k, max_len=24).qkv[0], kernels.Int8Linear)
+    ids = prompt_ids(tok, 8)
+    ref = hf_generate(k, ids, 10)
+    assert torch.equal(FastGenerator(k, max_len=24).generate(ids, 10), ref)
+    assert torch.equal(FastGenerator(k, max_len=24, compile=True).generate(ids, 10), ref)
+    torch._dynamo.reset()
+    wo = apply_transform(copy.deepcopy(model), "int8wo")
+    p_k, p_wo = perplexity(k, tok, max_tokens=512), perplexity(wo, tok, max_tokens=512)
+    assert abs(p_k / p_wo - 1) < 1e-3
