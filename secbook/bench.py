@@ -81,9 +81,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="dtype to load the model in (default fp32)")
     b.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu", help="device (default cpu)")
     b.add_argument("--layers", type=_positive_int(1), default=None, help="replicas only: override num_hidden_layers")
-    b.add_argument("--suite", choices=["model", "generate"], default="model",
+    b.add_argument("--suite", choices=["model", "generate", "ab"], default="model",
                    help="'model' (default): time the model under each technique; 'generate': the generation-loop "
-                        "suite of secbook.generate.run_generate_suite")
+                        "suite of secbook.generate.run_generate_suite; 'ab': our compiled loop under --transforms, "
+                        "timed in turn round by round (secbook.generate.interleaved_tok_s)")
+    b.add_argument("--transforms", nargs="+", default=["int8wo", "int8k"], metavar="T",
+                   help="ab suite only: weight transforms of secbook.generate.apply_transform (default: int8wo int8k)")
     b.add_argument("--rungs", nargs="+", default=None, metavar="RUNG",
                    help="generate suite only: the rungs of the optimization ladder to run (default: all)")
     b.add_argument("--threads", type=_positive_int(1), default=None,
@@ -198,6 +201,21 @@ def run_cli(args: argparse.Namespace) -> int:
                 return _fail(f"the 'generate' suite is not available yet ({e.__class__.__name__}: {e})", 1)
             # rows are merged into generate_ladder.csv unless told not to (--no-save) or told where (--out)
             df = run_generate_suite(args, save=not (args.no_save or args.out))
+            table = df.to_string(index=False)
+        elif args.suite == "ab":
+            from .generate import TRANSFORMS, interleaved_tok_s
+
+            bad = [t for t in args.transforms if t not in TRANSFORMS]
+            if bad:
+                return _fail(f"unknown transform(s) {bad}; choose from {TRANSFORMS}")
+            df = interleaved_tok_s(args.model, tuple(args.transforms), rounds=max(args.repeats, 3),
+                                   prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+                                   device="cpu" if args.device == "auto" else args.device)
+            if not (args.no_save or args.out):
+                from .generate import save_ladder
+
+                print(f"merged into {save_ladder(df, 'generate_ab', key=('model', 'transform'))}")
+                args.no_save = True
             table = df.to_string(index=False)
         else:
             df = run_model_suite(args)

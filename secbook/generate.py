@@ -29,6 +29,7 @@ import time
 import weakref
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -684,6 +685,43 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
     return _frame(rows)
 
 
+def interleaved_tok_s(model_name: str, transforms=("int8wo", "int8k"), rounds: int = 7, prompt_len: int = 32,
+                      new_tokens: int = 64, compile: bool = True, device: str = "cpu"):
+    """Decode speed of our loop under several weight ``transforms`` of one model, measured *in turn*: each round
+    runs every transform once, so a change in a shared machine's load hits all of them alike (the ladder runs
+    its rungs minutes apart, and two close rungs can swap places between runs). One row per transform: median
+    tok/s over the rounds, ``ratio`` = the median over rounds of its tok/s ÷ the first transform's in the same
+    round, and token agreement with the first transform's output."""
+    from tqdm.auto import tqdm
+
+    from .measure import prompt_ids, results_frame, token_agreement
+    from .models import load
+
+    if rounds < 1 or not transforms:
+        raise ValueError("need rounds >= 1 and at least one transform")
+    _, tok = load(model_name, device=device)
+    ids = prompt_ids(tok, prompt_len)
+    gens, outs = {}, {}
+    for t in tqdm(transforms, desc="build + compile", leave=False):
+        model = apply_transform(load(model_name, device=device)[0], t)
+        gens[t] = FastGenerator(model, max_len=prompt_len + new_tokens, compile=compile)
+        outs[t] = gens[t].generate(ids, new_tokens)[:, prompt_len:]  # also the warm-up (compiles)
+    speed = {t: [] for t in transforms}
+    for _ in tqdm(range(rounds), desc="rounds", leave=False):
+        for t, g in gens.items():
+            t0 = time.perf_counter()
+            g.generate(ids, new_tokens)
+            speed[t].append(new_tokens / (time.perf_counter() - t0))
+    first = transforms[0]
+    rows = [{"model": model_name, "transform": t, "compiled": compile, "tok_s": float(np.median(speed[t])),
+             "ratio": float(np.median(np.array(speed[t]) / np.array(speed[first]))),
+             "token_agreement": token_agreement(outs[first], outs[t]), "rounds": rounds,
+             "prompt_len": prompt_len, "new_tokens": new_tokens, "threads": torch.get_num_threads()}
+            for t in transforms]
+    torch._dynamo.reset()
+    return results_frame(rows)
+
+
 def _frame(rows):
     from .measure import results_frame
 
@@ -695,9 +733,9 @@ def _frame(rows):
     return df
 
 
-def save_ladder(df, name: str = "generate_ladder", whole_model: bool = False):
-    """Merge ``df`` into ``data/results/<name>.csv``: rows with the same (model, rung) are replaced — or, with
-    ``whole_model`` (a full run), every earlier row of the same model. Each row's speed-up is against the
+def save_ladder(df, name: str = "generate_ladder", whole_model: bool = False, key=("model", "rung")):
+    """Merge ``df`` into ``data/results/<name>.csv``: rows with the same ``key`` (model, rung) are replaced — or,
+    with ``whole_model`` (a full run), every earlier row of the same model. Each row's speed-up is against the
     baseline measured in its own run (``timestamp`` tells the runs apart)."""
     import pandas as pd
 
@@ -707,8 +745,8 @@ def save_ladder(df, name: str = "generate_ladder", whole_model: bool = False):
         old = load_results(name)
         if whole_model:
             old = old[~old["model"].isin(set(df["model"]))]
-        new_keys = set(zip(df["model"], df["rung"]))
-        old = old[[k not in new_keys for k in zip(old["model"], old["rung"])]]
+        new_keys = set(zip(*(df[k] for k in key)))
+        old = old[[k not in new_keys for k in zip(*(old[k] for k in key))]]
         df = pd.concat([old, df], ignore_index=True)
     except (FileNotFoundError, OSError, KeyError):
         pass

@@ -225,7 +225,7 @@ SPEED_COLS = ("tokens_per_s", "tok_s", "decode_tokens_per_s", "decode_tok_s")
 QUALITY_COLS = ("ppl_change_pct", "ppl_increase_pct")
 PPL_COLS = ("perplexity", "ppl")
 BYTES_COLS = ("model_bytes", "weight_bytes", "bytes")
-LABEL_COLS = ("variant", "config", "rung", "step", "label", "name")
+LABEL_COLS = ("variant", "config", "rung", "step", "label", "name", "transform")
 
 
 def _first(df, cols):

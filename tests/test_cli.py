@@ -15,7 +15,7 @@ def test_help_documents_every_flag(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--model", "--technique", "--prompt-len", "--new-tokens", "--batch", "--repeats", "--dtype",
-                 "--device", "--out", "--suite", "--warmup", "--layers", "--no-save", "--threads", "--rungs",
+                 "--device", "--out", "--suite", "--warmup", "--layers", "--no-save", "--threads", "--rungs", "--transforms",
                  "int8-dynamic"):
         assert flag in out
 

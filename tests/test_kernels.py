@@ -107,3 +107,30 @@ def test_int8_kernel_decode_equals_hf_generate(tiny):
     wo = apply_transform(copy.deepcopy(model), "int8wo")
     p_k, p_wo = perplexity(k, tok, max_tokens=512), perplexity(wo, tok, max_tokens=512)
     assert abs(p_k / p_wo - 1) < 1e-3
+
+
+def test_interleaved_ab_suite(capsys, monkeypatch, tmp_path):
+    """`bench --suite ab`: our loop under two transforms of the tiny model, timed in turn; the kernel's tokens
+    agree with the pure-PyTorch int8 model's; rows merge by (model, transform); a bad transform is one line."""
+    import pandas as pd
+
+    from secbook import paths
+    from secbook.cli import main
+    from secbook.generate import interleaved_tok_s
+
+    df = interleaved_tok_s("tiny", ("int8wo", "int8k"), rounds=2, prompt_len=8, new_tokens=6, compile=False)
+    assert list(df["transform"]) == ["int8wo", "int8k"] and (df["tok_s"] > 0).all()
+    assert df["ratio"].iloc[0] == 1.0 and df["token_agreement"].iloc[0] == 1.0
+    assert df["token_agreement"].iloc[1] == 1.0  # ~1e-5 apart: the same greedy tokens on the tiny model
+    monkeypatch.setattr(paths, "RESULTS_DIR", tmp_path)
+    pd.DataFrame({"model": ["tiny", "tiny"], "transform": ["none", "int8k"], "tok_s": [1.0, 2.0]}).to_csv(
+        tmp_path / "generate_ab.csv", index=False)
+    from secbook.generate import save_ladder
+
+    save_ladder(df, "generate_ab", key=("model", "transform"))
+    merged = pd.read_csv(tmp_path / "generate_ab.csv")
+    assert sorted(merged["transform"]) == ["int8k", "int8wo", "none"] and 2.0 not in set(merged["tok_s"])
+    capsys.readouterr()  # drop the progress bars above
+    assert main(["bench", "--suite", "ab", "--model", "tiny", "--transforms", "int8wo", "int3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "int3" in err and "int8k" in err

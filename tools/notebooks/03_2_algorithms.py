@@ -21,7 +21,8 @@ each step on this machine:
 4. **batching** — throughput against per-request latency; static vs continuous batching;
 5. a **static cache + `torch.compile`**;
 6. **our own loop** in the style of gpt-fast {cite}`gptfast2023` — same tokens, less overhead, and weights laid
-   out the way the matrix library reads fastest;
+   out the way the matrix library reads fastest; then int8 weights, first in PyTorch and then on a small C++ kernel
+   of our own;
 7. **speculative decoding** {cite}`leviathan2023fast,chen2023accelerating` and prompt lookup;
 8. **ONNX Runtime** {cite}`onnxruntime`.
 
@@ -317,6 +318,19 @@ compiled step like any built-in kernel. The recorded ladder, the pure-PyTorch in
     code(r"""
 k8 = ladder[ladder["transform"].isin(["int8wo", "int8k"])]
 k8[["model", "rung", "tok_s", "speedup", "token_agreement", "tiny_ppl_change", "achieved_GBs", "mbu"]].round(3)
+"""),
+    md(r"""
+The ladder runs its rungs one after another, minutes apart, and this shared machine's speed drifts in between
+(compare the `bandwidth_GBs` column), so two rungs within ~20% of each other can swap places from one run to the
+next. For a close comparison, measure *in turn*: `python -m secbook bench --suite ab --transforms int8wo int8k dyn8`
+builds our compiled loop under each transform and then, round after round, runs each once
+(`generate.interleaved_tok_s`); `ratio` is the median over rounds of each one's speed ÷ the first one's in the same
+round. Recorded:
+"""),
+    code(r"""
+ab = load_results("generate_ab")
+print("recorded on:", ab["cpu"].iloc[0], f"({ab['cores'].iloc[0]} cores), torch", ab["torch"].iloc[0])
+ab[["model", "transform", "tok_s", "ratio", "token_agreement", "rounds", "timestamp"]].round(3)
 """),
     md(r"""
 ## Speculative decoding
