@@ -138,6 +138,7 @@ class Int8Linear(torch.nn.Module):
 
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__()
+        _require()  # builds the kernel on first use, or says why it cannot
         if weight.dtype != torch.int8 or weight.dim() != 2:
             raise ValueError("weight must be an int8 [out_features, in_features] tensor")
         self.register_buffer("weight", weight.contiguous())
@@ -184,6 +185,11 @@ def use_int8_kernel(model: torch.nn.Module) -> torch.nn.Module:
     _require()
     from .quantize import _set_module
 
+    devices = {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()}
+    if devices - {"cpu"}:
+        raise ValueError(f"secbook's int8 kernel runs on the CPU only, and this model is on {sorted(devices)}; "
+                         "on a GPU use the compiled pure-PyTorch int8 path (apply_transform(model, 'int8wo') and "
+                         "FastGenerator(..., compile=True)) or torchao.")
     targets = [name for name, m in model.named_modules() if Int8Linear.accepts(m)]
     if not targets:
         raise ValueError("the model has no 8-bit symmetric per-channel QuantLinear layers; quantize it first: "

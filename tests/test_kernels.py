@@ -86,6 +86,9 @@ def test_int8_linear_from_quant_linear_and_fuse(small_qwen):
         kernels.Int8Linear.from_quant_linear(QuantLinear.from_linear(a.q_proj, bits=8, group_size=16))
     with pytest.raises(ValueError, match="quantize it first"):
         kernels.use_int8_kernel(copy.deepcopy(model))
+    on_meta = copy.deepcopy(model).to("meta")  # stands in for a GPU: any device but the CPU is refused
+    with pytest.raises(ValueError, match="CPU only"):
+        kernels.use_int8_kernel(on_meta)
 
 
 def test_int8_kernel_decode_equals_hf_generate(tiny):
