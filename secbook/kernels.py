@@ -11,7 +11,7 @@ the activations are rounded to int16 with one scale per 256 inputs (error ~1e-5 
 VNNI one ``vpdpwssd`` instruction multiplies and adds 32 int16 pairs; elsewhere plain loops that the compiler
 vectorizes do the same arithmetic.
 
-The C++ file is compiled the first time it is needed with :func:`torch.utils.cpp_extension.load` (about 25 s
+The C++ file is compiled the first time it is needed with :func:`torch.utils.cpp_extension.load` (10-30 s
 on a 2-core CPU; cached under ``~/.cache/torch_extensions`` afterwards) and registered as a PyTorch operator,
 so ``torch.compile`` calls it from a compiled graph like any built-in kernel. :func:`int8_linear_reference`
 is the same arithmetic in PyTorch, for reading and for tests.
@@ -47,7 +47,7 @@ def _build() -> str:
                 return "the ninja build tool is missing (pip install ninja)"
         built = Path(ext._get_build_directory(_NAME, verbose=False)) / f"{_NAME}.so"
         if not built.exists():
-            print("secbook: compiling the int8 kernel (once; ~25 s on 2 cores) ...", flush=True)
+            print("secbook: compiling the int8 kernel (once; 10-30 s) ...", flush=True)
         last_error = ""
         # -march=native: this CPU's vector instructions; -fopenmp: at::parallel_for splits the rows over the
         # cores with the OpenMP runtime torch already loaded (without it the loop runs on one core)

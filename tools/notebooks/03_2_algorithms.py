@@ -279,7 +279,7 @@ for kind in dict.fromkeys(k for k, _ in rates):
 The compiled int8 product spends several instructions on every weight: widen the byte to an integer, convert it
 to a float, multiply-add in fp32. llama.cpp's int8 format {cite}`llamacpp` avoids the conversion by rounding the
 *activations* to integers as well, so that one integer multiply-add instruction does many products at once.
-`secbook/csrc/int8_linear.cpp` (about 150 lines of C++, compiled on first use, about 25 s; `secbook.kernels`) does
+`secbook/csrc/int8_linear.cpp` (about 150 lines of C++, compiled on first use in 10-30 s; `secbook.kernels`) does
 that with two choices of its own:
 
 - the activations are rounded to **int16**, with one scale per 256 inputs, not to int8: each value is off by at
