@@ -204,6 +204,16 @@ def check_kv_cache_mb(answer: float) -> None:
     print(f"Correct: {truth:.1f} MB — without GQA (9 KV heads) it would be {truth * 3:.1f} MB.")
 
 
+def check_int32_chunk(answer: int) -> None:
+    """Chapter 3.2: how many int8 × int16 products one int32 running sum can add with no risk of overflow."""
+    truth = (2 ** 31 - 1) // (128 * 32767)  # the largest product in size: -128 × -32767
+    _expect(answer == truth,
+            "Not quite: the largest product in size is 128 × 32767 (an int8 weight of -128 times an int16 "
+            "activation of ±32767); how many of those fit under 2**31 - 1? Use integer division.")
+    print(f"Correct: {truth}. The kernel sums at most 256 products per int32, half the limit, and with int8 "
+          f"activations the limit would be {(2 ** 31 - 1) // (128 * 127):,}.")
+
+
 # ------------------------------------------------------------------ chapters 2, 3.4, 8, 9 (pipeline, recommend)
 def check_int4_layer_bytes(answer: int) -> None:
     """Chapter 2: stored bytes of a 768×256 Linear (out × in) quantized to 4 bits, groups of 64, symmetric."""

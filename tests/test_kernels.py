@@ -137,3 +137,15 @@ def test_interleaved_ab_suite(capsys, monkeypatch, tmp_path):
     assert main(["bench", "--suite", "ab", "--model", "tiny", "--transforms", "int8wo", "int3"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "int3" in err and "int8k" in err
+
+
+def test_check_int32_chunk(capsys):
+    """The chapter's exercise check: 512 products fit an int32 sum; the int8-activation count does not pass."""
+    from secbook import exercises
+
+    exercises.check_int32_chunk(512)
+    assert "Correct" in capsys.readouterr().out
+    assert 256 * 128 * 32767 < 2 ** 31 - 1 < 513 * 128 * 32767  # the kernel's chunk is safe, 513 would not be
+    for wrong in (256, 513, 132104):
+        with pytest.raises(AssertionError):
+            exercises.check_int32_chunk(wrong)

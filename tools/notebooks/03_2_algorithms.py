@@ -531,6 +531,9 @@ print(widgets.generation_update(8, 512, 4, "eager", alpha=0.7, model=model))
    and $c=0.25$, which $\gamma$ in 1..8 is best, and what speed-up does it predict?
 4. **Static batching waste.** In the simulation, what fraction of slot-steps does static batching leave idle at
    `max_batch=8`, and why does continuous batching not suffer from it?
+5. **Why 256?** Our C++ kernel adds products of an int8 weight (−128..127) and an int16 activation
+   (−32767..32767) into an int32 running sum (at most $2^{31}-1$ in size). How many products can one sum add with
+   no risk of overflow? Check with `exercises.check_int32_chunk(n)`.
 """),
     code(r"""
 def step(model, token, past):
@@ -552,5 +555,8 @@ best = max(range(1, 9), key=lambda g: speculative.expected_tokens_per_call(alpha
 print("best gamma:", best, "predicted speed-up:", round(speculative.expected_tokens_per_call(alpha, best) / (best * c + 1), 3))
 s8 = batching.simulate(batching.workload(64, seed=0), "static", max_batch=8)
 print("static batching idle fraction:", round(1 - s8["slot_utilisation"], 2))
+"""),
+    solution(r"""
+exercises.check_int32_chunk((2 ** 31 - 1) // (128 * 32767))
 """),
 ]
