@@ -211,11 +211,10 @@ def run_cli(args: argparse.Namespace) -> int:
             df = interleaved_tok_s(args.model, tuple(args.transforms), rounds=max(args.repeats, 3),
                                    prompt_len=args.prompt_len, new_tokens=args.new_tokens,
                                    device="cpu" if args.device == "auto" else args.device)
-            if not (args.no_save or args.out):
+            if not (args.no_save or args.out):  # merged into generate_ab.csv; --out writes its own CSV below
                 from .generate import save_ladder
 
                 print(f"merged into {save_ladder(df, 'generate_ab', key=('model', 'transform'))}")
-                args.no_save = True
             table = df.to_string(index=False)
         else:
             df = run_model_suite(args)
@@ -229,7 +228,7 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"MBU is against this machine's measured read bandwidth ({df['bandwidth_GB/s'].iloc[0]:.1f} GB/s); "
               "'bound' is the roofline bound of one decode step here; 'x roofline' = measured TPOT / roofline TPOT "
               "(>> 1: per-token overhead, not bandwidth, sets the speed).")
-    if args.suite == "generate" and not args.out:  # the suite merges its rows into generate_ladder.csv itself
+    if args.suite in ("generate", "ab") and not args.out:  # these suites merge their rows into a CSV themselves
         return 0
     if not args.no_save:
         print(f"wrote {save_results(df, name)}")
