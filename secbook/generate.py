@@ -49,6 +49,15 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def stacked_bias(layers, like: torch.Tensor) -> torch.Tensor | None:
+    """The biases of ``layers`` end to end, as the fused layer needs them (zeros for a layer without one), in
+    ``like``'s dtype and device; None if no layer has a bias."""
+    if all(m.bias is None for m in layers):
+        return None
+    return torch.cat([m.bias.detach().to(like) if m.bias is not None else like.new_zeros(m.out_features)
+                      for m in layers])
+
+
 class FusedLinear(torch.nn.Module):
     """Several ``nn.Linear`` layers that read the same input, run as ONE matmul over their weights stored
     transposed and concatenated: ``weight_t`` is ``[in, out_1 + out_2 + ...]``, contiguous.
@@ -64,10 +73,7 @@ class FusedLinear(torch.nn.Module):
         super().__init__()
         w = torch.cat([lin.weight.detach() for lin in linears])
         self.register_buffer("weight_t", w.t().contiguous())
-        self.bias = None
-        if any(lin.bias is not None for lin in linears):
-            self.bias = torch.cat([lin.bias.detach() if lin.bias is not None else
-                                   w.new_zeros(lin.out_features) for lin in linears])
+        self.bias = stacked_bias(linears, like=w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x @ self.weight_t
@@ -177,14 +183,11 @@ class Int8WeightOnlyFused(torch.nn.Module):
     def __init__(self, qlinears):
         super().__init__()
         gs = qlinears[0].group_size or qlinears[0].in_features
-        w = torch.cat([(m.int_weight().to(torch.int16) - 128).to(torch.int8) for m in qlinears])
+        w = torch.cat([m.signed_int8() for m in qlinears])
         self.register_buffer("weight", w.contiguous())
         self.register_buffer("scale", torch.cat([m.scale.float().reshape(m.out_features, -1) for m in qlinears]))
         self.out_features, self.in_features, self.group = w.shape[0], w.shape[1], gs
-        self.bias = None
-        if any(m.bias is not None for m in qlinears):
-            self.bias = torch.cat([m.bias.detach().float() if m.bias is not None else torch.zeros(m.out_features)
-                                   for m in qlinears])
+        self.bias = stacked_bias(qlinears, like=self.scale)
 
     @staticmethod
     def accepts(linears) -> bool:

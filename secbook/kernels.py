@@ -151,8 +151,7 @@ class Int8Linear(torch.nn.Module):
         if not cls.accepts(q):
             raise ValueError("Int8Linear takes an 8-bit symmetric per-channel QuantLinear without AWQ scales, got "
                              f"{q!r}; quantize with bits=8, group_size=None, scheme='sym'.")
-        w = (q.int_weight().to(torch.int16) - 128).to(torch.int8)  # stored offset by 128; the kernel wants signed
-        return cls(w, q.scale.float().reshape(-1), None if q.bias is None else q.bias)
+        return cls(q.signed_int8(), q.scale.float().reshape(-1), None if q.bias is None else q.bias)
 
     @staticmethod
     def accepts(q) -> bool:
@@ -164,10 +163,10 @@ class Int8Linear(torch.nn.Module):
     @classmethod
     def fuse(cls, layers) -> "Int8Linear":
         """One layer computing ``cat([layer(x) for layer in layers], -1)``: their rows stacked."""
-        bias = None
-        if any(m.bias is not None for m in layers):
-            bias = torch.cat([m.bias if m.bias is not None else torch.zeros(m.out_features) for m in layers])
-        return cls(torch.cat([m.weight for m in layers]), torch.cat([m.scale for m in layers]), bias)
+        from .generate import stacked_bias
+
+        return cls(torch.cat([m.weight for m in layers]), torch.cat([m.scale for m in layers]),
+                   stacked_bias(layers, like=layers[0].scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.ops.secbook.int8_linear(x.float(), self.weight, self.scale)

@@ -188,6 +188,13 @@ class QuantLinear(nn.Module):
         return unpack(self.qweight, self.bits, self.in_features * self.out_features).reshape(
             self.out_features, self.in_features)
 
+    def signed_int8(self) -> torch.Tensor:
+        """The weights of an 8-bit symmetric layer as signed int8 (they are stored offset by 128), the form
+        int8 matmul kernels take."""
+        if self.bits != 8 or self.scheme != "sym":
+            raise ValueError(f"signed_int8() needs an 8-bit symmetric layer, this one is {self.extra_repr()}")
+        return (self.int_weight().to(torch.int16) - 128).to(torch.int8)
+
     def dequantize(self) -> torch.Tensor:
         """The fp32 weight this layer computes with."""
         q = self.int_weight().float()
