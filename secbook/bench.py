@@ -86,7 +86,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "suite of secbook.generate.run_generate_suite; 'ab': our compiled loop under --transforms, "
                         "timed in turn round by round (secbook.generate.interleaved_tok_s)")
     b.add_argument("--transforms", nargs="+", default=["int8wo", "int8k"], metavar="T",
-                   help="ab suite only: weight transforms of secbook.generate.apply_transform (default: int8wo int8k)")
+                   help="ab suite only: weight transforms of secbook.generate.apply_transform, or int8k-cpp (the int8k "
+                        "weights on the whole-step C++ decoder) (default: int8wo int8k)")
     b.add_argument("--rungs", nargs="+", default=None, metavar="RUNG",
                    help="generate suite only: the rungs of the optimization ladder to run (default: all)")
     b.add_argument("--threads", type=_positive_int(1), default=None,
@@ -205,9 +206,9 @@ def run_cli(args: argparse.Namespace) -> int:
         elif args.suite == "ab":
             from .generate import TRANSFORMS, interleaved_tok_s
 
-            bad = [t for t in args.transforms if t not in TRANSFORMS]
+            bad = [t for t in args.transforms if t not in TRANSFORMS + ("int8k-cpp",)]
             if bad:
-                return _fail(f"unknown transform(s) {bad}; choose from {TRANSFORMS}")
+                return _fail(f"unknown transform(s) {bad}; choose from {TRANSFORMS + ('int8k-cpp',)}")
             df = interleaved_tok_s(args.model, tuple(args.transforms), rounds=max(args.repeats, 3),
                                    prompt_len=args.prompt_len, new_tokens=args.new_tokens,
                                    device="cpu" if args.device == "auto" else args.device)

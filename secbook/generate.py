@@ -399,13 +399,22 @@ class FastGenerator:
 
     ``compile=True`` compiles the single-token decode step with ``torch.compile`` — ``mode="reduce-overhead"``
     (CUDA graphs) on a GPU, the default mode on CPU — once; later calls reuse it. The first call pays the
-    compile time (``self.compile_s`` records it).
+    compile time (``self.compile_s`` records it). ``cpp=True`` (CPU, int8 models from
+    ``apply_transform(model, "int8k")``) runs each step as one call of our C++ decoder instead
+    (:class:`secbook.kernels.CppDecoder`).
     """
 
     def __init__(self, model, max_len: int = 256, batch: int = 1, compile: bool = False, mode: str | None = None,
-                 fuse: bool = True):
+                 fuse: bool = True, cpp: bool = False):
         self.model = model.eval()
-        self.decoder = StaticDecoder(model, max_len, batch, fuse=fuse)
+        if cpp:
+            if compile:
+                raise ValueError("cpp=True runs the whole decode step as compiled C++ already; use compile=False")
+            from .kernels import CppDecoder
+
+            self.decoder = CppDecoder(model, max_len, batch)
+        else:
+            self.decoder = StaticDecoder(model, max_len, batch, fuse=fuse)
         self.device = next(model.parameters()).device
         self.compiled = bool(compile)
         self.compile_s: float | None = None
@@ -483,8 +492,8 @@ def hf_generate(model, input_ids: torch.Tensor, max_new_tokens: int, **kw) -> to
 # ----------------------------------------------------------------------------- the optimization ladder
 @dataclass(frozen=True)
 class Rung:
-    """One step of the ladder: a weight transform, a loop (``hf``, ``hf_static``, ``ours``, ``spec`` with the
-    draft model, ``lookup`` for prompt lookup), compile, whether our loop fuses its projections (``fuse=False``:
+    """One step of the ladder: a weight transform, a loop (``hf``, ``hf_static``, ``ours``, ``cpp`` for our loop
+    with the whole step in C++, ``spec`` with the draft model, ``lookup`` for prompt lookup), compile, whether our loop fuses its projections (``fuse=False``:
     it calls the model's modules one by one), and the draft length ``gamma`` and draft model (``draft_for``)
     of the speculative loops."""
     name: str
@@ -514,6 +523,7 @@ LADDER = (  # cheap and essential rungs first: results are saved after every run
     Rung("our loop int8 weight-only", "int8wo", "ours"),
     Rung("our loop int8, C++ kernel + compile", "int8k", "ours", True),
     Rung("our loop int8, C++ kernel", "int8k", "ours"),
+    Rung("int8, whole decode step in C++", "int8k", "cpp"),
     Rung("HF generate fp32 static cache + compile", "none", "hf_static", True),
     Rung("our loop int4 weight-only + compile", "int4wo", "ours", True),
 )
@@ -606,7 +616,7 @@ def _generate_fn(rung: Rung, model, max_len: int):
 
         run.info = {"note": label}
         return run
-    gen = FastGenerator(model, max_len=max_len, compile=rung.compile, fuse=rung.fuse)
+    gen = FastGenerator(model, max_len=max_len, compile=rung.compile, fuse=rung.fuse, cpp=rung.loop == "cpp")
     return gen.generate
 
 
@@ -694,7 +704,8 @@ def interleaved_tok_s(model_name: str, transforms=("int8wo", "int8k"), rounds: i
     runs every transform once, so a change in a shared machine's load hits all of them alike (the ladder runs
     its rungs minutes apart, and two close rungs can swap places between runs). One row per transform: median
     tok/s over the rounds, ``ratio`` = the median over rounds of its tok/s ÷ the first transform's in the same
-    round, and token agreement with the first transform's output."""
+    round, and token agreement with the first transform's output. ``"int8k-cpp"`` is the ``int8k`` weights run by
+    the whole-step C++ decoder (:class:`secbook.kernels.CppDecoder`, never compiled by torch.compile)."""
     from tqdm.auto import tqdm
 
     from .measure import prompt_ids, results_frame, token_agreement
@@ -706,8 +717,9 @@ def interleaved_tok_s(model_name: str, transforms=("int8wo", "int8k"), rounds: i
     ids = prompt_ids(tok, prompt_len)
     gens, outs = {}, {}
     for t in tqdm(transforms, desc="build + compile", leave=False):
-        model = apply_transform(load(model_name, device=device)[0], t)
-        gens[t] = FastGenerator(model, max_len=prompt_len + new_tokens, compile=compile)
+        cpp = t == "int8k-cpp"
+        model = apply_transform(load(model_name, device=device)[0], "int8k" if cpp else t)
+        gens[t] = FastGenerator(model, max_len=prompt_len + new_tokens, compile=compile and not cpp, cpp=cpp)
         outs[t] = gens[t].generate(ids, new_tokens)[:, prompt_len:]  # also the warm-up (compiles)
     speed = {t: [] for t in transforms}
     for _ in tqdm(range(rounds), desc="rounds", leave=False):
@@ -716,7 +728,7 @@ def interleaved_tok_s(model_name: str, transforms=("int8wo", "int8k"), rounds: i
             g.generate(ids, new_tokens)
             speed[t].append(new_tokens / (time.perf_counter() - t0))
     first = transforms[0]
-    rows = [{"model": model_name, "transform": t, "compiled": compile, "tok_s": float(np.median(speed[t])),
+    rows = [{"model": model_name, "transform": t, "compiled": compile and t != "int8k-cpp", "tok_s": float(np.median(speed[t])),
              "ratio": float(np.median(np.array(speed[t]) / np.array(speed[first]))),
              "token_agreement": token_agreement(outs[first], outs[t]), "rounds": rounds,
              "prompt_len": prompt_len, "new_tokens": new_tokens, "threads": torch.get_num_threads()}

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).parent / "csrc" / "int8_linear.cpp"
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = [CSRC / "int8_linear.cpp", CSRC / "llama_step.cpp"]  # both include int8_gemv.h
 CHUNK = 256  # inputs per activation scale (must match kChunk in the C++ file)
 _NAME = "secbook_int8_linear"
 
@@ -53,13 +54,13 @@ def _build() -> str:
         # cores with the OpenMP runtime torch already loaded (without it the loop runs on one core)
         for flags in (["-O3", "-march=native", "-fopenmp"], ["-O3", "-fopenmp"], ["-O3"]):
             try:
-                ext.load(_NAME, [str(SOURCE)], extra_cflags=flags, extra_ldflags=flags[-1:] if "-fopenmp" in flags
+                ext.load(_NAME, [str(f) for f in SOURCES], extra_cflags=flags, extra_ldflags=flags[-1:] if "-fopenmp" in flags
                          else [], is_python_module=False, verbose=False)
                 break
             except Exception as e:  # e.g. a compiler that does not know -march=native
                 last_error = f"{e.__class__.__name__}: {str(e)[-300:]}"
         else:
-            return f"compiling {SOURCE.name} failed: {last_error}"
+            return f"compiling {', '.join(f.name for f in SOURCES)} failed: {last_error}"
     except Exception as e:
         return f"{e.__class__.__name__}: {str(e)[-300:]}"
 
@@ -196,3 +197,95 @@ def use_int8_kernel(model: torch.nn.Module) -> torch.nn.Module:
     for name in targets:
         _set_module(model, name, Int8Linear.from_quant_linear(model.get_submodule(name)))
     return model
+
+
+class CppDecoder(torch.nn.Module):
+    """The whole decoder forward of a Llama-layout model with int8 weights, as ONE call of the C++ operator
+    ``secbook::llama_int8_step`` (``secbook/csrc/llama_step.cpp``).
+
+    A drop-in for :class:`secbook.generate.StaticDecoder` (``forward(ids [1, T], input_pos [T], last_only)``
+    → logits), so ``FastGenerator(model, max_len, cpp=True)`` decodes with it. The model must have run through
+    :func:`use_int8_kernel` (``apply_transform(model, "int8k")``): every projection and the LM head an
+    :class:`Int8Linear`. Its layers' int8 weights are copied into one stacked tensor per kind (q/k/v rows
+    together, gate/up rows together, as in :class:`secbook.generate.FusedLinear`), so the C++ loop over the
+    layers finds layer ``l``'s matrix at a fixed offset; the copies double the memory of the int8 weights, like
+    the fused copies of our Python loop. The arithmetic of each product is :func:`int8_linear`'s; norms, RoPE
+    (the model's own cos/sin tables), attention and SiLU are fp32 loops, so the logits differ from the
+    PyTorch loop's over the same weights only by the order of fp32 additions. Batch 1, CPU only.
+    """
+
+    def __init__(self, model, max_len: int, batch: int = 1):
+        super().__init__()
+        from .generate import check_supported
+
+        _require()
+        check_supported(model)
+        cfg = model.config
+        if batch != 1:
+            raise ValueError(f"the C++ decode step runs one sequence at a time (batch=1), got batch={batch}; "
+                             "use FastGenerator(..., cpp=False) for batches")
+        if getattr(cfg, "hidden_act", "silu") != "silu":
+            raise ValueError(f"the C++ decode step implements the SiLU MLP, not hidden_act={cfg.hidden_act!r}")
+        sw = getattr(cfg, "sliding_window", None)
+        if sw is not None and getattr(cfg, "use_sliding_window", True) and max_len > sw:
+            raise ValueError(f"max_len={max_len} exceeds the model's sliding window ({sw}); the C++ step does not "
+                             "implement sliding-window attention — use a shorter max_len.")
+        m = model.model
+        names = [(f"model.layers.{i}.{n}", getattr(getattr(layer, part), n)) for i, layer in enumerate(m.layers)
+                 for part, ns in (("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")),
+                                  ("mlp", ("gate_proj", "up_proj", "down_proj"))) for n in ns]
+        names.append(("lm_head", model.lm_head))
+        wrong = [n for n, mod in names if type(mod) is not Int8Linear]
+        if wrong:
+            raise ValueError(f"the C++ decode step needs every projection and the LM head as an Int8Linear, but "
+                             f"{len(wrong)} are not (e.g. {wrong[0]}: {type(dict(names)[wrong[0]]).__name__}); run "
+                             "secbook.generate.apply_transform(model, 'int8k') first")
+        if model.lm_head.bias is not None:
+            raise ValueError("the C++ decode step does not add an LM-head bias")
+        layers = m.layers
+        fused = {"qkv": [Int8Linear.fuse([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj])
+                         for l in layers],
+                 "o": [l.self_attn.o_proj for l in layers],
+                 "gu": [Int8Linear.fuse([l.mlp.gate_proj, l.mlp.up_proj]) for l in layers],
+                 "d": [l.mlp.down_proj for l in layers]}
+        for kind, mods in fused.items():
+            self.register_buffer(f"w{kind}", torch.stack([mod.weight for mod in mods]).contiguous())
+            self.register_buffer(f"s{kind}", torch.stack([mod.scale for mod in mods]).contiguous())
+            biases = [mod.bias for mod in mods]
+            self.register_buffer(f"b{kind}", None if all(b is None for b in biases) else torch.stack(
+                [b if b is not None else torch.zeros(mod.out_features) for b, mod in zip(biases, mods)]).float())
+        norms = [n for l in layers for n in (l.input_layernorm, l.post_attention_layernorm)] + [m.norm]
+        self.register_buffer("norms", torch.stack([n.weight.detach().float() for n in norms]).contiguous())
+        self.eps = float(getattr(m.norm, "variance_epsilon", getattr(cfg, "rms_norm_eps", 1e-6)))
+        self.embed = m.embed_tokens.weight.detach()
+        if self.embed.dtype != torch.float32:
+            self.embed = self.embed.float()
+        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.scaling = float(layers[0].self_attn.scaling)
+        self.max_len, self.batch, self.n_layers = int(max_len), 1, len(layers)
+        with torch.no_grad():  # the model's own RoPE tables (any rope type: default, llama3, linear, ...)
+            cos, sin = m.rotary_emb(self.embed[:1][None], torch.arange(self.max_len)[None])
+        self.register_buffer("cos", cos[0].float().contiguous())
+        self.register_buffer("sin", sin[0].float().contiguous())
+        shape = (self.n_layers, self.n_kv, self.max_len, self.head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape))
+        self.register_buffer("v_cache", torch.zeros(shape))
+        self.head_w, self.head_s = model.lm_head.weight, model.lm_head.scale
+
+    def cache_bytes(self) -> int:
+        """Bytes of the pre-allocated KV cache."""
+        return self.k_cache.nbytes + self.v_cache.nbytes
+
+    def forward(self, ids: torch.Tensor, input_pos: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        if ids.shape[0] != 1:
+            raise ValueError(f"the C++ decode step runs batch 1, got ids of shape {tuple(ids.shape)}")
+        pos = int(input_pos[0])
+        if input_pos.numel() > 1 and not torch.equal(input_pos, torch.arange(pos, pos + ids.shape[1])):
+            raise ValueError("the C++ decode step writes consecutive positions; input_pos must be pos, pos+1, ...")
+        logits = torch.ops.secbook.llama_int8_step(
+            ids.reshape(-1).long().contiguous(), pos, self.embed, self.norms, self.wqkv, self.sqkv, self.bqkv,
+            self.wo, self.so, self.bo, self.wgu, self.sgu, self.bgu, self.wd, self.sd, self.bd, self.head_w,
+            self.head_s, self.cos, self.sin, self.k_cache, self.v_cache, self.n_heads, self.eps, self.scaling,
+            last_only)
+        return logits[None]
