@@ -133,7 +133,7 @@ def test_interleaved_ab_suite(capsys, monkeypatch, tmp_path):
 
     save_ladder(df, "generate_ab", key=("model", "transform"))
     merged = pd.read_csv(tmp_path / "generate_ab.csv")
-    assert sorted(merged["transform"]) == ["int8k", "int8wo", "none"] and 2.0 not in set(merged["tok_s"])
+    assert sorted(merged["transform"]) == ["int8k", "int8k-cpp", "int8wo", "none"] and 2.0 not in set(merged["tok_s"])
     capsys.readouterr()  # drop the progress bars above
     assert main(["bench", "--suite", "ab", "--model", "tiny", "--transforms", "int8wo", "int3"]) == 2
     err = capsys.readouterr().err.strip()
