@@ -15,6 +15,11 @@ The C++ file is compiled the first time it is needed with :func:`torch.utils.cpp
 on a 2-core CPU; cached under ``~/.cache/torch_extensions`` afterwards) and registered as a PyTorch operator,
 so ``torch.compile`` calls it from a compiled graph like any built-in kernel. :func:`int8_linear_reference`
 is the same arithmetic in PyTorch, for reading and for tests.
+
+:class:`CppDecoder` goes one step further, as llama.cpp does: the whole decode step of a Llama-layout model —
+norms, RoPE, KV-cache writes, attention, MLP and all the int8 products — as one C++ operator call per token
+(``secbook::llama_int8_step``, ``secbook/csrc/llama_step.cpp``), so nothing but weight reading is left between
+two tokens.
 """
 from __future__ import annotations
 
