@@ -44,6 +44,16 @@ def check_supported(model) -> None:
                          f"SmolLM is 'llama'), not model_type={mt!r}. Use model.generate() for this model.")
 
 
+def check_sliding_window(model, max_len: int) -> None:
+    """Raise a ``ValueError`` if a static cache of ``max_len`` positions would need the model's sliding-window
+    attention (Mistral, some Qwen2), which our loops do not implement."""
+    cfg = model.config
+    sw = getattr(cfg, "sliding_window", None)
+    if sw is not None and getattr(cfg, "use_sliding_window", True) and max_len > sw:
+        raise ValueError(f"max_len={max_len} exceeds the model's sliding window ({sw}); our loop does not "
+                         "implement sliding-window attention — use a shorter max_len or model.generate().")
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -315,11 +325,8 @@ class StaticDecoder(torch.nn.Module):
     def __init__(self, model, max_len: int, batch: int = 1, fuse: bool = True):
         super().__init__()
         check_supported(model)
+        check_sliding_window(model, max_len)
         cfg = model.config
-        sw = getattr(cfg, "sliding_window", None)
-        if sw is not None and getattr(cfg, "use_sliding_window", True) and max_len > sw:
-            raise ValueError(f"max_len={max_len} exceeds the model's sliding window ({sw}); our loop does not "
-                             "implement sliding-window attention — use a shorter max_len or model.generate().")
         self.model = model
         self.max_len, self.batch = int(max_len), int(batch)
         self.n_layers = cfg.num_hidden_layers

@@ -221,7 +221,7 @@ class CppDecoder(torch.nn.Module):
 
     def __init__(self, model, max_len: int, batch: int = 1):
         super().__init__()
-        from .generate import check_supported
+        from .generate import check_sliding_window, check_supported
 
         _require()
         check_supported(model)
@@ -231,10 +231,7 @@ class CppDecoder(torch.nn.Module):
                              "use FastGenerator(..., cpp=False) for batches")
         if getattr(cfg, "hidden_act", "silu") != "silu":
             raise ValueError(f"the C++ decode step implements the SiLU MLP, not hidden_act={cfg.hidden_act!r}")
-        sw = getattr(cfg, "sliding_window", None)
-        if sw is not None and getattr(cfg, "use_sliding_window", True) and max_len > sw:
-            raise ValueError(f"max_len={max_len} exceeds the model's sliding window ({sw}); the C++ step does not "
-                             "implement sliding-window attention — use a shorter max_len.")
+        check_sliding_window(model, max_len)
         m = model.model
         names = [(f"model.layers.{i}.{n}", getattr(getattr(layer, part), n)) for i, layer in enumerate(m.layers)
                  for part, ns in (("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")),

@@ -184,7 +184,7 @@ def test_cpp_decoder_matches_python_loop(fixture, request):
 def test_cpp_decoder_generates_hf_tokens_and_rejects_bad_input(tiny):
     """FastGenerator(cpp=True) on the tiny int8 model gives HF generate's greedy tokens on the same model, and
     every misuse gets an error that says what to do."""
-    from secbook.generate import FastGenerator, apply_transform, hf_generate
+    from secbook.generate import FastGenerator, StaticDecoder, apply_transform, hf_generate
     from secbook.measure import prompt_ids
 
     model, tok = tiny
@@ -206,3 +206,10 @@ def test_cpp_decoder_generates_hf_tokens_and_rejects_bad_input(tiny):
         gen.decoder(torch.tensor([[k.config.vocab_size]]), torch.tensor([0]))
     with pytest.raises(RuntimeError, match="do not fit"):
         gen.decoder(ids[:, :2], torch.tensor([23, 24]))
+    k.config.sliding_window = 16  # a Mistral-style window shorter than the cache: neither loop implements it
+    try:
+        for build in (kernels.CppDecoder, StaticDecoder):
+            with pytest.raises(ValueError, match="sliding window"):
+                build(k, max_len=24)
+    finally:
+        k.config.sliding_window = None
