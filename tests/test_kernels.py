@@ -206,6 +206,12 @@ def test_cpp_decoder_generates_hf_tokens_and_rejects_bad_input(tiny):
         gen.decoder(torch.tensor([[k.config.vocab_size]]), torch.tensor([0]))
     with pytest.raises(RuntimeError, match="do not fit"):
         gen.decoder(ids[:, :2], torch.tensor([23, 24]))
+    d = gen.decoder  # the operator itself refuses scales that do not match the weights instead of reading past them
+    args = [ids[0, :1], 0, d.embed, d.norms, d.wqkv, d.sqkv[:, :-1].contiguous(), d.bqkv, d.wo, d.so, d.bo, d.wgu,
+            d.sgu, d.bgu, d.wd, d.sd, d.bd, d.head_w, d.head_s, d.cos, d.sin, d.k_cache, d.v_cache, d.n_heads, d.eps,
+            d.scaling, True]
+    with pytest.raises(RuntimeError, match="one scale per output row"):
+        torch.ops.secbook.llama_int8_step(*args)
     k.config.sliding_window = 16  # a Mistral-style window shorter than the cache: neither loop implements it
     try:
         for build in (kernels.CppDecoder, StaticDecoder):

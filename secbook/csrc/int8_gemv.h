@@ -38,7 +38,7 @@ inline void quantize_row(const float* x, int64_t K, int16_t* xq, float* sx) {
 // Dot products of NR int8 rows with one int16 activation row. NR is a compile-time constant so that the
 // NR running sums live in registers (with a run-time count the compiler keeps them in memory: ~3x slower).
 template <int NR>
-inline void dot_rows(const int8_t* const* w, int64_t K, const int16_t* xq, const float* sx, float* out) {
+__attribute__((always_inline)) inline void dot_rows(const int8_t* const* w, int64_t K, const int16_t* xq, const float* sx, float* out) {
   __m512 facc[NR];
   for (int r = 0; r < NR; r++) facc[r] = _mm512_setzero_ps();
   const int64_t tail = K % 32;
@@ -46,19 +46,20 @@ inline void dot_rows(const int8_t* const* w, int64_t K, const int16_t* xq, const
     const int64_t e = std::min(K, c + kChunk);
     __m512i acc[NR];
     for (int r = 0; r < NR; r++) acc[r] = _mm512_setzero_si512();
-    for (int64_t k = c; k < e; k += 32) {
-      const __m512i xv = _mm512_loadu_si512(xq + k);  // padded: always 32 valid int16
-      if (k + 32 <= K) {
-        for (int r = 0; r < NR; r++) {
-          const __m256i w8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + k));
-          acc[r] = _mm512_dpwssd_epi32(acc[r], _mm512_cvtepi8_epi16(w8), xv);
-        }
-      } else {  // the last, partial group of 32: masked loads never read past the row
-        const __mmask32 m = (__mmask32(1) << tail) - 1;
-        for (int r = 0; r < NR; r++) {
-          const __m256i w8 = _mm256_maskz_loadu_epi8(m, w[r] + k);
-          acc[r] = _mm512_dpwssd_epi32(acc[r], _mm512_cvtepi8_epi16(w8), xv);
-        }
+    const int64_t full = c + (e - c) / 32 * 32;
+    for (int64_t k = c; k < full; k += 32) {
+      const __m512i xv = _mm512_loadu_si512(xq + k);
+      for (int r = 0; r < NR; r++) {
+        const __m256i w8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + k));
+        acc[r] = _mm512_dpwssd_epi32(acc[r], _mm512_cvtepi8_epi16(w8), xv);
+      }
+    }
+    if (full < e) {  // the last, partial group of 32: masked loads never read past the row
+      const __m512i xv = _mm512_loadu_si512(xq + full);  // padded with zeros: always 32 int16
+      const __mmask32 m = (__mmask32(1) << tail) - 1;
+      for (int r = 0; r < NR; r++) {
+        const __m256i w8 = _mm256_maskz_loadu_epi8(m, w[r] + full);
+        acc[r] = _mm512_dpwssd_epi32(acc[r], _mm512_cvtepi8_epi16(w8), xv);
       }
     }
     const __m512 s = _mm512_set1_ps(sx[c / kChunk]);
@@ -68,7 +69,7 @@ inline void dot_rows(const int8_t* const* w, int64_t K, const int16_t* xq, const
 }
 #else
 template <int NR>
-inline void dot_rows(const int8_t* const* w, int64_t K, const int16_t* xq, const float* sx, float* out) {
+__attribute__((always_inline)) inline void dot_rows(const int8_t* const* w, int64_t K, const int16_t* xq, const float* sx, float* out) {
   for (int r = 0; r < NR; r++) {
     float acc = 0.f;
     for (int64_t c = 0; c < K; c += kChunk) {
@@ -107,10 +108,14 @@ inline void int8_matmul(const float* x, int64_t M, int64_t K, const int8_t* wp, 
         } else {
           for (int r = 0; r < nr; r++) dot_rows<1>(rows + r, K, xm, sm, out + r);
         }
-        for (int r = 0; r < nr; r++) yp[m * N + i + r * Q] = out[r] * sp[i + r * Q];
+        for (int r = 0; r < nr; r++) yp[m * N + i + r * Q] = out[r];
       }
     }
   });
+  // the row scales afterwards, in order: read inside the loop they were eight more scattered streams of memory
+  // requests per core, and the loop ran ~10% slower (measured on a 256 MB matrix)
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t n = 0; n < N; n++) yp[m * N + n] *= sp[n];
 }
 
 }  // namespace secbook

@@ -102,16 +102,28 @@ at::Tensor llama_int8_step(const at::Tensor& ids, int64_t pos, const at::Tensor&
     check(*t, at::kFloat, name);
   for (auto [t, name] : {std::pair{&wqkv, "wqkv"}, {&wo, "wo"}, {&wgu, "wgu"}, {&wd, "wd"}, {&whead, "whead"}})
     check(*t, at::kChar, name);
-  for (auto [t, name] : {std::pair{&bqkv, "bqkv"}, {&bo, "bo"}, {&bgu, "bgu"}, {&bd, "bd"}})
-    if (t->has_value()) check(**t, at::kFloat, name);
   const int64_t T = ids.numel(), V = embed.size(0), D = embed.size(1), L = wqkv.size(0);
   const int64_t KV = kc.size(1), S = kc.size(2), hd = kc.size(3), H = n_heads, F = wd.size(2);
   const int64_t Nqkv = (H + 2 * KV) * hd;
+  // one scale (and bias, if any) per output row of every layer: a wrong count would read past the end
+  for (auto [w, sc, b, name] : {std::tuple{&wqkv, &sqkv, &bqkv, "qkv"}, {&wo, &so, &bo, "o"}, {&wgu, &sgu, &bgu, "gu"},
+                                {&wd, &sd, &bd, "d"}}) {
+    TORCH_CHECK(w->dim() == 3 && sc->numel() == w->size(0) * w->size(1), "llama_int8_step: w", name,
+                " must be [layers, out, in] with one scale per output row of every layer in s", name);
+    if (b->has_value()) {
+      check(**b, at::kFloat, name);
+      TORCH_CHECK((*b)->numel() == sc->numel(), "llama_int8_step: b", name, " needs one bias per output row");
+    }
+  }
+  TORCH_CHECK(whead.dim() == 2 && shead.numel() == whead.size(0) && embed.dim() == 2 && norms.dim() == 2 &&
+                  kc.dim() == 4 && cos.dim() == 2 && norms.size(1) == D,
+              "llama_int8_step: whead [V, D] with one scale per row, embed [V, D], norms [2L+1, D], kc [L, KV, S, hd], "
+              "cos [S, hd] expected");
   TORCH_CHECK(T >= 1 && pos >= 0 && pos + T <= S, "llama_int8_step: positions ", pos, "..", pos + T - 1,
               " do not fit the cache of ", S, " positions");
   TORCH_CHECK(H % KV == 0 && wqkv.size(1) == Nqkv && wqkv.size(2) == D && wo.size(1) == D && wo.size(2) == H * hd &&
                   wgu.size(1) == 2 * F && wgu.size(2) == D && wd.size(1) == D && norms.size(0) == 2 * L + 1 &&
-                  whead.size(1) == D && kc.size(0) == L && vc.sizes() == kc.sizes() && cos.size(0) >= S &&
+                  whead.size(1) == D && wo.size(0) == L && wgu.size(0) == L && wd.size(0) == L && kc.size(0) == L && vc.sizes() == kc.sizes() && cos.size(0) >= S &&
                   cos.size(1) == hd && sin.sizes() == cos.sizes(),
               "llama_int8_step: the weight, cache and RoPE shapes do not fit together");
   const int64_t* idp = ids.data_ptr<int64_t>();
