@@ -2,8 +2,8 @@
 
 Each module is one idea of the book: ``models`` (what to run), ``measure`` (how to time it honestly),
 ``roofline`` (the latency model), ``quantize``/``prune``/``distill`` (compression), ``generate``
-(fast generation loops), ``kernels`` (a C++ int8 kernel of our own), ``hardware`` (devices, dtypes, memory),
-``widgets`` (the interactive panels).
+(fast generation loops), ``kernels`` (a C++ int8 kernel and a whole decode step in C++ of our own), ``hardware``
+(devices, dtypes, memory), ``widgets`` (the interactive panels).
 """
 __version__ = "0.1.0"
 
