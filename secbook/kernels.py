@@ -33,7 +33,30 @@ import torch
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = [CSRC / "int8_linear.cpp", CSRC / "llama_step.cpp"]  # both include int8_gemv.h
 CHUNK = 256  # inputs per activation scale (must match kChunk in the C++ file)
-_NAME = "secbook_int8_linear"
+
+
+def cpu_tag(cpuinfo: str | None = None) -> str:
+    """A short hash of this CPU's architecture, model name and instruction-set flags (from ``/proc/cpuinfo``).
+
+    The kernel is built with ``-march=native``, so a build is only good for CPUs with the same instructions; the
+    build cache (``~/.cache/torch_extensions``) is keyed by the extension's name, so the name carries this tag and a
+    home directory shared by different machines (a cluster's login and compute nodes) never hands one CPU a build
+    that uses instructions it lacks."""
+    import hashlib
+    import platform
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    lines = cpuinfo.splitlines()
+    model = next((line for line in lines if line.startswith("model name")), "")
+    flags = next((line for line in lines if line.startswith(("flags", "Features"))), "")
+    return hashlib.sha1(f"{platform.machine()}|{model}|{flags}".encode()).hexdigest()[:8]
+
+
+_NAME = f"secbook_int8_linear_{cpu_tag()}"  # one build per kind of CPU (see cpu_tag)
 
 
 @functools.cache

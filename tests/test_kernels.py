@@ -30,6 +30,16 @@ def test_kernel_builds():
         assert kernels.has_vnni()
 
 
+def test_build_is_named_per_cpu():
+    """-march=native builds must not be shared between CPUs with different instructions (a shared home
+    directory): the build's name carries a tag of the CPU's flags."""
+    a = "model name\t: Some CPU\nflags\t\t: fpu sse2 avx2\n"
+    b = "model name\t: Some CPU\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
+    assert kernels.cpu_tag(a) == kernels.cpu_tag(a) != kernels.cpu_tag(b)
+    assert len(kernels.cpu_tag(a)) == 8
+    assert kernels._NAME.endswith(kernels.cpu_tag())
+
+
 # K not a multiple of 32 (masked tail) or of 256 (short last chunk), N not a multiple of 8, several rows of x
 @pytest.mark.parametrize("M,N,K", [(1, 3072, 576), (1, 5, 70), (3, 577, 1536), (32, 64, 600), (2, 13, 31)])
 def test_kernel_matches_reference_and_fp32(M, N, K):
