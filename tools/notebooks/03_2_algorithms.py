@@ -587,6 +587,10 @@ print(widgets.generation_update(8, 512, 4, "eager", alpha=0.7, model=model))
 5. **Why 256?** Our C++ kernel adds products of an int8 weight (−128..127) and an int16 activation
    (−32767..32767) into an int32 running sum (at most $2^{31}-1$ in size). How many products can one sum add with
    no risk of overflow? Check with `exercises.check_int32_chunk(n)`.
+6. **The C++ step's ceiling.** From the recorded ladder row `int8, whole decode step in C++` of the replica, take
+   the bytes one decode step reads (`read_bytes_per_token`) and the run's median read bandwidth. How many tokens
+   per second would a step that only streams its weights at that bandwidth reach, and what fraction of that does
+   the C++ step reach? Where could the rest go?
 """),
     code(r"""
 def step(model, token, past):
@@ -611,5 +615,14 @@ print("static batching idle fraction:", round(1 - s8["slot_utilisation"], 2))
 """),
     solution(r"""
 exercises.check_int32_chunk((2 ** 31 - 1) // (128 * 32767))
+"""),
+    solution(r"""
+rep = ladder[ladder["model"] == "replica:smollm2-135m"]
+row = rep[rep["loop"] == "cpp"].iloc[0]
+ceiling = rep["bandwidth_GBs"].median() * 1e9 / row["read_bytes_per_token"]  # tokens/s if only weights were read
+print(f"ceiling at the median bandwidth: {ceiling:.0f} tok/s; the C++ step: {row['tok_s']:.0f} tok/s "
+      f"({row['tok_s'] / ceiling:.0%})")
+# The rest: ~120 products per token each start and stop (the memory streams of a small matrix never get going),
+# the attention and norms between them, and the kernel's own arithmetic, which overlaps memory only partly.
 """),
 ]
