@@ -710,7 +710,7 @@ def interleaved_tok_s(model_name: str, transforms=("int8wo", "int8k"), rounds: i
     """Decode speed of our loop under several weight ``transforms`` of one model, measured *in turn*: each round
     runs every transform once, so a change in a shared machine's load hits all of them alike (the ladder runs
     its rungs minutes apart, and two close rungs can swap places between runs). One row per transform: median
-    tok/s over the rounds, ``ratio`` = the median over rounds of its tok/s ÷ the first transform's in the same
+    tok/s over the rounds (new tokens ÷ the whole ``generate`` call, prompt included), ``ratio`` = the median over rounds of its tok/s ÷ the first transform's in the same
     round, and token agreement with the first transform's output. ``"int8k-cpp"`` is the ``int8k`` weights run by
     the whole-step C++ decoder (:class:`secbook.kernels.CppDecoder`, never compiled by torch.compile)."""
     from tqdm.auto import tqdm

@@ -325,7 +325,8 @@ The ladder runs its rungs one after another, minutes apart, and this shared mach
 next. For a close comparison, measure *in turn*: `python -m secbook bench --suite ab --transforms int8wo int8k
 int8k-cpp dyn8` builds our compiled loop under each transform (`int8k-cpp`: the C++ step of the next section) and then, round after round, runs each once
 (`generate.interleaved_tok_s`); `ratio` is the median over rounds of each one's speed ÷ the first one's in the same
-round. Recorded:
+round. Its `tok_s` is new tokens ÷ the time of the whole `generate` call, prompt included, so it is lower than the
+ladder's decode-only `tok_s`. Recorded:
 """),
     code(r"""
 ab = load_results("generate_ab")
