@@ -250,7 +250,7 @@ class CppDecoder(torch.nn.Module):
 
     def __init__(self, model, max_len: int, batch: int = 1):
         super().__init__()
-        from .generate import check_sliding_window, check_supported
+        from .generate import check_sliding_window, check_supported, stacked_bias
 
         _require()
         check_supported(model)
@@ -280,13 +280,12 @@ class CppDecoder(torch.nn.Module):
                  "gu": [Int8Linear.fuse([l.mlp.gate_proj, l.mlp.up_proj]) for l in layers],
                  "d": [l.mlp.down_proj for l in layers]}
         for kind, mods in fused.items():
-            self.register_buffer(f"w{kind}", torch.stack([mod.weight for mod in mods]).contiguous())
-            self.register_buffer(f"s{kind}", torch.stack([mod.scale for mod in mods]).contiguous())
-            biases = [mod.bias for mod in mods]
-            self.register_buffer(f"b{kind}", None if all(b is None for b in biases) else torch.stack(
-                [b if b is not None else torch.zeros(mod.out_features) for b, mod in zip(biases, mods)]).float())
+            self.register_buffer(f"w{kind}", torch.stack([mod.weight for mod in mods]))
+            self.register_buffer(f"s{kind}", torch.stack([mod.scale for mod in mods]))
+            bias = stacked_bias(mods, like=mods[0].scale)  # [layers * out] or None
+            self.register_buffer(f"b{kind}", None if bias is None else bias.view(len(mods), -1))
         norms = [n for l in layers for n in (l.input_layernorm, l.post_attention_layernorm)] + [m.norm]
-        self.register_buffer("norms", torch.stack([n.weight.detach().float() for n in norms]).contiguous())
+        self.register_buffer("norms", torch.stack([n.weight.detach().float() for n in norms]))
         self.eps = float(getattr(m.norm, "variance_epsilon", getattr(cfg, "rms_norm_eps", 1e-6)))
         self.embed = m.embed_tokens.weight.detach()
         if self.embed.dtype != torch.float32:
