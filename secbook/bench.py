@@ -204,11 +204,11 @@ def run_cli(args: argparse.Namespace) -> int:
             df = run_generate_suite(args, save=not (args.no_save or args.out))
             table = df.to_string(index=False)
         elif args.suite == "ab":
-            from .generate import TRANSFORMS, interleaved_tok_s
+            from .generate import AB_VARIANTS, interleaved_tok_s
 
-            bad = [t for t in args.transforms if t not in TRANSFORMS + ("int8k-cpp",)]
+            bad = [t for t in args.transforms if t not in AB_VARIANTS]
             if bad:
-                return _fail(f"unknown transform(s) {bad}; choose from {TRANSFORMS + ('int8k-cpp',)}")
+                return _fail(f"unknown transform(s) {bad}; choose from {AB_VARIANTS}")
             df = interleaved_tok_s(args.model, tuple(args.transforms), rounds=max(args.repeats, 3),
                                    prompt_len=args.prompt_len, new_tokens=args.new_tokens,
                                    device="cpu" if args.device == "auto" else args.device)

@@ -500,9 +500,9 @@ def hf_generate(model, input_ids: torch.Tensor, max_new_tokens: int, **kw) -> to
 @dataclass(frozen=True)
 class Rung:
     """One step of the ladder: a weight transform, a loop (``hf``, ``hf_static``, ``ours``, ``cpp`` for our loop
-    with the whole step in C++, ``spec`` with the draft model, ``lookup`` for prompt lookup), compile, whether our loop fuses its projections (``fuse=False``:
-    it calls the model's modules one by one), and the draft length ``gamma`` and draft model (``draft_for``)
-    of the speculative loops."""
+    with the whole step in C++, ``spec`` with the draft model, ``lookup`` for prompt lookup), compile, whether our
+    loop fuses its projections (``fuse=False``: it calls the model's modules one by one), and the draft length
+    ``gamma`` and draft model (``draft_for``) of the speculative loops."""
     name: str
     transform: str = "none"
     loop: str = "ours"
@@ -535,6 +535,7 @@ LADDER = (  # cheap and essential rungs first: results are saved after every run
     Rung("our loop int4 weight-only + compile", "int4wo", "ours", True),
 )
 TRANSFORMS = ("none", "bf16", "int8wo", "int8k", "int4wo", "dyn8")
+AB_VARIANTS = TRANSFORMS + ("int8k-cpp",)  # what interleaved_tok_s compares: a transform, or int8k on the C++ step
 
 
 def apply_transform(model, transform: str):
@@ -710,9 +711,10 @@ def interleaved_tok_s(model_name: str, transforms=("int8wo", "int8k"), rounds: i
     """Decode speed of our loop under several weight ``transforms`` of one model, measured *in turn*: each round
     runs every transform once, so a change in a shared machine's load hits all of them alike (the ladder runs
     its rungs minutes apart, and two close rungs can swap places between runs). One row per transform: median
-    tok/s over the rounds (new tokens ÷ the whole ``generate`` call, prompt included), ``ratio`` = the median over rounds of its tok/s ÷ the first transform's in the same
-    round, and token agreement with the first transform's output. ``"int8k-cpp"`` is the ``int8k`` weights run by
-    the whole-step C++ decoder (:class:`secbook.kernels.CppDecoder`, never compiled by torch.compile)."""
+    tok/s over the rounds (new tokens ÷ the whole ``generate`` call, prompt included), ``ratio`` = the median over
+    rounds of its tok/s ÷ the first transform's in the same round, and token agreement with the first transform's
+    output. ``transforms`` come from :data:`AB_VARIANTS`: ``"int8k-cpp"`` is the ``int8k`` weights run by the
+    whole-step C++ decoder (:class:`secbook.kernels.CppDecoder`, never compiled by torch.compile)."""
     from tqdm.auto import tqdm
 
     from .measure import prompt_ids, results_frame, token_agreement
@@ -735,7 +737,8 @@ def interleaved_tok_s(model_name: str, transforms=("int8wo", "int8k"), rounds: i
             g.generate(ids, new_tokens)
             speed[t].append(new_tokens / (time.perf_counter() - t0))
     first = transforms[0]
-    rows = [{"model": model_name, "transform": t, "compiled": compile and t != "int8k-cpp", "tok_s": float(np.median(speed[t])),
+    rows = [{"model": model_name, "transform": t, "compiled": gens[t].compiled,
+             "tok_s": float(np.median(speed[t])),
              "ratio": float(np.median(np.array(speed[t]) / np.array(speed[first]))),
              "token_agreement": token_agreement(outs[first], outs[t]), "rounds": rounds,
              "prompt_len": prompt_len, "new_tokens": new_tokens, "threads": torch.get_num_threads()}
