@@ -19,7 +19,7 @@ is the same arithmetic in PyTorch, for reading and for tests.
 :class:`CppDecoder` goes one step further, as llama.cpp does: the whole decode step of a Llama-layout model —
 norms, RoPE, KV-cache writes, attention, MLP and all the int8 products — as one C++ operator call per token
 (``secbook::llama_int8_step``, ``secbook/csrc/llama_step.cpp``), so nothing but weight reading is left between
-two tokens.
+two tokens; its weights are packed so that each core reads one sequential stream through the whole step.
 """
 from __future__ import annotations
 
@@ -240,15 +240,18 @@ class CppDecoder(torch.nn.Module):
     A drop-in for :class:`secbook.generate.StaticDecoder` (``forward(ids [1, T], input_pos [T], last_only)``
     → logits), so ``FastGenerator(model, max_len, cpp=True)`` decodes with it. The model must have run through
     :func:`use_int8_kernel` (``apply_transform(model, "int8k")``): every projection and the LM head an
-    :class:`Int8Linear`. Its layers' int8 weights are copied into one stacked tensor per kind (q/k/v rows
-    together, gate/up rows together, as in :class:`secbook.generate.FusedLinear`), so the C++ loop over the
-    layers finds layer ``l``'s matrix at a fixed offset; the copies double the memory of the int8 weights, like
-    the fused copies of our Python loop. The arithmetic of each product is :func:`int8_linear`'s; norms, RoPE
-    (the model's own cos/sin tables), attention and SiLU are fp32 loops, so the logits differ from the
-    PyTorch loop's over the same weights only by the order of fp32 additions. Batch 1, CPU only.
+    :class:`Int8Linear`. Its int8 weights are copied once, by ``secbook::llama_int8_pack``, into one buffer per
+    core (``parts``, by default ``torch.get_num_threads()``): each core's share of every matrix, in the order the
+    step reads them, so that each core reads one sequential stream and the cores meet only at the barriers
+    between the step's phases (see the top of ``llama_step.cpp``). The copy doubles the memory of the int8
+    weights, like the fused copies of our Python loop. The arithmetic of each product is :func:`int8_linear`'s;
+    norms, RoPE (the model's own cos/sin tables), attention and SiLU are fp32 loops, so the logits differ from the
+    PyTorch loop's over the same weights only by the order of fp32 additions (and ~1e-7 from the step's own
+    ``exp``). Any ``parts`` gives the same logits on any number of threads; it is fastest when it equals the
+    number of threads. Batch 1, CPU only.
     """
 
-    def __init__(self, model, max_len: int, batch: int = 1):
+    def __init__(self, model, max_len: int, batch: int = 1, parts: int | None = None):
         super().__init__()
         from .generate import check_sliding_window, check_supported, stacked_bias
 
@@ -280,10 +283,16 @@ class CppDecoder(torch.nn.Module):
                  "gu": [Int8Linear.fuse([l.mlp.gate_proj, l.mlp.up_proj]) for l in layers],
                  "d": [l.mlp.down_proj for l in layers]}
         for kind, mods in fused.items():
-            self.register_buffer(f"w{kind}", torch.stack([mod.weight for mod in mods]))
             self.register_buffer(f"s{kind}", torch.stack([mod.scale for mod in mods]))
             bias = stacked_bias(mods, like=mods[0].scale)  # [layers * out] or None
             self.register_buffer(f"b{kind}", None if bias is None else bias.view(len(mods), -1))
+        # one buffer per core: its share of every matrix, in the order the step reads them (see llama_step.cpp)
+        self.parts = int(parts or torch.get_num_threads())
+        if self.parts < 1:
+            raise ValueError(f"parts must be >= 1 (one per core that runs the step), got {parts}")
+        self.packed = torch.ops.secbook.llama_int8_pack(
+            *(torch.stack([mod.weight for mod in fused[kind]]) for kind in ("qkv", "o", "gu", "d")),
+            model.lm_head.weight, self.parts)
         norms = [n for l in layers for n in (l.input_layernorm, l.post_attention_layernorm)] + [m.norm]
         self.register_buffer("norms", torch.stack([n.weight.detach().float() for n in norms]))
         self.eps = float(getattr(m.norm, "variance_epsilon", getattr(cfg, "rms_norm_eps", 1e-6)))
@@ -301,7 +310,7 @@ class CppDecoder(torch.nn.Module):
         shape = (self.n_layers, self.n_kv, self.max_len, self.head_dim)
         self.register_buffer("k_cache", torch.zeros(shape))
         self.register_buffer("v_cache", torch.zeros(shape))
-        self.head_w, self.head_s = model.lm_head.weight, model.lm_head.scale
+        self.head_s = model.lm_head.scale
 
     def cache_bytes(self) -> int:
         """Bytes of the pre-allocated KV cache."""
@@ -314,8 +323,7 @@ class CppDecoder(torch.nn.Module):
         if input_pos.numel() > 1 and not torch.equal(input_pos, torch.arange(pos, pos + ids.shape[1])):
             raise ValueError("the C++ decode step writes consecutive positions; input_pos must be pos, pos+1, ...")
         logits = torch.ops.secbook.llama_int8_step(
-            ids.reshape(-1).long().contiguous(), pos, self.embed, self.norms, self.wqkv, self.sqkv, self.bqkv,
-            self.wo, self.so, self.bo, self.wgu, self.sgu, self.bgu, self.wd, self.sd, self.bd, self.head_w,
-            self.head_s, self.cos, self.sin, self.k_cache, self.v_cache, self.n_heads, self.eps, self.scaling,
-            last_only)
+            ids.reshape(-1).long().contiguous(), pos, self.embed, self.norms, self.packed, self.sqkv, self.bqkv,
+            self.so, self.bo, self.sgu, self.bgu, self.sd, self.bd, self.head_s, self.cos, self.sin, self.k_cache,
+            self.v_cache, self.n_heads, self.eps, self.scaling, last_only)
         return logits[None]

@@ -170,14 +170,24 @@ def test_check_int32_chunk(capsys):
             exercises.check_int32_chunk(wrong)
 
 
-@pytest.mark.parametrize("fixture", ["tiny", "small_llama", "small_qwen"])
+def odd_llama():
+    """A 2-layer Llama with shapes that fill no block evenly: 72 inputs (not a multiple of 32), head_dim 24 (not
+    a multiple of 16: the plain attention loop), 45 MLP rows (gate/up pairs not a multiple of 4), 4101 vocabulary
+    rows (not a multiple of 8)."""
+    import secbook
+
+    return secbook.load("replica:smollm2-135m", num_hidden_layers=2, hidden_size=72, num_attention_heads=3,
+                        num_key_value_heads=1, head_dim=24, intermediate_size=45, vocab_size=4101)
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "small_llama", "small_qwen", "odd"])
 def test_cpp_decoder_matches_python_loop(fixture, request):
     """The whole decode step in C++ (CppDecoder) against our PyTorch loop over the same Int8Linear weights:
     prefill logits, the KV cache it writes, and three teacher-forced decode steps agree to fp32 rounding (the
-    Qwen2 replica checks the q/k/v biases, the replicas grouped-query attention)."""
+    Qwen2 replica checks the q/k/v biases, the replicas grouped-query attention, "odd" the padding of blocks)."""
     from secbook.generate import StaticDecoder, apply_transform
 
-    model, _ = request.getfixturevalue(fixture)
+    model, _ = odd_llama() if fixture == "odd" else request.getfixturevalue(fixture)
     k = apply_transform(copy.deepcopy(model), "int8k")
     py, cpp = StaticDecoder(k, max_len=16), kernels.CppDecoder(k, max_len=16)
     ids = torch.randint(0, k.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(1))
@@ -197,6 +207,28 @@ def test_cpp_decoder_matches_python_loop(fixture, request):
             assert (mine[layer, :, :n] - ref).abs().max() <= 5e-4 * ref.abs().max()
     assert cpp.k_cache[:, :, n:].abs().max() == 0  # nothing written past the last position
     assert cpp.cache_bytes() == sum(t.nbytes for t in py.k_cache + py.v_cache)
+
+
+def test_cpp_decoder_same_logits_for_any_split(tiny):
+    """The packed weights hold one part per core; any number of parts, run on any number of threads, gives
+    bit-identical logits (a row's arithmetic does not depend on which core computes it)."""
+    from secbook.generate import apply_transform
+
+    k = apply_transform(copy.deepcopy(tiny[0]), "int8k")
+    ids = torch.randint(0, k.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        d = kernels.CppDecoder(k, max_len=16)
+        ref = d(ids, torch.arange(8))
+        for parts in (1, 3, 5):
+            assert torch.equal(kernels.CppDecoder(k, max_len=16, parts=parts)(ids, torch.arange(8)), ref), parts
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            assert torch.equal(d(ids, torch.arange(8)), ref)
+        finally:
+            torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="parts"):
+        kernels.CppDecoder(k, max_len=16, parts=-1)
 
 
 def test_cpp_decoder_generates_hf_tokens_and_rejects_bad_input(tiny):
@@ -224,12 +256,13 @@ def test_cpp_decoder_generates_hf_tokens_and_rejects_bad_input(tiny):
         gen.decoder(torch.tensor([[k.config.vocab_size]]), torch.tensor([0]))
     with pytest.raises(RuntimeError, match="do not fit"):
         gen.decoder(ids[:, :2], torch.tensor([23, 24]))
-    d = gen.decoder  # the operator itself refuses scales that do not match the weights instead of reading past them
-    args = [ids[0, :1], 0, d.embed, d.norms, d.wqkv, d.sqkv[:, :-1].contiguous(), d.bqkv, d.wo, d.so, d.bo, d.wgu,
-            d.sgu, d.bgu, d.wd, d.sd, d.bd, d.head_w, d.head_s, d.cos, d.sin, d.k_cache, d.v_cache, d.n_heads, d.eps,
-            d.scaling, True]
+    d = gen.decoder  # the operator itself refuses inputs that do not match instead of reading past them
+    args = [ids[0, :1], 0, d.embed, d.norms, d.packed, d.sqkv, d.bqkv, d.so, d.bo, d.sgu, d.bgu, d.sd, d.bd, d.head_s,
+            d.cos, d.sin, d.k_cache, d.v_cache, d.n_heads, d.eps, d.scaling, True]
     with pytest.raises(RuntimeError, match="one scale per output row"):
-        torch.ops.secbook.llama_int8_step(*args)
+        torch.ops.secbook.llama_int8_step(*args[:5], d.sqkv[:, :-1].contiguous(), *args[6:])
+    with pytest.raises(RuntimeError, match="llama_int8_pack"):  # the parts of another split
+        torch.ops.secbook.llama_int8_step(*args[:4], d.packed + d.packed, *args[5:])
     k.config.sliding_window = 16  # a Mistral-style window shorter than the cache: neither loop implements it
     try:
         for build in (kernels.CppDecoder, StaticDecoder):
