@@ -321,8 +321,7 @@ at::Tensor llama_int8_step(const at::Tensor& ids, int64_t pos, const at::Tensor&
   for (auto [sc, b, n, name] : {std::tuple{&sqkv, &bqkv, Nqkv, "qkv"}, {&so, &bo, D, "o"}, {&sgu, &bgu, 2 * F, "gu"},
                                 {&sd, &bd, D, "d"}}) {
     TORCH_CHECK(sc->size(0) == L && sc->size(1) == n, "llama_int8_step: s", name,
-                " must hold one scale per output row (
-                n, ") of every layer (", L, ")");
+                " must hold one scale per output row (", n, ") of every layer (", L, ")");
     if (b->has_value()) {
       check(**b, at::kFloat, name);
       TORCH_CHECK((*b)->numel() == sc->numel(), "llama_int8_step: b", name, " needs one bias per output row");
