@@ -502,7 +502,8 @@ class Rung:
     """One step of the ladder: a weight transform, a loop (``hf``, ``hf_static``, ``ours``, ``cpp`` for our loop
     with the whole step in C++, ``spec`` with the draft model, ``lookup`` for prompt lookup), compile, whether our
     loop fuses its projections (``fuse=False``: it calls the model's modules one by one), and the draft length
-    ``gamma`` and draft model (``draft_for``) of the speculative loops."""
+    ``gamma``, draft model (``draft_for``) and draft loop (``"ours"``, or ``"cpp"``: int8 on the whole-step C++
+    decoder) of the speculative loops."""
     name: str
     transform: str = "none"
     loop: str = "ours"
@@ -511,6 +512,7 @@ class Rung:
     fuse: bool = True
     gamma: int = 4
     draft: str = "student"
+    draft_loop: str = "ours"
 
 
 LADDER = (  # cheap and essential rungs first: results are saved after every rung
@@ -522,6 +524,10 @@ LADDER = (  # cheap and essential rungs first: results are saved after every run
     Rung("speculative, student draft, gamma=4", "none", "spec", tiny_only=True, gamma=4),
     Rung("speculative, int8 self-draft, gamma=4", "none", "spec", gamma=4, draft="int8-self"),
     Rung("prompt lookup, gamma=4", "none", "lookup", gamma=4),
+    Rung("speculative, int8 student on the C++ step, gamma=2", "none", "spec", tiny_only=True, gamma=2,
+         draft_loop="cpp"),
+    Rung("speculative, int8 self-draft on the C++ step, gamma=8", "none", "spec", gamma=8, draft="int8-self",
+         draft_loop="cpp"),
     Rung("our loop bf16", "bf16", "ours"),
     Rung("our loop bf16 + compile", "bf16", "ours", True),
     Rung("our loop dynamic int8 (torch.ao)", "dyn8", "ours"),
@@ -569,22 +575,31 @@ def apply_transform(model, transform: str):
         return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
-def draft_for(target, name: str = "student"):
+def draft_for(target, name: str = "student", loop: str = "ours"):
     """The draft model for speculative decoding, returned with a label saying which: ``"int8-self"`` is the
-    target's own dynamic-int8 copy (nearly always right, and cheaper where reading weights dominates); otherwise
-    ``data/models/<name>`` if it exists, else a copy of the target truncated to its first two layers."""
+    target's own int8 copy (nearly always right, and cheaper where reading weights dominates); otherwise
+    ``data/models/<name>`` if it exists, else a copy of the target truncated to its first two layers. With
+    ``loop="cpp"`` the draft's weights are our int8 ``Int8Linear`` (``"int8k"``), ready for the whole-step C++
+    decoder; otherwise the int8 self-draft is torch.ao's dynamic int8 and a student stays fp32."""
     import copy
 
     from .models import load, local_models
 
+    if loop not in ("ours", "cpp"):
+        raise ValueError(f"draft loop must be 'ours' or 'cpp', got {loop!r}")
     if name == "int8-self":
+        if loop == "cpp":
+            return apply_transform(copy.deepcopy(target), "int8k"), "the target's own int8 copy, C++ step"
         return apply_transform(copy.deepcopy(target), "dyn8"), "the target's own dynamic-int8 copy"
     if name in local_models():
-        return load(name)[0], name
-    d = copy.deepcopy(target)
-    d.model.layers = d.model.layers[:2]
-    d.config.num_hidden_layers = 2
-    return d, "target truncated to 2 layers (no student yet)"
+        d, label = load(name)[0], name
+    else:
+        d, label = copy.deepcopy(target), "target truncated to 2 layers (no student yet)"
+        d.model.layers = d.model.layers[:2]
+        d.config.num_hidden_layers = 2
+    if loop == "cpp":
+        return apply_transform(d, "int8k"), f"{label}, int8 on the C++ step"
+    return d, label
 
 
 def tiny_perplexity_change(transform: str, max_tokens: int = 4096, _cache: dict = {}) -> float:
@@ -614,8 +629,8 @@ def _generate_fn(rung: Rung, model, max_len: int):
     if rung.loop in ("spec", "lookup"):
         from .speculative import SpeculativeDecoder
 
-        draft, label = draft_for(model, rung.draft) if rung.loop == "spec" else ("lookup", "")
-        spec = SpeculativeDecoder(model, draft, gamma=rung.gamma, max_len=max_len)
+        draft, label = draft_for(model, rung.draft, rung.draft_loop) if rung.loop == "spec" else ("lookup", "")
+        spec = SpeculativeDecoder(model, draft, gamma=rung.gamma, max_len=max_len, cpp_draft=rung.draft_loop == "cpp")
 
         def run(ids, n):
             res = spec.generate(ids, n)

@@ -14,7 +14,8 @@ Prompt-lookup decoding (Saxena, 2023) needs no draft model: it proposes the toke
 occurrence of the current n-gram in the context — strong when the output copies from the prompt (code,
 edits, summaries with quotes).
 
-Both run here over our static-cache ``StaticDecoder`` (rejected positions are simply overwritten later);
+Both run here over our static-cache ``StaticDecoder`` (rejected positions are simply overwritten later; the
+draft can also run on the whole-step C++ decoder, ``cpp_draft=True``);
 ``hf_assisted`` and ``hf_prompt_lookup`` run the same ideas through transformers' ``generate``.
 """
 from __future__ import annotations
@@ -110,10 +111,13 @@ class SpecResult:
 
 class SpeculativeDecoder:
     """Speculative decoding of ``target`` with a ``draft`` model, or prompt lookup when ``draft`` is
-    ``"lookup"``. ``generate(ids, n, temperature=0)`` returns a :class:`SpecResult`."""
+    ``"lookup"``. ``generate(ids, n, temperature=0)`` returns a :class:`SpecResult`. ``cpp_draft=True`` runs
+    the draft on the whole-step C++ decoder (:class:`secbook.kernels.CppDecoder`; the draft must have been
+    through ``apply_transform(draft, "int8k")``): a draft step then costs a small fraction of a target step,
+    and the output is still exactly the target's."""
 
     def __init__(self, target, draft="lookup", gamma: int = 4, max_len: int = 512, target_tokenizer=None,
-                 draft_tokenizer=None, max_ngram: int = 3):
+                 draft_tokenizer=None, max_ngram: int = 3, cpp_draft: bool = False):
         if gamma < 1:
             raise ValueError(f"draft length gamma must be >= 1, got {gamma}")
         check_supported(target)
@@ -125,7 +129,12 @@ class SpeculativeDecoder:
             self.draft = None
         else:
             check_same_tokenizer(target, draft, target_tokenizer, draft_tokenizer)
-            self.draft = StaticDecoder(draft, self.max_len + gamma + 1)
+            if cpp_draft:  # the whole draft step as one C++ call (the draft must be on Int8Linear: "int8k")
+                from .kernels import CppDecoder
+
+                self.draft = CppDecoder(draft, self.max_len + gamma + 1)
+            else:
+                self.draft = StaticDecoder(draft, self.max_len + gamma + 1)
         self.device = next(target.parameters()).device
 
     def _fwd(self, dec: StaticDecoder, tokens: list[int], start: int) -> torch.Tensor:

@@ -285,3 +285,29 @@ def test_int8_self_draft_keeps_target_tokens(tiny):
     res = SpeculativeDecoder(model, draft, gamma=4, max_len=48).generate(ids, 24)
     assert torch.equal(res.ids, hf_generate(model, ids, 24))
     assert res.acceptance_rate > 0.5
+
+
+@pytest.mark.parametrize("name", ["int8-self", "student"])
+def test_cpp_draft_keeps_target_tokens(tiny, name):
+    """A draft on the whole-step C++ decoder (int8 weights on our kernel): still exactly the fp32 target's greedy
+    tokens; the int8 self-draft is right nearly always. A draft that is not on Int8Linear is refused."""
+    from secbook import kernels
+    from secbook.generate import draft_for
+    from secbook.speculative import SpeculativeDecoder
+
+    if not kernels.available():
+        pytest.skip(kernels.unavailable_reason())
+    model, tok = tiny
+    draft, label = draft_for(model, name, loop="cpp")
+    assert "C++" in label
+    ids = prompt_ids(tok, 16)
+    dec = SpeculativeDecoder(model, draft, gamma=3, max_len=48, cpp_draft=True)
+    assert isinstance(dec.draft, kernels.CppDecoder)
+    res = dec.generate(ids, 24)
+    assert torch.equal(res.ids, hf_generate(model, ids, 24))
+    if name == "int8-self":
+        assert res.acceptance_rate > 0.9
+    with pytest.raises(ValueError, match="int8k"):
+        SpeculativeDecoder(model, draft_for(model, name)[0], gamma=3, max_len=48, cpp_draft=True)
+    with pytest.raises(ValueError, match="draft loop"):
+        draft_for(model, name, loop="gpu")

@@ -1,6 +1,7 @@
 // secbook::llama_int8_step — the whole forward of a Llama-layout decoder (Llama, SmolLM, Qwen2, Mistral) over
 // T new tokens at positions pos .. pos+T-1, in ONE call: int8 weights multiplied with the int8 x int16 arithmetic
-// of int8_gemv.h, everything else (RMSNorm, RoPE, the KV-cache writes, attention, SiLU) as plain fp32 loops.
+// of int8_gemv.h, everything else (RMSNorm, RoPE, the KV-cache writes, attention, SiLU) as fp32 loops (16 numbers
+// at a time with AVX-512 where the CPU has it, plain loops elsewhere).
 //
 // Why: a compiled PyTorch decode step for a 135M-parameter model makes ~120 matrix products and hundreds of
 // small operations per token, and between them runs Python (the compiled graph's wrapper, its guards). For one
@@ -289,8 +290,10 @@ std::vector<at::Tensor> llama_int8_pack(const at::Tensor& wqkv, const at::Tensor
         for (int r = 0; r < 8; r++) {
           const int64_t n = m.row(b, r);
           if (n < 0) continue;
+          const int8_t* from = src[j] + n * m.K;
           int8_t* block = dst + off[j] + (b - b0) * 8 * Kp;
-          for (int64_t k = 0; k < m.K; k++) block[k / 32 * 256 + 32 * r + k % 32] = src[j][n * m.K + k];
+          for (int64_t k = 0; k < m.K; k += 32)  // piece k / 32 of row r
+            std::copy(from + k, from + std::min(m.K, k + 32), block + k * 8 + 32 * r);
         }
     }
     out.push_back(buf);
