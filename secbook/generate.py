@@ -164,9 +164,24 @@ class Int8DynamicFused(torch.nn.Module):
         bias = None
         if any(b is not None for b in biases):
             bias = torch.cat([b if b is not None else torch.zeros(r.shape[0]) for b, r in zip(biases, rows)])
-        self.key, self.out_features = id(self), w.shape[0]
-        _INT8_PACKED[self.key] = torch.ops.quantized.linear_prepack(w, bias)
+        self.out_features = w.shape[0]
+        self._register(torch.ops.quantized.linear_prepack(w, bias))
+
+    def _register(self, packed) -> None:
+        """File the packed weights under this module's own key, dropped when the module is collected."""
+        self.key = id(self)
+        _INT8_PACKED[self.key] = packed
         weakref.finalize(self, _INT8_PACKED.pop, self.key, None)
+
+    def __deepcopy__(self, memo):
+        # a plain deepcopy would copy the key and share the original's entry, which vanishes with the original;
+        # the copy files the same (read-only) packed weights under a key of its own
+        new = type(self).__new__(type(self))
+        torch.nn.Module.__init__(new)
+        new.training, new.out_features = self.training, self.out_features
+        new._register(_INT8_PACKED[self.key])
+        memo[id(self)] = new
+        return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.secbook.int8_dynamic_linear(x, self.key, self.out_features)

@@ -270,6 +270,14 @@ def test_int8_fusion_of_per_tensor_layers(small_qwen):
     assert isinstance(fused, Int8DynamicFused)
     x = torch.randn(1, 3, model.config.hidden_size)
     torch.testing.assert_close(fused(x), torch.cat([a.q_proj(x), a.k_proj(x), a.v_proj(x)], -1), rtol=1e-5, atol=1e-5)
+    # a deep copy keeps working after the original is gone (its packed weights were filed under the original's key)
+    import gc
+
+    ref, twin = fused(x), copy.deepcopy(fused)
+    assert twin.key != fused.key
+    del fused
+    gc.collect()
+    torch.testing.assert_close(twin(x), ref, rtol=0, atol=0)
 
 
 def test_int8_self_draft_keeps_target_tokens(tiny):
