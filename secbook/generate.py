@@ -529,6 +529,11 @@ class Rung:
     draft: str = "student"
     draft_loop: str = "ours"
 
+    @property
+    def cpu_only(self) -> bool:
+        """Whether the rung needs our C++ int8 kernel or C++ step (CPU only): skipped on a GPU."""
+        return self.transform == "int8k" or "cpp" in (self.loop, self.draft_loop)
+
 
 LADDER = (  # cheap and essential rungs first: results are saved after every rung
     Rung("HF generate fp32 (baseline)", "none", "hf"),
@@ -669,7 +674,7 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
     """
     import gc
 
-    from .hardware import read_bandwidth
+    from .hardware import pick_device, read_bandwidth
     from .measure import decode_read_bytes, model_bytes, prompt_ids, time_generation, token_agreement
     from .models import load
 
@@ -681,8 +686,13 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
         rungs = [rungs[0]] + [r for r in rungs[1:] if r.name in only]
     rows, reference = [], None
     max_len = args.prompt_len + args.new_tokens
+    on_cpu = pick_device(device).type == "cpu"
     for rung in rungs:
         if rung.tiny_only and args.model != "tiny":
+            continue
+        if rung.cpu_only and not on_cpu:
+            print(f"{args.model:>24} | {rung.name:<42} skipped: our int8 kernel and C++ step run on the CPU only",
+                  flush=True)
             continue
         model, tok = load(args.model, device=device)
         ids = prompt_ids(tok, args.prompt_len)

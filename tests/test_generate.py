@@ -319,3 +319,13 @@ def test_cpp_draft_keeps_target_tokens(tiny, name):
         SpeculativeDecoder(model, draft_for(model, name)[0], gamma=3, max_len=48, cpp_draft=True)
     with pytest.raises(ValueError, match="draft loop"):
         draft_for(model, name, loop="gpu")
+
+
+def test_cpu_only_rungs_are_marked():
+    """The rungs on our C++ kernel or C++ step are the CPU-only ones (a GPU run skips them instead of recording
+    failures); every other rung runs anywhere."""
+    from secbook.generate import LADDER
+
+    assert {r.name for r in LADDER if r.cpu_only} == {
+        "speculative, int8 student on the C++ step, gamma=2", "speculative, int8 self-draft on the C++ step, gamma=8",
+        "our loop int8, C++ kernel + compile", "our loop int8, C++ kernel", "int8, whole decode step in C++"}
