@@ -421,7 +421,7 @@ class FastGenerator:
 
     ``compile=True`` compiles the single-token decode step with ``torch.compile`` — ``mode="reduce-overhead"``
     (CUDA graphs) on a GPU, the default mode on CPU — once; later calls reuse it. The first call pays the
-    compile time (``self.compile_s`` records it). ``cpp=True`` (CPU, int8 models from
+    compile time (``self.compile_s`` records it). ``cpp=True`` (CPU; fp32 models, or int8 ones from
     ``apply_transform(model, "int8k")``) runs each step as one call of our C++ decoder instead
     (:class:`secbook.kernels.CppDecoder`).
     """
@@ -517,8 +517,9 @@ class Rung:
     """One step of the ladder: a weight transform, a loop (``hf``, ``hf_static``, ``ours``, ``cpp`` for our loop
     with the whole step in C++, ``spec`` with the draft model, ``lookup`` for prompt lookup), compile, whether our
     loop fuses its projections (``fuse=False``: it calls the model's modules one by one), and the draft length
-    ``gamma``, draft model (``draft_for``) and draft loop (``"ours"``, or ``"cpp"``: int8 on the whole-step C++
-    decoder) of the speculative loops."""
+    ``gamma``, draft model (``draft_for``), draft loop (``"ours"``, or ``"cpp"``: int8 on the whole-step C++
+    decoder) and target loop (``"ours"`` or ``"cpp"``: the target's own weights on the C++ decoder) of the
+    speculative loops."""
     name: str
     transform: str = "none"
     loop: str = "ours"
@@ -528,11 +529,12 @@ class Rung:
     gamma: int = 4
     draft: str = "student"
     draft_loop: str = "ours"
+    target_loop: str = "ours"
 
     @property
     def cpu_only(self) -> bool:
         """Whether the rung needs our C++ int8 kernel or C++ step (CPU only): skipped on a GPU."""
-        return self.transform == "int8k" or "cpp" in (self.loop, self.draft_loop)
+        return self.transform == "int8k" or "cpp" in (self.loop, self.draft_loop, self.target_loop)
 
 
 LADDER = (  # cheap and essential rungs first: results are saved after every rung
@@ -548,6 +550,9 @@ LADDER = (  # cheap and essential rungs first: results are saved after every run
          draft_loop="cpp"),
     Rung("speculative, int8 self-draft on the C++ step, gamma=8", "none", "spec", gamma=8, draft="int8-self",
          draft_loop="cpp"),
+    Rung("fp32, whole decode step in C++", "none", "cpp"),
+    Rung("speculative, all on the C++ step: fp32 target, int8 self-draft, gamma=8", "none", "spec", gamma=8,
+         draft="int8-self", draft_loop="cpp", target_loop="cpp"),
     Rung("our loop bf16", "bf16", "ours"),
     Rung("our loop bf16 + compile", "bf16", "ours", True),
     Rung("our loop dynamic int8 (torch.ao)", "dyn8", "ours"),
@@ -650,7 +655,8 @@ def _generate_fn(rung: Rung, model, max_len: int):
         from .speculative import SpeculativeDecoder
 
         draft, label = draft_for(model, rung.draft, rung.draft_loop) if rung.loop == "spec" else ("lookup", "")
-        spec = SpeculativeDecoder(model, draft, gamma=rung.gamma, max_len=max_len, cpp_draft=rung.draft_loop == "cpp")
+        spec = SpeculativeDecoder(model, draft, gamma=rung.gamma, max_len=max_len, cpp_draft=rung.draft_loop == "cpp",
+                                  cpp_target=rung.target_loop == "cpp")
 
         def run(ids, n):
             res = spec.generate(ids, n)

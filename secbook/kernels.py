@@ -18,8 +18,9 @@ is the same arithmetic in PyTorch, for reading and for tests.
 
 :class:`CppDecoder` goes one step further, as llama.cpp does: the whole decode step of a Llama-layout model —
 norms, RoPE, KV-cache writes, attention, MLP and all the int8 products — as one C++ operator call per token
-(``secbook::llama_int8_step``, ``secbook/csrc/llama_step.cpp``), so nothing but weight reading is left between
-two tokens; its weights are packed so that each core reads one sequential stream through the whole step.
+(``secbook::llama_step``, ``secbook/csrc/llama_step.cpp``), so nothing but weight reading is left between two
+tokens; its weights are packed so that each core reads one sequential stream through the whole step. It runs on
+our int8 weights or, without any quantization, on the model's fp32 weights.
 """
 from __future__ import annotations
 
@@ -234,21 +235,22 @@ def use_int8_kernel(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class CppDecoder(torch.nn.Module):
-    """The whole decoder forward of a Llama-layout model with int8 weights, as ONE call of the C++ operator
-    ``secbook::llama_int8_step`` (``secbook/csrc/llama_step.cpp``).
+    """The whole decoder forward of a Llama-layout model as ONE call of the C++ operator ``secbook::llama_step``
+    (``secbook/csrc/llama_step.cpp``), on int8 or fp32 weights.
 
     A drop-in for :class:`secbook.generate.StaticDecoder` (``forward(ids [1, T], input_pos [T], last_only)``
-    → logits), so ``FastGenerator(model, max_len, cpp=True)`` decodes with it. The model must have run through
-    :func:`use_int8_kernel` (``apply_transform(model, "int8k")``): every projection and the LM head an
-    :class:`Int8Linear`. Its int8 weights are copied once, by ``secbook::llama_int8_pack``, into one buffer per
-    core (``parts``, by default ``torch.get_num_threads()``): each core's share of every matrix, in the order the
-    step reads them, so that each core reads one sequential stream and the cores meet only at the barriers
-    between the step's phases (see the top of ``llama_step.cpp``). The copy doubles the memory of the int8
-    weights, like the fused copies of our Python loop. The arithmetic of each product is :func:`int8_linear`'s;
-    norms, RoPE (the model's own cos/sin tables), attention and SiLU are fp32 loops, so the logits differ from the
-    PyTorch loop's over the same weights only by the order of fp32 additions (and ~1e-7 from the step's own
-    ``exp``). Any ``parts`` gives the same logits on any number of threads; it is fastest when it equals the
-    number of threads. Batch 1, CPU only.
+    → logits), so ``FastGenerator(model, max_len, cpp=True)`` decodes with it. Two kinds of model work: one
+    that has run through :func:`use_int8_kernel` (``apply_transform(model, "int8k")``: every projection and the
+    LM head an :class:`Int8Linear`; the products are :func:`int8_linear`'s arithmetic), or a plain fp32 model
+    (every projection and the LM head an fp32 ``nn.Linear``; fp32 products, nothing quantized). The weights are
+    copied once, by ``secbook::llama_pack``, into one buffer per core (``parts``, by default
+    ``torch.get_num_threads()``): each core's share of every matrix, in the order the step reads them, so that
+    each core reads one sequential stream and the cores meet only at the barriers between the step's phases
+    (see the top of ``llama_step.cpp``). The copy doubles the memory of the weights, like the fused copies of
+    our Python loop. Norms, RoPE (the model's own cos/sin tables), attention and SiLU are fp32 loops, so the
+    logits differ from the PyTorch loop's over the same weights only by the order of fp32 additions (and ~1e-7
+    from the step's own ``exp``). Any ``parts`` gives the same logits on any number of threads; it is fastest
+    when it equals the number of threads. Batch 1, CPU only.
     """
 
     def __init__(self, model, max_len: int, batch: int = 1, parts: int | None = None):
@@ -269,30 +271,38 @@ class CppDecoder(torch.nn.Module):
                  for part, ns in (("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")),
                                   ("mlp", ("gate_proj", "up_proj", "down_proj"))) for n in ns]
         names.append(("lm_head", model.lm_head))
+        fp32 = all(type(mod) is torch.nn.Linear and mod.weight.dtype == torch.float32 for _, mod in names)
         wrong = [n for n, mod in names if type(mod) is not Int8Linear]
-        if wrong:
-            raise ValueError(f"the C++ decode step needs every projection and the LM head as an Int8Linear, but "
-                             f"{len(wrong)} are not (e.g. {wrong[0]}: {type(dict(names)[wrong[0]]).__name__}); run "
-                             "secbook.generate.apply_transform(model, 'int8k') first")
+        if wrong and not fp32:
+            raise ValueError(f"the C++ decode step needs every projection and the LM head as an Int8Linear, or all "
+                             f"as fp32 nn.Linear, but {len(wrong)} are not Int8Linear (e.g. {wrong[0]}: "
+                             f"{type(dict(names)[wrong[0]]).__name__}); run secbook.generate.apply_transform(model, "
+                             "'int8k') first, or keep the model in fp32")
         if model.lm_head.bias is not None:
             raise ValueError("the C++ decode step does not add an LM-head bias")
+        self.weights = "fp32" if fp32 else "int8"
         layers = m.layers
-        fused = {"qkv": [Int8Linear.fuse([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj])
-                         for l in layers],
-                 "o": [l.self_attn.o_proj for l in layers],
-                 "gu": [Int8Linear.fuse([l.mlp.gate_proj, l.mlp.up_proj]) for l in layers],
-                 "d": [l.mlp.down_proj for l in layers]}
-        for kind, mods in fused.items():
-            self.register_buffer(f"s{kind}", torch.stack([mod.scale for mod in mods]))
-            bias = stacked_bias(mods, like=mods[0].scale)  # [layers * out] or None
-            self.register_buffer(f"b{kind}", None if bias is None else bias.view(len(mods), -1))
+        groups = {"qkv": [[l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj] for l in layers],
+                  "o": [[l.self_attn.o_proj] for l in layers],
+                  "gu": [[l.mlp.gate_proj, l.mlp.up_proj] for l in layers],
+                  "d": [[l.mlp.down_proj] for l in layers]}
+        stacked = {}
+        for kind, per_layer in groups.items():  # one [layers, out, in] tensor per kind: q/k/v rows together, ...
+            weights = [torch.cat([mod.weight.detach() for mod in mods]) for mods in per_layer]
+            stacked[kind] = torch.stack(weights)
+            scales = ([torch.ones(w.shape[0]) for w in weights] if fp32 else  # fp32: scales of 1 (exact)
+                      [torch.cat([mod.scale for mod in mods]) for mods in per_layer])
+            self.register_buffer(f"s{kind}", torch.stack(scales))
+            biases = [stacked_bias(mods, like=self.get_buffer(f"s{kind}")) for mods in per_layer]
+            self.register_buffer(f"b{kind}", None if biases[0] is None else torch.stack(biases))
         # one buffer per core: its share of every matrix, in the order the step reads them (see llama_step.cpp)
         self.parts = int(parts or torch.get_num_threads())
         if self.parts < 1:
             raise ValueError(f"parts must be >= 1 (one per core that runs the step), got {parts}")
-        self.packed = torch.ops.secbook.llama_int8_pack(
-            *(torch.stack([mod.weight for mod in fused[kind]]) for kind in ("qkv", "o", "gu", "d")),
-            model.lm_head.weight, self.parts)
+        head_w = model.lm_head.weight.detach()
+        self.packed = torch.ops.secbook.llama_pack(stacked["qkv"], stacked["o"], stacked["gu"], stacked["d"],
+                                                   head_w.contiguous(), self.parts)
+        del stacked
         norms = [n for l in layers for n in (l.input_layernorm, l.post_attention_layernorm)] + [m.norm]
         self.register_buffer("norms", torch.stack([n.weight.detach().float() for n in norms]))
         self.eps = float(getattr(m.norm, "variance_epsilon", getattr(cfg, "rms_norm_eps", 1e-6)))
@@ -310,7 +320,7 @@ class CppDecoder(torch.nn.Module):
         shape = (self.n_layers, self.n_kv, self.max_len, self.head_dim)
         self.register_buffer("k_cache", torch.zeros(shape))
         self.register_buffer("v_cache", torch.zeros(shape))
-        self.head_s = model.lm_head.scale
+        self.head_s = torch.ones(head_w.shape[0]) if fp32 else model.lm_head.scale
 
     def cache_bytes(self) -> int:
         """Bytes of the pre-allocated KV cache."""
@@ -322,7 +332,7 @@ class CppDecoder(torch.nn.Module):
         pos = int(input_pos[0])
         if input_pos.numel() > 1 and not torch.equal(input_pos, torch.arange(pos, pos + ids.shape[1])):
             raise ValueError("the C++ decode step writes consecutive positions; input_pos must be pos, pos+1, ...")
-        logits = torch.ops.secbook.llama_int8_step(
+        logits = torch.ops.secbook.llama_step(
             ids.reshape(-1).long().contiguous(), pos, self.embed, self.norms, self.packed, self.sqkv, self.bqkv,
             self.so, self.bo, self.sgu, self.bgu, self.sd, self.bd, self.head_s, self.cos, self.sin, self.k_cache,
             self.v_cache, self.n_heads, self.eps, self.scaling, last_only)

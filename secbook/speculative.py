@@ -114,15 +114,21 @@ class SpeculativeDecoder:
     ``"lookup"``. ``generate(ids, n, temperature=0)`` returns a :class:`SpecResult`. ``cpp_draft=True`` runs
     the draft on the whole-step C++ decoder (:class:`secbook.kernels.CppDecoder`; the draft must have been
     through ``apply_transform(draft, "int8k")``): a draft step then costs a small fraction of a target step,
-    and the output is still exactly the target's."""
+    and the output is still exactly the target's. ``cpp_target=True`` runs the target's steps (verification
+    included) on the C++ decoder as well: an fp32 target then checks γ+1 positions in about the time of one."""
 
     def __init__(self, target, draft="lookup", gamma: int = 4, max_len: int = 512, target_tokenizer=None,
-                 draft_tokenizer=None, max_ngram: int = 3, cpp_draft: bool = False):
+                 draft_tokenizer=None, max_ngram: int = 3, cpp_draft: bool = False, cpp_target: bool = False):
         if gamma < 1:
             raise ValueError(f"draft length gamma must be >= 1, got {gamma}")
         check_supported(target)
         self.gamma, self.max_len, self.max_ngram = int(gamma), int(max_len), max_ngram
-        self.target = StaticDecoder(target, self.max_len + gamma + 1)
+        if cpp_target:  # the target's whole step as one C++ call too (fp32 or "int8k" weights)
+            from .kernels import CppDecoder
+
+            self.target = CppDecoder(target, self.max_len + gamma + 1)
+        else:
+            self.target = StaticDecoder(target, self.max_len + gamma + 1)
         if isinstance(draft, str):
             if draft != "lookup":
                 raise ValueError(f"draft must be a model or 'lookup' (prompt-lookup decoding), got {draft!r}")

@@ -298,7 +298,8 @@ def test_int8_self_draft_keeps_target_tokens(tiny):
 @pytest.mark.parametrize("name", ["int8-self", "student"])
 def test_cpp_draft_keeps_target_tokens(tiny, name):
     """A draft on the whole-step C++ decoder (int8 weights on our kernel): still exactly the fp32 target's greedy
-    tokens; the int8 self-draft is right nearly always. A draft that is not on Int8Linear is refused."""
+    tokens, with the target on the C++ step too; the int8 self-draft is right nearly always. A draft that is
+    neither our int8 nor fp32 is refused."""
     from secbook import kernels
     from secbook.generate import draft_for
     from secbook.speculative import SpeculativeDecoder
@@ -313,10 +314,13 @@ def test_cpp_draft_keeps_target_tokens(tiny, name):
     assert isinstance(dec.draft, kernels.CppDecoder)
     res = dec.generate(ids, 24)
     assert torch.equal(res.ids, hf_generate(model, ids, 24))
+    both = SpeculativeDecoder(model, draft, gamma=3, max_len=48, cpp_draft=True, cpp_target=True)
+    assert both.target.weights == "fp32"  # the fp32 target on the C++ step: still HF generate's tokens
+    assert torch.equal(both.generate(ids, 24).ids, res.ids)
     if name == "int8-self":
         assert res.acceptance_rate > 0.9
-    with pytest.raises(ValueError, match="int8k"):
-        SpeculativeDecoder(model, draft_for(model, name)[0], gamma=3, max_len=48, cpp_draft=True)
+    with pytest.raises(ValueError, match="int8k"):  # torch.ao's dynamic int8 is neither our int8 nor fp32
+        SpeculativeDecoder(model, draft_for(model, "int8-self")[0], gamma=3, max_len=48, cpp_draft=True)
     with pytest.raises(ValueError, match="draft loop"):
         draft_for(model, name, loop="gpu")
 
@@ -328,4 +332,5 @@ def test_cpu_only_rungs_are_marked():
 
     assert {r.name for r in LADDER if r.cpu_only} == {
         "speculative, int8 student on the C++ step, gamma=2", "speculative, int8 self-draft on the C++ step, gamma=8",
-        "our loop int8, C++ kernel + compile", "our loop int8, C++ kernel", "int8, whole decode step in C++"}
+        "our loop int8, C++ kernel + compile", "our loop int8, C++ kernel", "int8, whole decode step in C++",
+        "fp32, whole decode step in C++", "speculative, all on the C++ step: fp32 target, int8 self-draft, gamma=8"}

@@ -180,25 +180,29 @@ def odd_llama():
                         num_key_value_heads=1, head_dim=24, intermediate_size=45, vocab_size=4101)
 
 
+@pytest.mark.parametrize("weights", ["int8k", "fp32"])
 @pytest.mark.parametrize("fixture", ["tiny", "small_llama", "small_qwen", "odd"])
-def test_cpp_decoder_matches_python_loop(fixture, request):
-    """The whole decode step in C++ (CppDecoder) against our PyTorch loop over the same Int8Linear weights:
-    prefill logits, the KV cache it writes, and three teacher-forced decode steps agree to fp32 rounding (the
-    Qwen2 replica checks the q/k/v biases, the replicas grouped-query attention, "odd" the padding of blocks)."""
+def test_cpp_decoder_matches_python_loop(fixture, weights, request):
+    """The whole decode step in C++ (CppDecoder) against our PyTorch loop over the same weights (our Int8Linear,
+    or the model's own fp32 ones): prefill logits, the KV cache it writes, and three teacher-forced decode steps
+    agree to rounding (the Qwen2 replica checks the q/k/v biases, the replicas grouped-query attention, "odd"
+    the padding of blocks)."""
     from secbook.generate import StaticDecoder, apply_transform
 
     model, _ = odd_llama() if fixture == "odd" else request.getfixturevalue(fixture)
-    k = apply_transform(copy.deepcopy(model), "int8k")
+    k = apply_transform(copy.deepcopy(model), "int8k") if weights == "int8k" else model
     py, cpp = StaticDecoder(k, max_len=16), kernels.CppDecoder(k, max_len=16)
+    assert cpp.weights == ("int8" if weights == "int8k" else "fp32")
     ids = torch.randint(0, k.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(1))
+    # int8: ~1e-4 of the largest logit on the Qwen2 replica, the same before and after the first decode step (the
+    # int16 rounding of an activation flips where the two loops' fp32 sums differ in the last bit); fp32: ~2e-6
+    tol = 3e-4 if weights == "int8k" else 2e-5
     with torch.no_grad():
         steps = [(ids, torch.arange(8))] + [(ids[:, i:i + 1], torch.tensor([8 + i])) for i in range(3)]
         for x, pos in steps:
             a, b = py(x, pos), cpp(x, pos)
             assert a.shape == b.shape
-            # ~1e-4 of the largest logit on the Qwen2 replica, the same before and after the first decode step:
-            # the int16 rounding of an activation flips where the two loops' fp32 sums differ in the last bit
-            assert (a - b).abs().max() <= 3e-4 * a.abs().max(), (fixture, pos)
+            assert (a - b).abs().max() <= tol * a.abs().max(), (fixture, pos)
     n = 11  # positions written
     for layer in range(k.config.num_hidden_layers):
         # 5e-4: a 1e-7 difference can flip one int16 rounding of the next layer's input (a 3e-5 step)
@@ -242,8 +246,11 @@ def test_cpp_decoder_generates_hf_tokens_and_rejects_bad_input(tiny):
     ids = prompt_ids(tok, 8)
     gen = FastGenerator(k, max_len=24, cpp=True)
     assert torch.equal(gen.generate(ids, 12), hf_generate(k, ids, 12))
+    fp32 = FastGenerator(model, max_len=48, cpp=True)  # the fp32 model as it is: HF generate's own tokens
+    assert fp32.decoder.weights == "fp32" and fp32.decoder.packed[0].dtype == torch.float32
+    assert torch.equal(fp32.generate(prompt_ids(tok, 16), 32), hf_generate(model, prompt_ids(tok, 16), 32))
     with pytest.raises(ValueError, match="int8k"):
-        kernels.CppDecoder(model, max_len=24)  # fp32 weights: not on the kernel
+        kernels.CppDecoder(apply_transform(copy.deepcopy(model), "bf16"), max_len=24)  # neither int8k nor fp32
     with pytest.raises(ValueError, match="batch"):
         kernels.CppDecoder(k, max_len=24, batch=2)
     with pytest.raises(ValueError, match="compile=False"):
@@ -260,9 +267,9 @@ def test_cpp_decoder_generates_hf_tokens_and_rejects_bad_input(tiny):
     args = [ids[0, :1], 0, d.embed, d.norms, d.packed, d.sqkv, d.bqkv, d.so, d.bo, d.sgu, d.bgu, d.sd, d.bd, d.head_s,
             d.cos, d.sin, d.k_cache, d.v_cache, d.n_heads, d.eps, d.scaling, True]
     with pytest.raises(RuntimeError, match="one scale per output row"):
-        torch.ops.secbook.llama_int8_step(*args[:5], d.sqkv[:, :-1].contiguous(), *args[6:])
-    with pytest.raises(RuntimeError, match="llama_int8_pack"):  # the parts of another split
-        torch.ops.secbook.llama_int8_step(*args[:4], d.packed + d.packed, *args[5:])
+        torch.ops.secbook.llama_step(*args[:5], d.sqkv[:, :-1].contiguous(), *args[6:])
+    with pytest.raises(RuntimeError, match="llama_pack"):  # the parts of another split
+        torch.ops.secbook.llama_step(*args[:4], d.packed + d.packed, *args[5:])
     k.config.sliding_window = 16  # a Mistral-style window shorter than the cache: neither loop implements it
     try:
         for build in (kernels.CppDecoder, StaticDecoder):

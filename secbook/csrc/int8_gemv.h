@@ -1,5 +1,5 @@
 // int8_gemv.h — the int8 x int16 matrix product shared by secbook::int8_linear (int8_linear.cpp) and the
-// whole-decoder step secbook::llama_int8_step (llama_step.cpp). How it works: see int8_linear.cpp's top comment.
+// whole-decoder step secbook::llama_step (llama_step.cpp). How it works: see int8_linear.cpp's top comment.
 #pragma once
 
 #include <ATen/Parallel.h>

@@ -1,7 +1,8 @@
-// secbook::llama_int8_step — the whole forward of a Llama-layout decoder (Llama, SmolLM, Qwen2, Mistral) over
-// T new tokens at positions pos .. pos+T-1, in ONE call: int8 weights multiplied with the int8 x int16 arithmetic
-// of int8_gemv.h, everything else (RMSNorm, RoPE, the KV-cache writes, attention, SiLU) as fp32 loops (16 numbers
-// at a time with AVX-512 where the CPU has it, plain loops elsewhere).
+// secbook::llama_step — the whole forward of a Llama-layout decoder (Llama, SmolLM, Qwen2, Mistral) over T new
+// tokens at positions pos .. pos+T-1, in ONE call. The weights are int8 with one fp32 scale per row, multiplied
+// with the int8 x int16 arithmetic of int8_gemv.h, or fp32 (scales of 1), multiplied in fp32; everything else
+// (RMSNorm, RoPE, the KV-cache writes, attention, SiLU) runs as fp32 loops (16 numbers at a time with AVX-512
+// where the CPU has it, plain loops elsewhere).
 //
 // Why: a compiled PyTorch decode step for a 135M-parameter model makes ~120 matrix products and hundreds of
 // small operations per token, and between them runs Python (the compiled graph's wrapper, its guards). For one
@@ -11,17 +12,17 @@
 //
 // Two choices make the cores read memory at full speed (measured on a 2-core Zen 4: the products of a
 // SmolLM2-135M step ~1.2x faster than with the far-apart rows of int8_matmul and one parallel region per product):
-// - the weights are packed per core (secbook::llama_int8_pack, once): core p's share of every matrix of the step,
+// - the weights are packed per core (secbook::llama_pack, once): core p's share of every matrix of the step,
 //   in the order the step uses them, is one contiguous buffer, so each core reads one long sequential stream
 //   that the hardware prefetcher follows from one matrix into the next. Within a core's share the rows go in
-//   blocks of 8 (8 independent sums in flight) stored as [K/32][8 rows][32 bytes], so the block is one
-//   sequential run of bytes too. Gate and up rows are paired in each block (4 + 4), so the core that computes
-//   gate row j also has up row j and applies SiLU(gate) * up itself.
+//   blocks of 8 (8 independent sums in flight) stored as [K/32][8 rows][32 int8] or [K/16][8 rows][16 fp32],
+//   so the block is one sequential run of bytes too. Gate and up rows are paired in each block (4 + 4), so the
+//   core that computes gate row j also has up row j and applies SiLU(gate) * up itself.
 // - the cores start once per step (one OpenMP parallel region) and meet at a barrier after each phase that needs
 //   the others' results; norms and quantizing a product's input are done by every core on its own copy
 //   (a few microseconds) instead of by one core while the other waits.
 //
-// Inputs (prepared by secbook.kernels.CppDecoder): `packed` from llama_int8_pack; fp32 row scales sqkv [L, (H +
+// Inputs (prepared by secbook.kernels.CppDecoder): `packed` from llama_pack; fp32 row scales sqkv [L, (H +
 // 2 KV) hd] (q, k, v rows), so [L, D], sgu [L, 2F] (gate, up rows), sd [L, D], shead [V], optional fp32 biases of
 // the same shapes; norms [2L + 1, D] (input and post-attention norm of each layer, then the final norm); cos, sin
 // [max_len, hd] (the model's own RoPE tables); the KV cache kc, vc [L, KV, max_len, hd], written in place.
@@ -75,12 +76,14 @@ void rope(float* v, const float* cos, const float* sin, int64_t hd) {
   }
 }
 
-// One weight matrix of the step: N rows of K inputs, stored in blocks of 8 rows of Kp = K rounded up to 32.
-// `paired` (gate/up, N = 2F): block b holds gate rows 4b..4b+3, then up rows F+4b..F+4b+3.
+// One weight matrix of the step: N rows of K inputs, stored in blocks of 8 rows; a row is cut into pieces of
+// `piece` inputs (32 int8 weights or 16 fp32 ones: 32 or 64 bytes) and K is padded with zeros to Kp, a multiple
+// of the piece. `paired` (gate/up, N = 2F): block b holds gate rows 4b..4b+3, then up rows F+4b..F+4b+3.
 struct Mat {
   int64_t N, K;
   bool paired;
-  int64_t Kp() const { return (K + 31) / 32 * 32; }
+  int64_t piece;
+  int64_t Kp() const { return (K + piece - 1) / piece * piece; }
   int64_t blocks() const { return paired ? (N / 2 + 3) / 4 : (N + 7) / 8; }
   // the matrix row in slot r of block b, or -1 for a slot of zeros past the end
   int64_t row(int64_t b, int r) const {
@@ -93,25 +96,39 @@ struct Mat {
 };
 
 // The step's matrices in the order it uses them: per layer q/k/v, o, gate/up, down; then the LM head.
-std::vector<Mat> step_mats(int64_t L, int64_t Nqkv, int64_t D, int64_t HD, int64_t F, int64_t V) {
+std::vector<Mat> step_mats(int64_t L, int64_t Nqkv, int64_t D, int64_t HD, int64_t F, int64_t V, int64_t piece) {
   std::vector<Mat> mats;
   for (int64_t l = 0; l < L; l++)
-    mats.insert(mats.end(), {{Nqkv, D, false}, {D, HD, false}, {2 * F, D, true}, {D, F, false}});
-  mats.push_back({V, D, false});
+    mats.insert(mats.end(), {{Nqkv, D, false, piece}, {D, HD, false, piece}, {2 * F, D, true, piece},
+                             {D, F, false, piece}});
+  mats.push_back({V, D, false, piece});
   return mats;
 }
 
-// Byte offset of each matrix's share in part p's buffer; the last entry is the buffer's size.
+// Offset (in weights) of each matrix's share in part p's buffer; the last entry is the buffer's length.
 std::vector<int64_t> part_offsets(const std::vector<Mat>& mats, int64_t p, int64_t P) {
   std::vector<int64_t> off{0};
   for (const Mat& m : mats) off.push_back(off.back() + (m.first(p + 1, P) - m.first(p, P)) * 8 * m.Kp());
   return off;
 }
 
-// The 8 dot products of one packed block with one int16 activation row (padded with zeros to Kp): piece g of
-// row r (inputs 32g .. 32g+31) is at blk + 256 g + 32 r.
+template <typename W>
+constexpr int64_t kPiece = sizeof(W) == 1 ? 32 : 16;  // inputs per piece: 32 bytes of int8, 64 bytes of fp32
+
+// A product's input rows, in the form the weights need: int16 with chunk scales (int8 weights) or fp32 (fp32
+// weights), each row padded with zeros to Kp.
+struct Input {
+  const int16_t* xq;
+  const float* sx;
+  const float* xf;
+};
+
+// The 8 dot products of one packed block with input row m: piece g of row r (inputs 32g .. 32g+31) is at
+// blk + 256 g + 32 r.
 #if SECBOOK_VNNI
-inline void dot_block(const int8_t* blk, int64_t Kp, const int16_t* xq, const float* sx, float* out) {
+inline void dot_block(const int8_t* blk, int64_t Kp, const Input& in, int64_t m, float* out) {
+  const int16_t* xq = in.xq + m * Kp;
+  const float* sx = in.sx + m * ((Kp + kChunk - 1) / kChunk);
   __m512 facc[8];
   for (int r = 0; r < 8; r++) facc[r] = _mm512_setzero_ps();
   for (int64_t c = 0; c < Kp; c += kChunk) {
@@ -131,7 +148,9 @@ inline void dot_block(const int8_t* blk, int64_t Kp, const int16_t* xq, const fl
   for (int r = 0; r < 8; r++) out[r] = _mm512_reduce_add_ps(facc[r]);
 }
 #else
-inline void dot_block(const int8_t* blk, int64_t Kp, const int16_t* xq, const float* sx, float* out) {
+inline void dot_block(const int8_t* blk, int64_t Kp, const Input& in, int64_t m, float* out) {
+  const int16_t* xq = in.xq + m * Kp;
+  const float* sx = in.sx + m * ((Kp + kChunk - 1) / kChunk);
   for (int r = 0; r < 8; r++) {
     float acc = 0.f;
     for (int64_t c = 0; c < Kp; c += kChunk) {
@@ -145,15 +164,39 @@ inline void dot_block(const int8_t* blk, int64_t Kp, const int16_t* xq, const fl
 }
 #endif
 
+// The same for fp32 weights and fp32 inputs: piece g of row r (inputs 16g .. 16g+15) is at blk + 128 g + 16 r.
+inline void dot_block(const float* blk, int64_t Kp, const Input& in, int64_t m, float* out) {
+  const float* x = in.xf + m * Kp;
+#if SECBOOK_VNNI
+  __m512 acc[8];
+  for (int r = 0; r < 8; r++) acc[r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < Kp; k += 16) {
+    const __m512 xv = _mm512_loadu_ps(x + k);
+    for (int r = 0; r < 8; r++) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(blk + k * 8 + 16 * r), xv, acc[r]);
+  }
+  for (int r = 0; r < 8; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+#else
+  for (int r = 0; r < 8; r++) {
+    float part[16] = {0.f};
+    for (int64_t k = 0; k < Kp; k += 16)
+      for (int u = 0; u < 16; u++) part[u] += blk[k * 8 + 16 * r + u] * x[k + u];
+    float acc = 0.f;
+    for (int u = 0; u < 16; u++) acc += part[u];
+    out[r] = acc;
+  }
+#endif
+}
+
 // One core's share of a product: y[m, row] = scale[row] * sum_k x[m, k] w[row, k] + bias[row] for the blocks
-// [b0, b1) stored from w on, for the M rows of x already quantized (xq: M rows of Kp, sx: M rows of chunk scales).
-void product(const Mat& mat, const int8_t* w, int64_t b0, int64_t b1, const int16_t* xq, const float* sx, int64_t M,
-             const float* scale, const float* bias, float* y) {
-  const int64_t Kp = mat.Kp(), C = (Kp + kChunk - 1) / kChunk;
+// [b0, b1) stored from w on, for the M input rows `in`.
+template <typename W>
+void product(const Mat& mat, const W* w, int64_t b0, int64_t b1, const Input& in, int64_t M, const float* scale,
+             const float* bias, float* y) {
+  const int64_t Kp = mat.Kp();
   float out[8];
   for (int64_t b = b0; b < b1; b++, w += 8 * Kp)
     for (int64_t m = 0; m < M; m++) {  // the block stays in L1 for every row of x
-      dot_block(w, Kp, xq + m * Kp, sx + m * C, out);
+      dot_block(w, Kp, in, m, out);
       for (int r = 0; r < 8; r++) {
         const int64_t n = mat.row(b, r);
         if (n >= 0) y[m * mat.N + n] = out[r] * scale[n] + (bias ? bias[n] : 0.f);
@@ -257,32 +300,18 @@ void attend(const float* q, const float* k, const float* v, int64_t p, int64_t h
 }
 
 void check(const at::Tensor& t, at::ScalarType dtype, const char* name) {
-  TORCH_CHECK(t.scalar_type() == dtype && t.is_contiguous() && t.device().is_cpu(), "llama_int8_step: ", name,
+  TORCH_CHECK(t.scalar_type() == dtype && t.is_contiguous() && t.device().is_cpu(), "secbook::llama_step: ", name,
               " must be a contiguous CPU tensor of ", c10::toString(dtype));
 }
 
-std::vector<at::Tensor> llama_int8_pack(const at::Tensor& wqkv, const at::Tensor& wo, const at::Tensor& wgu,
-                                        const at::Tensor& wd, const at::Tensor& whead, int64_t parts) {
-  for (auto [t, name] : {std::pair{&wqkv, "wqkv"}, {&wo, "wo"}, {&wgu, "wgu"}, {&wd, "wd"}, {&whead, "whead"}})
-    check(*t, at::kChar, name);
-  TORCH_CHECK(parts >= 1, "llama_int8_pack: parts must be >= 1");
-  TORCH_CHECK(wqkv.dim() == 3 && wo.dim() == 3 && wgu.dim() == 3 && wd.dim() == 3 && whead.dim() == 2,
-              "llama_int8_pack: layer weights [layers, out, in] and the head [vocab, in] expected");
-  const int64_t L = wqkv.size(0), D = wqkv.size(2), HD = wo.size(2), F = wd.size(2);
-  TORCH_CHECK(wo.size(0) == L && wgu.size(0) == L && wd.size(0) == L && wo.size(1) == D && wgu.size(1) == 2 * F &&
-                  wgu.size(2) == D && wd.size(1) == D && whead.size(1) == D,
-              "llama_int8_pack: the weight shapes do not fit together");
-  const std::vector<Mat> mats = step_mats(L, wqkv.size(1), D, HD, F, whead.size(0));
-  std::vector<const int8_t*> src;
-  for (int64_t l = 0; l < L; l++)
-    for (const at::Tensor* t : {&wqkv, &wo, &wgu, &wd})
-      src.push_back(t->data_ptr<int8_t>() + l * t->size(1) * t->size(2));
-  src.push_back(whead.data_ptr<int8_t>());
+template <typename W>
+std::vector<at::Tensor> pack(const std::vector<Mat>& mats, const std::vector<const W*>& src, int64_t parts,
+                             const at::TensorOptions& options) {
   std::vector<at::Tensor> out;
   for (int64_t p = 0; p < parts; p++) {
     const std::vector<int64_t> off = part_offsets(mats, p, parts);
-    at::Tensor buf = at::zeros({off.back()}, wqkv.options());  // zeros: the padding rows and inputs
-    int8_t* dst = buf.data_ptr<int8_t>();
+    at::Tensor buf = at::zeros({off.back()}, options);  // zeros: the padding rows and inputs
+    W* dst = buf.data_ptr<W>();
     for (size_t j = 0; j < mats.size(); j++) {
       const Mat& m = mats[j];
       const int64_t Kp = m.Kp(), b0 = m.first(p, parts), b1 = m.first(p + 1, parts);
@@ -290,10 +319,10 @@ std::vector<at::Tensor> llama_int8_pack(const at::Tensor& wqkv, const at::Tensor
         for (int r = 0; r < 8; r++) {
           const int64_t n = m.row(b, r);
           if (n < 0) continue;
-          const int8_t* from = src[j] + n * m.K;
-          int8_t* block = dst + off[j] + (b - b0) * 8 * Kp;
-          for (int64_t k = 0; k < m.K; k += 32)  // piece k / 32 of row r
-            std::copy(from + k, from + std::min(m.K, k + 32), block + k * 8 + 32 * r);
+          const W* from = src[j] + n * m.K;
+          W* block = dst + off[j] + (b - b0) * 8 * Kp;
+          for (int64_t k = 0; k < m.K; k += m.piece)  // piece k / piece of row r
+            std::copy(from + k, from + std::min(m.K, k + m.piece), block + k * 8 + m.piece * r);
         }
     }
     out.push_back(buf);
@@ -301,64 +330,50 @@ std::vector<at::Tensor> llama_int8_pack(const at::Tensor& wqkv, const at::Tensor
   return out;
 }
 
-at::Tensor llama_int8_step(const at::Tensor& ids, int64_t pos, const at::Tensor& embed, const at::Tensor& norms,
-                           at::TensorList packed, const at::Tensor& sqkv, const std::optional<at::Tensor>& bqkv,
-                           const at::Tensor& so, const std::optional<at::Tensor>& bo, const at::Tensor& sgu,
-                           const std::optional<at::Tensor>& bgu, const at::Tensor& sd,
-                           const std::optional<at::Tensor>& bd, const at::Tensor& shead, const at::Tensor& cos,
-                           const at::Tensor& sin, at::Tensor kc, at::Tensor vc, int64_t n_heads, double eps,
-                           double scaling, bool last_only) {
-  check(ids, at::kLong, "ids");
-  for (auto [t, name] : {std::pair{&embed, "embed"}, {&norms, "norms"}, {&sqkv, "sqkv"}, {&so, "so"},
-                         {&sgu, "sgu"}, {&sd, "sd"}, {&shead, "shead"}, {&cos, "cos"}, {&sin, "sin"},
-                         {&kc, "kc"}, {&vc, "vc"}})
-    check(*t, at::kFloat, name);
-  TORCH_CHECK(embed.dim() == 2 && norms.dim() == 2 && kc.dim() == 4 && cos.dim() == 2 && sqkv.dim() == 2 &&
-                  so.dim() == 2 && sgu.dim() == 2 && sd.dim() == 2 && shead.dim() == 1,
-              "llama_int8_step: embed [V, D], norms [2L+1, D], kc [L, KV, S, hd], cos [S, hd], scales [L, out] "
-              "and shead [V] expected");
-  const int64_t T = ids.numel(), V = embed.size(0), D = embed.size(1), L = sqkv.size(0), F = sgu.size(1) / 2;
-  const int64_t KV = kc.size(1), S = kc.size(2), hd = kc.size(3), H = n_heads, HD = H * hd, Nqkv = (H + 2 * KV) * hd;
-  const int64_t Vh = shead.numel();
-  // one scale (and bias, if any) per output row of every layer: a wrong count would read past the end
-  for (auto [sc, b, n, name] : {std::tuple{&sqkv, &bqkv, Nqkv, "qkv"}, {&so, &bo, D, "o"}, {&sgu, &bgu, 2 * F, "gu"},
-                                {&sd, &bd, D, "d"}}) {
-    TORCH_CHECK(sc->size(0) == L && sc->size(1) == n, "llama_int8_step: s", name,
-                " must hold one scale per output row (", n, ") of every layer (", L, ")");
-    if (b->has_value()) {
-      check(**b, at::kFloat, name);
-      TORCH_CHECK((*b)->numel() == sc->numel(), "llama_int8_step: b", name, " needs one bias per output row");
-    }
-  }
-  TORCH_CHECK(T >= 1 && pos >= 0 && pos + T <= S, "llama_int8_step: positions ", pos, "..", pos + T - 1,
-              " do not fit the cache of ", S, " positions");
-  TORCH_CHECK(H >= 1 && H % KV == 0 && norms.size(0) == 2 * L + 1 && norms.size(1) == D && kc.size(0) == L &&
-                  vc.sizes() == kc.sizes() && cos.size(0) >= S && cos.size(1) == hd && sin.sizes() == cos.sizes() &&
-                  sgu.size(1) % 2 == 0,
-              "llama_int8_step: the scale, norm, cache and RoPE shapes do not fit together");
-  const std::vector<Mat> mats = step_mats(L, Nqkv, D, HD, F, Vh);
-  const int64_t P = packed.size();
-  TORCH_CHECK(P >= 1, "llama_int8_step: no packed weights");
-  std::vector<std::vector<int64_t>> offs;
-  for (int64_t p = 0; p < P; p++) {
-    offs.push_back(part_offsets(mats, p, P));
-    TORCH_CHECK(packed[p].scalar_type() == at::kChar && packed[p].is_contiguous() && packed[p].device().is_cpu() &&
-                    packed[p].numel() == offs.back().back(),
-                "llama_int8_step: packed part ", p, " of ", P, " does not hold the weights of these shapes; pack them "
-                "with llama_int8_pack for this model");
-  }
-  const int64_t* idp = ids.data_ptr<int64_t>();
-  for (int64_t t = 0; t < T; t++)
-    TORCH_CHECK(idp[t] >= 0 && idp[t] < V, "llama_int8_step: token id ", idp[t], " outside the vocabulary of ", V);
-  const float *emb = embed.data_ptr<float>(), *nw = norms.data_ptr<float>();
-  const float *cp = cos.data_ptr<float>(), *sp = sin.data_ptr<float>();
-  float *kp = kc.data_ptr<float>(), *vp = vc.data_ptr<float>();
-  auto ptr = [](const std::optional<at::Tensor>& b, int64_t off) {
-    return b.has_value() ? b->data_ptr<float>() + off : nullptr;
+std::vector<at::Tensor> llama_pack(const at::Tensor& wqkv, const at::Tensor& wo, const at::Tensor& wgu,
+                                   const at::Tensor& wd, const at::Tensor& whead, int64_t parts) {
+  const at::ScalarType dt = wqkv.scalar_type();
+  TORCH_CHECK(dt == at::kChar || dt == at::kFloat, "secbook::llama_pack: int8 or float32 weights expected");
+  for (auto [t, name] : {std::pair{&wqkv, "wqkv"}, {&wo, "wo"}, {&wgu, "wgu"}, {&wd, "wd"}, {&whead, "whead"}})
+    check(*t, dt, name);
+  TORCH_CHECK(parts >= 1, "secbook::llama_pack: parts must be >= 1");
+  TORCH_CHECK(wqkv.dim() == 3 && wo.dim() == 3 && wgu.dim() == 3 && wd.dim() == 3 && whead.dim() == 2,
+              "secbook::llama_pack: layer weights [layers, out, in] and the head [vocab, in] expected");
+  const int64_t L = wqkv.size(0), D = wqkv.size(2), HD = wo.size(2), F = wd.size(2);
+  TORCH_CHECK(wo.size(0) == L && wgu.size(0) == L && wd.size(0) == L && wo.size(1) == D && wgu.size(1) == 2 * F &&
+                  wgu.size(2) == D && wd.size(1) == D && whead.size(1) == D,
+              "secbook::llama_pack: the weight shapes do not fit together");
+  auto go = [&](auto zero) {
+    using W = decltype(zero);
+    const std::vector<Mat> mats = step_mats(L, wqkv.size(1), D, HD, F, whead.size(0), kPiece<W>);
+    std::vector<const W*> src;
+    for (int64_t l = 0; l < L; l++)
+      for (const at::Tensor* t : {&wqkv, &wo, &wgu, &wd}) src.push_back(t->data_ptr<W>() + l * t->size(1) * t->size(2));
+    src.push_back(whead.data_ptr<W>());
+    return pack<W>(mats, src, parts, wqkv.options());
   };
-  const int64_t rep = H / KV, first = last_only ? T - 1 : 0, n_out = T - first;
-  at::Tensor logits = at::empty({n_out, Vh}, embed.options());
-  float* lp = logits.data_ptr<float>();
+  return dt == at::kChar ? go(int8_t(0)) : go(0.f);
+}
+
+// Everything the step needs besides the weights, read from the tensors once.
+struct Model {
+  int64_t T, V, D, L, F, KV, S, hd, H, HD, Nqkv, Vh, pos, first, n_out;
+  const int64_t* ids;
+  const float *embed, *norms, *cos, *sin, *sqkv, *so, *sgu, *sd, *shead, *bqkv, *bo, *bgu, *bd;
+  float *kc, *vc;
+  double eps;
+  float scaling;
+};
+
+// The decode step with weights of type W (int8 with row scales, or fp32 with scales of 1): see the top of the file.
+template <typename W>
+void run_step(const Model& md, const std::vector<Mat>& mats, at::TensorList packed,
+              const std::vector<std::vector<int64_t>>& offs, float* lp) {
+  const int64_t T = md.T, D = md.D, L = md.L, F = md.F, KV = md.KV, S = md.S, hd = md.hd, H = md.H, HD = md.HD;
+  const int64_t Nqkv = md.Nqkv, pos = md.pos, P = packed.size(), rep = H / KV;
+  const float *nw = md.norms, *cp = md.cos, *sp = md.sin;
+  float *kp = md.kc, *vp = md.vc;
+  auto at_layer = [](const float* b, int64_t off) { return b ? b + off : nullptr; };
   // shared between the cores: products' outputs (each core writes its own rows), attention's output
   std::vector<float> qkv(T * Nqkv), att(T * HD), tmp(T * D), gu(T * 2 * F), act(T * F);
   const int64_t Kmax = std::max({D, HD, F}) + 32;
@@ -366,26 +381,35 @@ at::Tensor llama_int8_step(const at::Tensor& ids, int64_t pos, const at::Tensor&
 #pragma omp parallel num_threads(std::min<int64_t>(P, at::get_num_threads()))
   {
     const int tid = thread_id(), nth = team_size();
-    // this core's own copies: the residual stream x, a normed row h, a product's quantized input
-    std::vector<float> x(T * D), h(T * D), sx(T * ((Kmax + kChunk - 1) / kChunk)), scores(S);
-    std::vector<int16_t> xq(T * Kmax, 0);
-    auto quantize = [&](const float* src, int64_t M, int64_t K) {  // M rows of K into xq (rows of Kp), sx
-      const int64_t Kp = (K + 31) / 32 * 32, C = (Kp + kChunk - 1) / kChunk;
-      for (int64_t m = 0; m < M; m++) secbook::quantize_row(src + m * K, K, xq.data() + m * Kp, sx.data() + m * C);
+    // this core's own copies: the residual stream x, a normed row h, a product's input in the weights' form
+    std::vector<float> x(T * D), h(T * D), sx(T * ((Kmax + kChunk - 1) / kChunk)), xf, scores(S);
+    std::vector<int16_t> xq;
+    if constexpr (sizeof(W) == 1) xq.assign(T * Kmax, 0); else xf.assign(T * Kmax, 0.f);
+    const Input in{xq.data(), sx.data(), xf.data()};
+    auto prepare = [&](const float* src, int64_t M, int64_t K) {  // M rows of K as the product's input
+      const int64_t Kp = (K + kPiece<W> - 1) / kPiece<W> * kPiece<W>;
+      for (int64_t m = 0; m < M; m++)
+        if constexpr (sizeof(W) == 1) {
+          secbook::quantize_row(src + m * K, K, xq.data() + m * Kp, sx.data() + m * ((Kp + kChunk - 1) / kChunk));
+        } else {
+          std::copy(src + m * K, src + (m + 1) * K, xf.data() + m * Kp);
+          std::fill(xf.data() + m * Kp + K, xf.data() + (m + 1) * Kp, 0.f);  // padding: zero weights x zero
+        }
     };
     // this core's parts of matrix j (the caller then waits at a barrier for the other cores' rows)
     auto run = [&](int64_t j, int64_t M, const float* scale, const float* bias, float* y) {
       for (int64_t p = tid; p < P; p += nth)
-        product(mats[j], packed[p].data_ptr<int8_t>() + offs[p][j], mats[j].first(p, P), mats[j].first(p + 1, P),
-                xq.data(), sx.data(), M, scale, bias, y);
+        product(mats[j], packed[p].data_ptr<W>() + offs[p][j], mats[j].first(p, P), mats[j].first(p + 1, P), in, M,
+                scale, bias, y);
     };
     auto split = [&](int64_t n) { return std::pair{n * tid / nth, n * (tid + 1) / nth}; };
-    for (int64_t t = 0; t < T; t++) std::copy(emb + idp[t] * D, emb + (idp[t] + 1) * D, x.begin() + t * D);
+    for (int64_t t = 0; t < T; t++)
+      std::copy(md.embed + md.ids[t] * D, md.embed + (md.ids[t] + 1) * D, x.begin() + t * D);
     for (int64_t l = 0; l < L; l++) {
       // attention block: x += o(attention(rope(q), rope(k), v)) of the normed x
-      for (int64_t t = 0; t < T; t++) rms_norm(&x[t * D], nw + 2 * l * D, D, eps, &h[t * D]);
-      quantize(h.data(), T, D);
-      run(4 * l, T, sqkv.data_ptr<float>() + l * Nqkv, ptr(bqkv, l * Nqkv), qkv.data());
+      for (int64_t t = 0; t < T; t++) rms_norm(&x[t * D], nw + 2 * l * D, D, md.eps, &h[t * D]);
+      prepare(h.data(), T, D);
+      run(4 * l, T, md.sqkv + l * Nqkv, at_layer(md.bqkv, l * Nqkv), qkv.data());
 #pragma omp barrier
       {  // RoPE on every query and key head, then the keys and values into the cache
         auto [b, e] = split(T * (H + KV));
@@ -405,48 +429,116 @@ at::Tensor llama_int8_step(const at::Tensor& ids, int64_t pos, const at::Tensor&
         auto [b, e] = split(T * H);
         for (int64_t th = b; th < e; th++) {
           const int64_t t = th / H, i = th % H, base = (l * KV + i / rep) * S * hd;
-          attend(&qkv[t * Nqkv + i * hd], kp + base, vp + base, pos + t, hd, float(scaling), scores.data(),
+          attend(&qkv[t * Nqkv + i * hd], kp + base, vp + base, pos + t, hd, md.scaling, scores.data(),
                  &att[th * hd]);
         }
       }
 #pragma omp barrier
-      quantize(att.data(), T, HD);
-      run(4 * l + 1, T, so.data_ptr<float>() + l * D, ptr(bo, l * D), tmp.data());
+      prepare(att.data(), T, HD);
+      run(4 * l + 1, T, md.so + l * D, at_layer(md.bo, l * D), tmp.data());
 #pragma omp barrier
       for (int64_t k = 0; k < T * D; k++) x[k] += tmp[k];
       // MLP block: x += down(silu(gate) * up) of the normed x; each core has the gate and up rows of its blocks
-      for (int64_t t = 0; t < T; t++) rms_norm(&x[t * D], nw + (2 * l + 1) * D, D, eps, &h[t * D]);
-      quantize(h.data(), T, D);
-      run(4 * l + 2, T, sgu.data_ptr<float>() + l * 2 * F, ptr(bgu, l * 2 * F), gu.data());
+      for (int64_t t = 0; t < T; t++) rms_norm(&x[t * D], nw + (2 * l + 1) * D, D, md.eps, &h[t * D]);
+      prepare(h.data(), T, D);
+      run(4 * l + 2, T, md.sgu + l * 2 * F, at_layer(md.bgu, l * 2 * F), gu.data());
       for (int64_t p = tid; p < P; p += nth) {
         const int64_t j0 = 4 * mats[4 * l + 2].first(p, P), j1 = std::min(F, 4 * mats[4 * l + 2].first(p + 1, P));
         for (int64_t t = 0; t < T; t++)
           if (j1 > j0) silu_mul(&gu[t * 2 * F + j0], &gu[t * 2 * F + F + j0], j1 - j0, &act[t * F + j0]);
       }
 #pragma omp barrier
-      quantize(act.data(), T, F);
-      run(4 * l + 3, T, sd.data_ptr<float>() + l * D, ptr(bd, l * D), tmp.data());
+      prepare(act.data(), T, F);
+      run(4 * l + 3, T, md.sd + l * D, at_layer(md.bd, l * D), tmp.data());
 #pragma omp barrier
       for (int64_t k = 0; k < T * D; k++) x[k] += tmp[k];
     }
-    for (int64_t t = first; t < T; t++) rms_norm(&x[t * D], nw + 2 * L * D, D, eps, &h[(t - first) * D]);
-    quantize(h.data(), n_out, D);
-    run(4 * L, n_out, shead.data_ptr<float>(), nullptr, lp);
+    for (int64_t t = md.first; t < T; t++) rms_norm(&x[t * D], nw + 2 * L * D, D, md.eps, &h[(t - md.first) * D]);
+    prepare(h.data(), md.n_out, D);
+    run(4 * L, md.n_out, md.shead, nullptr, lp);
   }
+}
+
+at::Tensor llama_step(const at::Tensor& ids, int64_t pos, const at::Tensor& embed, const at::Tensor& norms,
+                      at::TensorList packed, const at::Tensor& sqkv, const std::optional<at::Tensor>& bqkv,
+                      const at::Tensor& so, const std::optional<at::Tensor>& bo, const at::Tensor& sgu,
+                      const std::optional<at::Tensor>& bgu, const at::Tensor& sd, const std::optional<at::Tensor>& bd,
+                      const at::Tensor& shead, const at::Tensor& cos, const at::Tensor& sin, at::Tensor kc,
+                      at::Tensor vc, int64_t n_heads, double eps, double scaling, bool last_only) {
+  check(ids, at::kLong, "ids");
+  for (auto [t, name] : {std::pair{&embed, "embed"}, {&norms, "norms"}, {&sqkv, "sqkv"}, {&so, "so"},
+                         {&sgu, "sgu"}, {&sd, "sd"}, {&shead, "shead"}, {&cos, "cos"}, {&sin, "sin"},
+                         {&kc, "kc"}, {&vc, "vc"}})
+    check(*t, at::kFloat, name);
+  TORCH_CHECK(embed.dim() == 2 && norms.dim() == 2 && kc.dim() == 4 && cos.dim() == 2 && sqkv.dim() == 2 &&
+                  so.dim() == 2 && sgu.dim() == 2 && sd.dim() == 2 && shead.dim() == 1,
+              "secbook::llama_step: embed [V, D], norms [2L+1, D], kc [L, KV, S, hd], cos [S, hd], scales [L, out] "
+              "and shead [V] expected");
+  Model md{};
+  md.T = ids.numel(), md.V = embed.size(0), md.D = embed.size(1), md.L = sqkv.size(0), md.F = sgu.size(1) / 2;
+  md.KV = kc.size(1), md.S = kc.size(2), md.hd = kc.size(3), md.H = n_heads, md.HD = md.H * md.hd;
+  md.Nqkv = (md.H + 2 * md.KV) * md.hd, md.Vh = shead.numel(), md.pos = pos;
+  const int64_t L = md.L, D = md.D, F = md.F, T = md.T, S = md.S;
+  // one scale (and bias, if any) per output row of every layer: a wrong count would read past the end
+  for (auto [sc, b, n, name] : {std::tuple{&sqkv, &bqkv, md.Nqkv, "qkv"}, {&so, &bo, D, "o"},
+                                {&sgu, &bgu, 2 * F, "gu"}, {&sd, &bd, D, "d"}}) {
+    TORCH_CHECK(sc->size(0) == L && sc->size(1) == n, "secbook::llama_step: s", name,
+                " must hold one scale per output row (", n, ") of every layer (", L, ")");
+    if (b->has_value()) {
+      check(**b, at::kFloat, name);
+      TORCH_CHECK((*b)->numel() == sc->numel(), "secbook::llama_step: b", name, " needs one bias per output row");
+    }
+  }
+  TORCH_CHECK(T >= 1 && pos >= 0 && pos + T <= S, "secbook::llama_step: positions ", pos, "..", pos + T - 1,
+              " do not fit the cache of ", S, " positions");
+  TORCH_CHECK(md.H >= 1 && md.H % md.KV == 0 && norms.size(0) == 2 * L + 1 && norms.size(1) == D &&
+                  kc.size(0) == L && vc.sizes() == kc.sizes() && cos.size(0) >= S && cos.size(1) == md.hd &&
+                  sin.sizes() == cos.sizes() && sgu.size(1) % 2 == 0,
+              "secbook::llama_step: the scale, norm, cache and RoPE shapes do not fit together");
+  const int64_t P = packed.size();
+  TORCH_CHECK(P >= 1 && (packed[0].scalar_type() == at::kChar || packed[0].scalar_type() == at::kFloat),
+              "secbook::llama_step: packed int8 or float32 weights from secbook::llama_pack expected");
+  const at::ScalarType dt = packed[0].scalar_type();
+  const std::vector<Mat> mats =
+      step_mats(L, md.Nqkv, D, md.HD, F, md.Vh, dt == at::kChar ? kPiece<int8_t> : kPiece<float>);
+  std::vector<std::vector<int64_t>> offs;
+  for (int64_t p = 0; p < P; p++) {
+    offs.push_back(part_offsets(mats, p, P));
+    TORCH_CHECK(packed[p].scalar_type() == dt && packed[p].is_contiguous() && packed[p].device().is_cpu() &&
+                    packed[p].numel() == offs.back().back(),
+                "secbook::llama_step: packed part ", p, " of ", P, " does not hold the weights of these shapes; pack "
+                "them with secbook::llama_pack for this model");
+  }
+  md.ids = ids.data_ptr<int64_t>();
+  for (int64_t t = 0; t < T; t++)
+    TORCH_CHECK(md.ids[t] >= 0 && md.ids[t] < md.V, "secbook::llama_step: token id ", md.ids[t],
+                " outside the vocabulary of ", md.V);
+  auto ptr = [](const std::optional<at::Tensor>& b) { return b.has_value() ? b->data_ptr<float>() : nullptr; };
+  md.embed = embed.data_ptr<float>(), md.norms = norms.data_ptr<float>(), md.cos = cos.data_ptr<float>();
+  md.sin = sin.data_ptr<float>(), md.sqkv = sqkv.data_ptr<float>(), md.so = so.data_ptr<float>();
+  md.sgu = sgu.data_ptr<float>(), md.sd = sd.data_ptr<float>(), md.shead = shead.data_ptr<float>();
+  md.bqkv = ptr(bqkv), md.bo = ptr(bo), md.bgu = ptr(bgu), md.bd = ptr(bd);
+  md.kc = kc.data_ptr<float>(), md.vc = vc.data_ptr<float>(), md.eps = eps, md.scaling = float(scaling);
+  md.first = last_only ? T - 1 : 0, md.n_out = T - md.first;
+  at::Tensor logits = at::empty({md.n_out, md.Vh}, embed.options());
+  if (dt == at::kChar)
+    run_step<int8_t>(md, mats, packed, offs, logits.data_ptr<float>());
+  else
+    run_step<float>(md, mats, packed, offs, logits.data_ptr<float>());
   return logits;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(secbook, m) {
-  m.def("llama_int8_pack(Tensor wqkv, Tensor wo, Tensor wgu, Tensor wd, Tensor whead, int parts) -> Tensor[]");
-  m.def("llama_int8_step(Tensor ids, int pos, Tensor embed, Tensor norms, Tensor[] packed, Tensor sqkv, "
+  m.def("llama_pack(Tensor wqkv, Tensor wo, Tensor wgu, Tensor wd, Tensor whead, int parts) -> Tensor[]");
+  m.def("llama_step(Tensor ids, int pos, Tensor embed, Tensor norms, Tensor[] packed, Tensor sqkv, "
         "Tensor? bqkv, Tensor so, Tensor? bo, Tensor sgu, Tensor? bgu, Tensor sd, Tensor? bd, Tensor shead, "
         "Tensor cos, Tensor sin, Tensor(a!) kc, Tensor(b!) vc, int n_heads, float eps, float scaling, "
         "bool last_only) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(secbook, CPU, m) {
-  m.impl("llama_int8_pack", llama_int8_pack);
-  m.impl("llama_int8_step", llama_int8_step);
+  m.impl("llama_pack", llama_pack);
+  m.impl("llama_step", llama_step);
 }

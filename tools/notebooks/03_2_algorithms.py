@@ -340,7 +340,7 @@ Even with the kernel, a compiled decode step of the replica spends about a third
 products: ~120 kernel calls per token each start and stop, and between them the compiled graph's Python wrapper
 and guards run and a few hundred small operations (norms, RoPE, cache writes, attention over a few dozen
 positions) each take microseconds for microseconds of work. llama.cpp {cite}`llamacpp` has none of that: the
-whole model runs as one C++ program. `secbook/csrc/llama_step.cpp` (about 400 lines) does the same for one decode
+whole model runs as one C++ program. `secbook/csrc/llama_step.cpp` (about 450 lines) does the same for one decode
 step of a Llama-layout model on our int8 weights — one call per token that loops over the layers: RMSNorm, the
 fused q/k/v product, RoPE with the model's own tables, the KV-cache write, grouped-query attention, the output
 product, the SiLU MLP, and at the end the LM head. The products use the kernel's arithmetic from above (int16
