@@ -22,7 +22,7 @@ each step on this machine:
 5. a **static cache + `torch.compile`**;
 6. **our own loop** in the style of gpt-fast {cite}`gptfast2023` — same tokens, less overhead, and weights laid
    out the way the matrix library reads fastest; then int8 weights, first in PyTorch, then on a small C++ kernel
-   of our own, and finally the whole decode step as one C++ call;
+   of our own, and finally the whole decode step as one C++ call, on int8 or on the untouched fp32 weights;
 7. **speculative decoding** {cite}`leviathan2023fast,chen2023accelerating` and prompt lookup;
 8. **ONNX Runtime** {cite}`onnxruntime`.
 
@@ -384,14 +384,37 @@ else:
     print("the C++ kernel cannot be built here:", kernels.unavailable_reason())
 """),
     md(r"""
-On the replica, where reading 135 MB of int8 weights per token dominates, the recorded rows (ladder rung
-`int8, whole decode step in C++`, and `int8k-cpp` in the in-turn comparison above) show what is left once the
-overhead is gone: `achieved_GBs` is the weight bytes the step reads per second, and the MBU column divides it by
+Nothing in this step needs int8. Given the model's own fp32 weights, `CppDecoder` packs those instead (pieces of 16
+floats, fp32 products, no rounding of anything), and the step is **lossless**: the same arithmetic as PyTorch's up
+to the order of additions. It reads four times the bytes of the int8 step, so where memory sets the pace it runs
+at about a quarter of that speed, and it still leaves our Python loop far behind. On the tiny model, against HF
+`generate`'s tokens and our fp32 loop, in turn:
+"""),
+    code(r"""
+if kernels.available():
+    loops32 = {"our loop fp32": fast, "whole step in C++, fp32": generate.FastGenerator(model, max_len=96, cpp=True)}
+    speeds32 = {name: [] for name in loops32}
+    for _ in range(5):  # in turn
+        for name, g in loops32.items():
+            t0 = time.perf_counter(); out32 = g.generate(ids, 64); speeds32[name].append(64 / (time.perf_counter() - t0))
+            assert torch.equal(out32, reference), name  # HF generate's own fp32 tokens
+    ratio32 = np.median(np.array(speeds32["whole step in C++, fp32"]) / np.array(speeds32["our loop fp32"]))
+    print({n: f"{np.median(v):.0f} tok/s" for n, v in speeds32.items()}, f"| C++ step / our loop: {ratio32:.1f}x "
+          "(medians of 5 rounds; tokens identical to HF generate)")
+else:
+    print("the C++ step cannot be built here:", kernels.unavailable_reason())
+"""),
+    md(r"""
+On the replica, where reading 135 MB of int8 weights (538 MB in fp32) per token dominates, the recorded rows
+(ladder rungs `int8, whole decode step in C++` and `fp32, whole decode step in C++`, and `int8k-cpp` in the
+in-turn comparison above) show what is left once the overhead is gone: `achieved_GBs` is the weight bytes the step reads per second, and the MBU column divides it by
 the best read bandwidth the run measured (`bandwidth_max_GBs`, torch summing a 256 MB tensor after every rung).
 That bandwidth moves with the neighbours' load while the ladder runs, so the table also divides by the *median*
 sample (`mbu_vs_median`). Where that is above 1 it is not a mistake: the packed step then streamed weights
 faster than torch's sum usually reads memory on this machine, so the median sample is no ceiling, and the best
-sample is the fair one to compare with. Full runs of the ladder half an hour apart have differed here by a third
+sample is the fair one to compare with. On the tiny model the MBU can exceed 1: its weights (~6 MB in int8, ~23 MB
+in fp32) fit in this CPU's 32 MB L3 cache, so the step reads them faster than memory delivers a 256 MB tensor.
+Full runs of the ladder half an hour apart have differed here by a third
 for the memory-bound rungs (the C++ step most of all) and by a few percent for the overhead-bound ones, so compare
 rungs within one run:
 """),
@@ -465,14 +488,17 @@ The other lever is the draft's cost $c$. Run the draft on the whole-step C++ dec
 (`cpp_draft=True`, the draft's weights on our int8 kernel) and a draft step costs a small fraction of a target
 step. The student's guesses are no better than before, but they become nearly free; the target's own int8 copy
 is right nearly always and now cheap as well. The target still checks every token in fp32, so the output stays
-exactly the fp32 target's (`identical`):
+exactly the fp32 target's (`identical`). The last row puts the fp32 target on the C++ step too
+(`cpp_target=True`): checking $\gamma+1$ positions there costs little more than one, since each block of weights
+is read once for all of them:
 """),
     code(r"""
 if kernels.available():
     rows_cpp = []
-    for name in ("student", "int8-self"):
+    for name, cpp_target in (("student", False), ("int8-self", False), ("int8-self", True)):
         d_cpp, label = generate.draft_for(model, name, loop="cpp")
-        dec = speculative.SpeculativeDecoder(model, d_cpp, gamma=4, max_len=96, cpp_draft=True)
+        dec = speculative.SpeculativeDecoder(model, d_cpp, gamma=4, max_len=96, cpp_draft=True, cpp_target=cpp_target)
+        label += " + fp32 target on the C++ step" if cpp_target else ""
         r = dec.generate(ids, 64)
         t = time_generation(model, tok, new_tokens=64, repeats=3, generate_fn=lambda x, n, d=dec: d.generate(x, n).ids)
         rows_cpp.append({"draft (gamma=4)": label, "identical": torch.equal(r.ids, reference),
@@ -570,7 +596,7 @@ ceiling, and a momentary dip never flatters a rung:
 """),
     code(r"""
 for name, d in ladder.dropna(subset=["tok_s"]).groupby("model", sort=False):
-    lossless = d[(d["token_agreement"] == 1.0) & (d["transform"] == "none") & (d["loop"] == "ours")]
+    lossless = d[(d["token_agreement"] == 1.0) & (d["transform"] == "none") & d["loop"].isin(["ours", "cpp"])]
     budget = d[(d["tiny_ppl_change"].abs() <= 0.01) & d["loop"].isin(["ours", "cpp"])]
     a, b = lossless.loc[lossless["speedup"].idxmax()], budget.loc[budget["speedup"].idxmax()]
     print(f"{name}: HF generate {d['tok_s'].iloc[0]:.1f} tok/s\n  best lossless loop: {a['rung']} {a['speedup']:.2f}x"
@@ -631,6 +657,10 @@ print(widgets.generation_update(8, 512, 4, "eager", alpha=0.7, model=model))
    the bytes one decode step reads (`read_bytes_per_token`) and the run's best read bandwidth
    (`bandwidth_max_GBs`). How many tokens per second would a step that only streams its weights at that bandwidth
    reach, and what fraction of that does the C++ step reach? Where could the rest go?
+7. **Four times the bytes.** The fp32 C++ step reads about four times the bytes of the int8 one. If memory alone
+   set the pace, how much slower would it be? Compare with the recorded replica rows `fp32, whole decode step in
+   C++` and `int8, whole decode step in C++` (and the tiny model's, whose weights fit in the CPU's caches), and
+   explain the difference.
 """),
     code(r"""
 def step(model, token, past):
@@ -658,11 +688,22 @@ exercises.check_int32_chunk((2 ** 31 - 1) // (128 * 32767))
 """),
     solution(r"""
 rep = ladder[ladder["model"] == "replica:smollm2-135m"]
-row = rep[rep["loop"] == "cpp"].iloc[0]
+row = rep[rep["rung"] == "int8, whole decode step in C++"].iloc[0]
 ceiling = row["bandwidth_max_GBs"] * 1e9 / row["read_bytes_per_token"]  # tokens/s if only weights were read
 print(f"ceiling at the run's best bandwidth: {ceiling:.0f} tok/s; the C++ step: {row['tok_s']:.0f} tok/s "
       f"({row['tok_s'] / ceiling:.0%}, which is its MBU)")
 # The rest: the cores wait for each other at ~6 barriers per layer (one is always a little behind on a shared
 # machine), attention and norms read no weights, and the best bandwidth sample is a moment the machine was quiet.
+"""),
+    solution(r"""
+for name, d in ladder[ladder["loop"] == "cpp"].groupby("model", sort=False):
+    f32, i8 = (d[d["rung"] == f"{w}, whole decode step in C++"].iloc[0] for w in ("fp32", "int8"))
+    print(f"{name}: bytes per token fp32/int8 = {f32['read_bytes_per_token'] / i8['read_bytes_per_token']:.2f}, "
+          f"speed int8/fp32 = {i8['tok_s'] / f32['tok_s']:.2f}, GB/s read: fp32 {f32['achieved_GBs']:.1f}, "
+          f"int8 {i8['achieved_GBs']:.1f}")
+# On the replica the two speeds differ by nearly the ratio of bytes: both steps stream weights at a similar rate,
+# so memory sets the pace. On the tiny model (~6 MB of int8 weights, ~23 MB in fp32) the weights come from the
+# CPU's caches (32 MB of L3 here), the step is short and its fixed costs (barriers, attention) weigh more, so the
+# ratio of speeds need not follow the ratio of bytes.
 """),
 ]
