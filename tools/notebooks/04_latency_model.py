@@ -223,6 +223,22 @@ to run, so read them as orders of magnitude. What the model predicts, and what t
 On a GPU the same picture appears at a different scale: kernel-launch overhead of a few microseconds per
 kernel makes small models overhead-bound there too, which is what CUDA graphs and `torch.compile` remove.
 """),
+    md(r"""
+What does the bound look like once the overhead is gone? Chapter 3.2 builds such a decode step: the whole forward
+as one C++ call per token (`secbook.kernels.CppDecoder`), on int8 or on fp32 weights. Its recorded rows test the
+model directly: predicted tokens/s = the best read bandwidth of that run ÷ the bytes one step reads. On the
+replica both steps should reach a large fraction of their bound, and their speeds should differ by about the
+ratio of their bytes (four); on the tiny model, whose weights fit in this CPU's caches, a bound computed from
+*memory* bandwidth is no bound at all, and the ratio can pass 1:
+"""),
+    code(r"""
+ladder = secbook.load_results("generate_ladder")
+cpp = ladder[ladder["loop"] == "cpp"].copy()
+cpp["bound_tok_s"] = cpp["bandwidth_max_GBs"] * 1e9 / cpp["read_bytes_per_token"]
+cpp["measured_over_bound"] = cpp["tok_s"] / cpp["bound_tok_s"]
+print("recorded on:", cpp["cpu"].iloc[0], f"({cpp['cores'].iloc[0]} cores), no GPU")
+cpp[["model", "rung", "read_bytes_per_token", "bandwidth_max_GBs", "bound_tok_s", "tok_s", "measured_over_bound"]].round(3)
+"""),
     code(r"""
 if not torch.cuda.is_available():
     print("No CUDA GPU here: on a GPU this cell would run `python -m secbook bench --device cuda` and compare "
