@@ -134,6 +134,24 @@ def _clock(fn: Callable, *args) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
+def tok_s_in_turn(generators: dict, input_ids: torch.Tensor, new_tokens: int, rounds: int = 5,
+                  expect: torch.Tensor | None = None) -> dict[str, list[float]]:
+    """Tokens/s of several ``generate(input_ids, new_tokens) -> ids`` functions, timed *in turn*: after one
+    warm-up call each, every round runs each function once, so a change in a shared machine's load hits all of
+    them alike; compare them by the median over rounds of their ratio. Returns name → tok/s per round (new
+    tokens ÷ the whole call, prompt included). With ``expect``, every output must equal it."""
+    for fn in generators.values():
+        fn(input_ids, new_tokens)
+    speeds: dict[str, list[float]] = {name: [] for name in generators}
+    for _ in range(rounds):
+        for name, fn in generators.items():
+            out, seconds = _clock(fn, input_ids, new_tokens)
+            if expect is not None and not torch.equal(out, expect):
+                raise AssertionError(f"{name}: its tokens differ from the expected ones")
+            speeds[name].append(new_tokens / seconds)
+    return speeds
+
+
 def hf_generate_fn(model, pad_token_id: int | None = None) -> Callable:
     """Greedy ``model.generate`` that always produces exactly ``max_new_tokens`` (no early stop on EOS)."""
     if pad_token_id is None:

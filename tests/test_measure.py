@@ -175,3 +175,26 @@ def test_machine_info():
     assert info["cores"] >= 1 and info["torch"] == torch.__version__
     line = measure.describe_machine(info)
     assert "\n" not in line and str(info["cores"]) in line
+
+
+def test_tok_s_in_turn():
+    """Each function runs once to warm up, then once per round, in turn; a wrong output is an error."""
+    from secbook.measure import tok_s_in_turn
+
+    calls = []
+    ids = torch.zeros(1, 4, dtype=torch.long)
+
+    def make(name, out):
+        def gen(x, n):
+            calls.append(name)
+            time.sleep(0.001)
+            return out
+        return gen
+
+    good = torch.ones(1, 6, dtype=torch.long)
+    speeds = tok_s_in_turn({"a": make("a", good), "b": make("b", good)}, ids, 2, rounds=3, expect=good)
+    assert calls == ["a", "b"] * 4  # warm-up, then 3 rounds in turn
+    assert {k: len(v) for k, v in speeds.items()} == {"a": 3, "b": 3}
+    assert all(0 < s <= 2 / 0.001 for v in speeds.values() for s in v)  # 2 tokens in at least 1 ms
+    with pytest.raises(AssertionError, match="b: its tokens differ"):
+        tok_s_in_turn({"a": make("a", good), "b": make("b", good + 1)}, ids, 2, rounds=1, expect=good)

@@ -365,21 +365,21 @@ Check it on the tiny model: the same greedy tokens as HF `generate` on the same 
 on the kernel (eager) and the C++ step timed in turn:
 """),
     code(r"""
+import numpy as np
+from secbook.measure import tok_s_in_turn
+
+def in_turn(loops, expect):
+    # the two generate functions timed in turn, 5 rounds; every output must equal `expect` (HF generate's tokens)
+    speeds = tok_s_in_turn(loops, ids, 64, expect=expect)
+    (a, sa), (b, sb) = speeds.items()
+    print({n: f"{np.median(v):.0f} tok/s" for n, v in speeds.items()}, f"| {b} / {a}: "
+          f"{np.median(np.array(sb) / np.array(sa)):.1f}x (medians of 5 rounds; tokens identical to HF generate)")
+
 if kernels.available():
-    import time, numpy as np
     k_model = generate.apply_transform(secbook.load("tiny")[0], "int8k")
-    ids_k = prompt_ids(tok, 32)
-    loops = {"Python loop + kernel": generate.FastGenerator(k_model, max_len=96),
-             "whole step in C++": generate.FastGenerator(k_model, max_len=96, cpp=True)}
-    hf_ids = generate.hf_generate(k_model, ids_k, 64)
-    speeds = {name: [] for name in loops}
-    for _ in range(5):  # in turn, after one warm-up each
-        for name, g in loops.items():
-            t0 = time.perf_counter(); out_k = g.generate(ids_k, 64); speeds[name].append(64 / (time.perf_counter() - t0))
-            assert torch.equal(out_k, hf_ids), name  # same greedy tokens as HF generate on these weights
-    ratio = np.median(np.array(speeds["whole step in C++"]) / np.array(speeds["Python loop + kernel"]))
-    print({n: f"{np.median(v):.0f} tok/s" for n, v in speeds.items()}, f"| C++ step / Python loop: {ratio:.1f}x "
-          "(medians of 5 rounds; tokens identical to HF generate)")
+    in_turn({"Python loop + kernel": generate.FastGenerator(k_model, max_len=96).generate,
+             "whole step in C++": generate.FastGenerator(k_model, max_len=96, cpp=True).generate},
+            expect=generate.hf_generate(k_model, ids, 64))  # HF generate on the same int8 weights
 else:
     print("the C++ kernel cannot be built here:", kernels.unavailable_reason())
 """),
@@ -392,15 +392,9 @@ at about a quarter of that speed, and it still leaves our Python loop far behind
 """),
     code(r"""
 if kernels.available():
-    loops32 = {"our loop fp32": fast, "whole step in C++, fp32": generate.FastGenerator(model, max_len=96, cpp=True)}
-    speeds32 = {name: [] for name in loops32}
-    for _ in range(5):  # in turn
-        for name, g in loops32.items():
-            t0 = time.perf_counter(); out32 = g.generate(ids, 64); speeds32[name].append(64 / (time.perf_counter() - t0))
-            assert torch.equal(out32, reference), name  # HF generate's own fp32 tokens
-    ratio32 = np.median(np.array(speeds32["whole step in C++, fp32"]) / np.array(speeds32["our loop fp32"]))
-    print({n: f"{np.median(v):.0f} tok/s" for n, v in speeds32.items()}, f"| C++ step / our loop: {ratio32:.1f}x "
-          "(medians of 5 rounds; tokens identical to HF generate)")
+    in_turn({"our loop fp32": fast.generate,
+             "whole step in C++, fp32": generate.FastGenerator(model, max_len=96, cpp=True).generate},
+            expect=reference)  # HF generate's own fp32 tokens
 else:
     print("the C++ step cannot be built here:", kernels.unavailable_reason())
 """),
