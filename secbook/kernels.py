@@ -214,17 +214,20 @@ class Int8Linear(torch.nn.Module):
         return f"{self.in_features}, {self.out_features}, int8 weights x int16 activations (C++ kernel)"
 
 
+def _require_cpu(model: torch.nn.Module, what: str, instead: str) -> None:
+    devices = {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()}
+    if devices - {"cpu"}:
+        raise ValueError(f"{what} runs on the CPU only, and this model is on {sorted(devices)}; {instead}")
+
+
 def use_int8_kernel(model: torch.nn.Module) -> torch.nn.Module:
     """Replace (in place) every 8-bit symmetric per-channel ``QuantLinear`` of ``model`` by an
     :class:`Int8Linear` with the same weights; returns the model. Raises if the kernel cannot be built here."""
     _require()
     from .quantize import _set_module
 
-    devices = {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()}
-    if devices - {"cpu"}:
-        raise ValueError(f"secbook's int8 kernel runs on the CPU only, and this model is on {sorted(devices)}; "
-                         "on a GPU use the compiled pure-PyTorch int8 path (apply_transform(model, 'int8wo') and "
-                         "FastGenerator(..., compile=True)) or torchao.")
+    _require_cpu(model, "secbook's int8 kernel", "on a GPU use the compiled pure-PyTorch int8 path "
+                 "(apply_transform(model, 'int8wo') and FastGenerator(..., compile=True)) or torchao.")
     targets = [name for name, m in model.named_modules() if Int8Linear.accepts(m)]
     if not targets:
         raise ValueError("the model has no 8-bit symmetric per-channel QuantLinear layers; quantize it first: "
@@ -259,6 +262,8 @@ class CppDecoder(torch.nn.Module):
 
         _require()
         check_supported(model)
+        _require_cpu(model, "the C++ decode step", "on a GPU use FastGenerator(model, max_len, compile=True) "
+                     "(CUDA graphs).")
         cfg = model.config
         if batch != 1:
             raise ValueError(f"the C++ decode step runs one sequence at a time (batch=1), got batch={batch}; "

@@ -251,6 +251,8 @@ def test_cpp_decoder_generates_hf_tokens_and_rejects_bad_input(tiny):
     assert torch.equal(fp32.generate(prompt_ids(tok, 16), 32), hf_generate(model, prompt_ids(tok, 16), 32))
     with pytest.raises(ValueError, match="int8k"):
         kernels.CppDecoder(apply_transform(copy.deepcopy(model), "bf16"), max_len=24)  # neither int8k nor fp32
+    with pytest.raises(ValueError, match="CPU only.*compile=True"):  # any device but the CPU (here: meta)
+        kernels.CppDecoder(copy.deepcopy(model).to("meta"), max_len=24)
     with pytest.raises(ValueError, match="batch"):
         kernels.CppDecoder(k, max_len=24, batch=2)
     with pytest.raises(ValueError, match="compile=False"):

@@ -300,8 +300,8 @@ void attend(const float* q, const float* k, const float* v, int64_t p, int64_t h
 }
 
 void check(const at::Tensor& t, at::ScalarType dtype, const char* name) {
-  TORCH_CHECK(t.scalar_type() == dtype && t.is_contiguous() && t.device().is_cpu(), "secbook::llama_step: ", name,
-              " must be a contiguous CPU tensor of ", c10::toString(dtype));
+  TORCH_CHECK(t.scalar_type() == dtype && t.is_contiguous() && t.device().is_cpu(), "secbook::llama_step/pack: ",
+              name, " must be a contiguous CPU tensor of ", c10::toString(dtype));
 }
 
 template <typename W>
