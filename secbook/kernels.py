@@ -298,8 +298,9 @@ class CppDecoder(torch.nn.Module):
             scales = ([torch.ones(w.shape[0]) for w in weights] if fp32 else  # fp32: scales of 1 (exact)
                       [torch.cat([mod.scale for mod in mods]) for mods in per_layer])
             self.register_buffer(f"s{kind}", torch.stack(scales))
-            biases = [stacked_bias(mods, like=self.get_buffer(f"s{kind}")) for mods in per_layer]
-            self.register_buffer(f"b{kind}", None if biases[0] is None else torch.stack(biases))
+            # [layers, out], zeros where a module has none; None if no layer of this kind has a bias
+            bias = stacked_bias([mod for mods in per_layer for mod in mods], like=scales[0])
+            self.register_buffer(f"b{kind}", None if bias is None else bias.view(len(per_layer), -1))
         # one buffer per core: its share of every matrix, in the order the step reads them (see llama_step.cpp)
         self.parts = int(parts or torch.get_num_threads())
         if self.parts < 1:

@@ -279,3 +279,18 @@ def test_cpp_decoder_generates_hf_tokens_and_rejects_bad_input(tiny):
                 build(k, max_len=24)
     finally:
         k.config.sliding_window = None
+
+
+def test_cpp_decoder_bias_in_some_layers_only(tiny):
+    """A bias on one projection of the last layer only (none in layer 0) still reaches the C++ step."""
+    from secbook.generate import StaticDecoder
+
+    model = copy.deepcopy(tiny[0])
+    q = model.model.layers[-1].self_attn.q_proj
+    q.bias = torch.nn.Parameter(torch.randn(q.out_features, generator=torch.Generator().manual_seed(3)))
+    py, cpp = StaticDecoder(model, max_len=16), kernels.CppDecoder(model, max_len=16)
+    assert cpp.bqkv is not None and cpp.bqkv[0].abs().max() == 0 and cpp.bqkv[-1].abs().max() > 0
+    ids = torch.randint(0, model.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        a, b = py(ids, torch.arange(8)), cpp(ids, torch.arange(8))
+    assert (a - b).abs().max() <= 2e-5 * a.abs().max()
