@@ -763,7 +763,7 @@ def interleaved_tok_s(model_name: str, transforms=("int8wo", "int8k"), rounds: i
     whole-step C++ decoder (:class:`secbook.kernels.CppDecoder`, never compiled by torch.compile)."""
     from tqdm.auto import tqdm
 
-    from .measure import prompt_ids, results_frame, token_agreement
+    from .measure import prompt_ids, results_frame, tok_s_in_turn, token_agreement
     from .models import load
 
     if rounds < 1 or not transforms:
@@ -776,12 +776,7 @@ def interleaved_tok_s(model_name: str, transforms=("int8wo", "int8k"), rounds: i
         model = apply_transform(load(model_name, device=device)[0], "int8k" if cpp else t)
         gens[t] = FastGenerator(model, max_len=prompt_len + new_tokens, compile=compile and not cpp, cpp=cpp)
         outs[t] = gens[t].generate(ids, new_tokens)[:, prompt_len:]  # also the warm-up (compiles)
-    speed = {t: [] for t in transforms}
-    for _ in tqdm(range(rounds), desc="rounds", leave=False):
-        for t, g in gens.items():
-            t0 = time.perf_counter()
-            g.generate(ids, new_tokens)
-            speed[t].append(new_tokens / (time.perf_counter() - t0))
+    speed = tok_s_in_turn({t: g.generate for t, g in gens.items()}, ids, new_tokens, rounds=rounds, warmup=0)
     first = transforms[0]
     rows = [{"model": model_name, "transform": t, "compiled": gens[t].compiled,
              "tok_s": float(np.median(speed[t])),

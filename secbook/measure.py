@@ -135,13 +135,15 @@ def _clock(fn: Callable, *args) -> tuple[Any, float]:
 
 
 def tok_s_in_turn(generators: dict, input_ids: torch.Tensor, new_tokens: int, rounds: int = 5,
-                  expect: torch.Tensor | None = None) -> dict[str, list[float]]:
-    """Tokens/s of several ``generate(input_ids, new_tokens) -> ids`` functions, timed *in turn*: after one
-    warm-up call each, every round runs each function once, so a change in a shared machine's load hits all of
-    them alike; compare them by the median over rounds of their ratio. Returns name → tok/s per round (new
-    tokens ÷ the whole call, prompt included). With ``expect``, every output must equal it."""
-    for fn in generators.values():
-        fn(input_ids, new_tokens)
+                  expect: torch.Tensor | None = None, warmup: int = 1) -> dict[str, list[float]]:
+    """Tokens/s of several ``generate(input_ids, new_tokens) -> ids`` functions, timed *in turn*: after
+    ``warmup`` calls each, every round runs each function once, so a change in a shared machine's load hits all
+    of them alike; compare them by the median over rounds of their ratio. Returns name → tok/s per round (new
+    tokens ÷ the whole call, prompt included; the GPU is synchronised before every clock read). With
+    ``expect``, every output must equal it."""
+    for _ in range(warmup):
+        for fn in generators.values():
+            fn(input_ids, new_tokens)
     speeds: dict[str, list[float]] = {name: [] for name in generators}
     for _ in range(rounds):
         for name, fn in generators.items():
