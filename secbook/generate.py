@@ -362,6 +362,9 @@ class StaticDecoder(torch.nn.Module):
         shape = (self.batch, self.n_kv, self.max_len, self.head_dim)
         self.k_cache = [torch.zeros(shape, dtype=dtype, device=p.device) for _ in range(self.n_layers)]
         self.v_cache = [torch.zeros(shape, dtype=dtype, device=p.device) for _ in range(self.n_layers)]
+        if p.device.type == "cuda":  # written in place by the step: fixed addresses let a CUDA graph keep them
+            for t in self.k_cache + self.v_cache:
+                torch._dynamo.mark_static_address(t, guard=False)
         # additive mask (0 / -inf): on CPU a float mask keeps SDPA on its fast path (a bool mask is ~10x slower)
         tril = torch.tril(torch.ones(self.max_len, self.max_len, dtype=torch.bool, device=p.device))
         self.register_buffer("causal", torch.zeros(tril.shape, dtype=dtype, device=p.device).masked_fill(
@@ -533,8 +536,9 @@ class Rung:
 
     @property
     def cpu_only(self) -> bool:
-        """Whether the rung needs our C++ int8 kernel or C++ step (CPU only): skipped on a GPU."""
-        return self.transform == "int8k" or "cpp" in (self.loop, self.draft_loop, self.target_loop)
+        """Whether the rung needs the CPU: our C++ int8 kernel or C++ step, or torch.ao's dynamic int8 (whose
+        quantized kernels exist for the CPU only). Skipped on a GPU."""
+        return self.transform in ("int8k", "dyn8") or "cpp" in (self.loop, self.draft_loop, self.target_loop)
 
 
 LADDER = (  # cheap and essential rungs first: results are saved after every rung
@@ -605,7 +609,8 @@ def draft_for(target, name: str = "student", loop: str = "ours"):
     target's own int8 copy (nearly always right, and cheaper where reading weights dominates); otherwise
     ``data/models/<name>`` if it exists, else a copy of the target truncated to its first two layers. With
     ``loop="cpp"`` the draft's weights are our int8 ``Int8Linear`` (``"int8k"``), ready for the whole-step C++
-    decoder; otherwise the int8 self-draft is torch.ao's dynamic int8 and a student stays fp32."""
+    decoder; otherwise the int8 self-draft is torch.ao's dynamic int8 on the CPU, our int8 weight-only layers
+    (``"int8wo"``) on a GPU, and a student stays fp32."""
     import copy
 
     from .models import load, local_models
@@ -615,6 +620,8 @@ def draft_for(target, name: str = "student", loop: str = "ours"):
     if name == "int8-self":
         if loop == "cpp":
             return apply_transform(copy.deepcopy(target), "int8k"), "the target's own int8 copy, C++ step"
+        if next(target.parameters()).device.type != "cpu":  # torch.ao's dynamic int8 has CPU kernels only
+            return apply_transform(copy.deepcopy(target), "int8wo"), "the target's own int8 weight-only copy"
         return apply_transform(copy.deepcopy(target), "dyn8"), "the target's own dynamic-int8 copy"
     if name in local_models():
         d, label = load(name)[0], name
@@ -676,8 +683,11 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
     those measurements (the machine's ceiling in this run, so a momentary dip never flatters a rung).
 
     ``args`` has ``model``, ``prompt_len``, ``new_tokens``, ``repeats`` (``device`` optional). Rows are merged
-    into ``data/results/generate_ladder.csv`` (rows of the same model replaced) when ``save``.
+    into ``data/results/generate_ladder.csv`` (rows of the same model replaced) when ``save`` — or, measured on
+    a GPU, into ``generate_ladder_cuda.csv``, so a GPU's rows never mix with the CPU's. The model is built once
+    and each rung transforms its own copy (a 1B replica takes seconds to build).
     """
+    import copy
     import gc
 
     from .hardware import pick_device, read_bandwidth
@@ -693,6 +703,9 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
     rows, reference = [], None
     max_len = args.prompt_len + args.new_tokens
     on_cpu = pick_device(device).type == "cpu"
+    ladder_name = "generate_ladder" if on_cpu else f"generate_ladder_{pick_device(device).type}"
+    base, tok = load(args.model, device=device)
+    ids = prompt_ids(tok, args.prompt_len)
     for rung in rungs:
         if rung.tiny_only and args.model != "tiny":
             continue
@@ -700,8 +713,7 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
             print(f"{args.model:>24} | {rung.name:<42} skipped: our int8 kernel and C++ step run on the CPU only",
                   flush=True)
             continue
-        model, tok = load(args.model, device=device)
-        ids = prompt_ids(tok, args.prompt_len)
+        model = copy.deepcopy(base)
         fn, last = None, {}
         try:
             model = apply_transform(model, rung.transform)
@@ -748,7 +760,7 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
         if only:  # keep the full run's baseline row; this one belongs to the partial re-run
             df.loc[0, "rung"] = f"{rungs[0].name[:-1]}, re-measured beside {', '.join(only)})"
         if save:  # after every rung, so a long run that is stopped keeps what it measured
-            save_ladder(df, whole_model=not only)
+            save_ladder(df, ladder_name, whole_model=not only)
     return _frame(rows)
 
 
@@ -817,3 +829,38 @@ def save_ladder(df, name: str = "generate_ladder", whole_model: bool = False, ke
     except (FileNotFoundError, OSError, KeyError):
         pass
     return save_results(df, name)
+
+
+GPU_QUICK_RUNGS = ("our loop fp32 + compile", "our loop bf16 + compile")  # chapter 3.2's GPU cell: a few minutes
+
+
+def plot_ladder(ladder, title: str | None = None):
+    """The optimization ladder as horizontal bars, one panel per model: decode tokens/s of each rung, labelled
+    with its speed-up over the HF ``generate`` baseline and its token agreement (grey bars: baselines).
+    ``title`` defaults to the machine the rows were recorded on (its GPU if it had one). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    d_all = ladder.dropna(subset=["tok_s"])
+    groups = list(d_all.groupby("model", sort=False))
+    if not groups:
+        raise ValueError("no measured rows (tok_s) to plot")
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 0.4 * max(len(d) for _, d in groups) + 1.5),
+                             squeeze=False)
+    for ax, (name, d) in zip(axes[0], groups):
+        names = d["rung"].str.replace(r"\(baseline, re-measured beside .*\)", "(baseline, re-measured)", regex=True)
+        ax.barh(range(len(d)), d["tok_s"], color=["grey" if "baseline" in n else "tab:blue" for n in names])
+        ax.set_yticks(range(len(d)), names)
+        for y, r in enumerate(d.itertuples()):
+            ax.text(r.tok_s, y, f" {r.speedup:.2f}x, agree {r.token_agreement:.2f}", va="center", fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(name)
+        ax.set_xlabel("decode tokens/s")
+        ax.set_xlim(0, d["tok_s"].max() * 1.35)
+    if title is None:
+        r = d_all.iloc[0]
+        gpu = str(r.get("gpu", "none"))
+        title = f"recorded on {gpu}" if gpu.lower() not in ("none", "nan", "") else \
+            f"recorded on {r.get('cpu', '?')}, {r.get('cores', '?')} cores"
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

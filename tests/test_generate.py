@@ -326,11 +326,57 @@ def test_cpp_draft_keeps_target_tokens(tiny, name):
 
 
 def test_cpu_only_rungs_are_marked():
-    """The rungs on our C++ kernel or C++ step are the CPU-only ones (a GPU run skips them instead of recording
-    failures); every other rung runs anywhere."""
+    """The rungs on our C++ kernel or C++ step, and torch.ao's dynamic int8 (CPU kernels only), are the CPU-only
+    ones (a GPU run skips them instead of recording failures); every other rung runs anywhere."""
     from secbook.generate import LADDER
 
     assert {r.name for r in LADDER if r.cpu_only} == {
         "speculative, int8 student on the C++ step, gamma=2", "speculative, int8 self-draft on the C++ step, gamma=8",
         "our loop int8, C++ kernel + compile", "our loop int8, C++ kernel", "int8, whole decode step in C++",
-        "fp32, whole decode step in C++", "speculative, all on the C++ step: fp32 target, int8 self-draft, gamma=8"}
+        "fp32, whole decode step in C++", "speculative, all on the C++ step: fp32 target, int8 self-draft, gamma=8",
+        "our loop dynamic int8 (torch.ao)", "our loop dynamic int8 + compile"}
+
+
+def test_plot_ladder_labels_the_machine():
+    """One panel per model; the title names the GPU the rows were recorded on, else the CPU."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from secbook.generate import plot_ladder
+
+    rows = pd.DataFrame({"model": ["a", "a", "b"], "rung": ["HF generate fp32 (baseline)", "x", "y"],
+                         "tok_s": [1.0, 2.0, 3.0], "speedup": [1.0, 2.0, 1.0], "token_agreement": [1.0, 1.0, 0.5],
+                         "gpu": ["NVIDIA H200"] * 3, "cpu": ["some CPU"] * 3, "cores": [16] * 3})
+    fig = plot_ladder(rows)
+    assert len(fig.axes) == 2 and fig._suptitle.get_text() == "recorded on NVIDIA H200"
+    plt.close(fig)
+    fig = plot_ladder(rows.assign(gpu="none"))
+    assert fig._suptitle.get_text() == "recorded on some CPU, 16 cores"
+    plt.close(fig)
+    with pytest.raises(ValueError):
+        plot_ladder(rows.assign(tok_s=float("nan")))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_loop_and_self_draft_on_cuda(tiny):
+    """On a GPU: our loop compiled with CUDA graphs (mode="reduce-overhead") gives HF generate's greedy tokens,
+    call after call; the int8 self-draft there is our int8 weight-only copy, and speculation keeps the tokens."""
+    import copy
+
+    from secbook.generate import draft_for
+    from secbook.speculative import SpeculativeDecoder
+
+    model, tok = tiny
+    m = copy.deepcopy(model).to("cuda")
+    ids = prompt_ids(tok, 16).cuda()
+    ref = hf_generate(m, ids, 24)
+    gen = FastGenerator(m, max_len=48, compile=True)
+    assert torch.equal(gen.generate(ids, 24), ref) and torch.equal(gen.generate(ids, 24), ref)
+    assert torch.equal(FastGenerator(m, max_len=48).generate(ids, 24), ref)
+    draft, label = draft_for(m, "int8-self")
+    assert "weight-only" in label and next(draft.parameters()).device.type == "cuda"
+    assert torch.equal(SpeculativeDecoder(m, draft, gamma=4, max_len=48).generate(ids, 24).ids, ref)
+    torch._dynamo.reset()

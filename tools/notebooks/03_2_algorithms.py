@@ -560,15 +560,7 @@ per token × tokens/s ÷ the best read bandwidth measured during that run. Grey 
 added later by a partial run (`--rungs`) is compared with the baseline re-measured beside it, never across runs.
 """),
     code(r"""
-fig, axes = plt.subplots(1, ladder["model"].nunique(), figsize=(13, 6.5), sharey=False)
-for ax, (name, d) in zip(list(axes), ladder.dropna(subset=["tok_s"]).groupby("model", sort=False)):
-    names = d["rung"].str.replace(r"\(baseline, re-measured beside .*\)", "(baseline, re-measured)", regex=True)
-    ax.barh(range(len(d)), d["tok_s"], color=["grey" if "baseline" in n else "tab:blue" for n in names])
-    ax.set_yticks(range(len(d)), names)
-    for y, r in enumerate(d.itertuples()):
-        ax.text(r.tok_s, y, f" {r.speedup:.2f}x, agree {r.token_agreement:.2f}", va="center", fontsize=8)
-    ax.invert_yaxis(); ax.set_title(name); ax.set_xlabel("decode tokens/s"); ax.set_xlim(0, d["tok_s"].max() * 1.35)
-fig.suptitle(f"recorded on {ladder['cpu'].iloc[0]}, {ladder['cores'].iloc[0]} cores"); fig.tight_layout()
+generate.plot_ladder(ladder)
 plt.show()
 """),
     code(r"""
@@ -610,14 +602,30 @@ On a GPU the same ideas go further — gpt-fast reports several-fold gains from 
 alone {cite}`gptfast2023`, because there the fixed cost per kernel launch, not the CPU's memory, is what a step
 wastes.
 
-On a GPU the same suite runs the 1B replica with CUDA graphs. This machine has none:
+On a GPU the same suite runs the 1B replica (Llama-3.2-1B's shapes, random weights), the compiled rungs with CUDA
+graphs (`mode="reduce-overhead"`); the C++ rungs and torch.ao's dynamic int8 are CPU-only and skipped. Where this
+page runs on a GPU, the cell below measures the baseline and two compiled rungs now (a few minutes, most of it
+compiling); on a CPU it shows the whole ladder as recorded on a GPU (`bash tools/gpu_ladder.sh`), labelled with
+that GPU — numbers from another machine, not from this one:
 """),
     code(r"""
-if not torch.cuda.is_available():
-    print("No CUDA GPU here: on a GPU this would run generate.run_generate_suite on replica:llama-3.2-1b "
-          "with mode='reduce-overhead' (CUDA graphs).")
-    gpu = ladder[ladder["gpu"].fillna("none").astype(str).str.lower().ne("none")]
-    print("recorded GPU rows:", len(gpu)) if len(gpu) else print("no recorded GPU ladder yet")
+from types import SimpleNamespace
+from secbook.paths import RESULTS_DIR
+if torch.cuda.is_available():
+    args = SimpleNamespace(model="replica:llama-3.2-1b", device="cuda", prompt_len=32, new_tokens=64, repeats=3)
+    quick = [generate.LADDER[0]] + [r for r in generate.LADDER if r.name in generate.GPU_QUICK_RUNGS]
+    gpu = generate.run_generate_suite(args, rungs=quick, save=False)
+    title = f"measured now on {torch.cuda.get_device_name(0)}"
+elif (RESULTS_DIR / "generate_ladder_cuda.csv").exists():
+    print("No CUDA GPU here: the 1B replica's ladder as recorded on a GPU.")
+    gpu = load_results("generate_ladder_cuda")
+    title = f"recorded on {gpu['gpu'].iloc[0]} ({gpu['timestamp'].iloc[0]}), torch {gpu['torch'].iloc[0]}"
+else:
+    gpu = None
+    print("No CUDA GPU here, and no GPU ladder recorded yet (bash tools/gpu_ladder.sh on a GPU machine makes one).")
+if gpu is not None:
+    generate.plot_ladder(gpu, title); plt.show()
+    display(gpu[["rung", "tok_s", "speedup", "token_agreement", "mbu", "first_call_s", "note"]].round(3))
 """),
     md(r"""
 ## Try it
