@@ -396,7 +396,7 @@ class StaticDecoder(torch.nn.Module):
             vc.index_copy_(2, input_pos, v.to(vc.dtype))
             qg = q.reshape(B, KV, rep * T, D)
             o = _attend(qg, kc, vc, mask, layer.self_attn.scaling)
-            x = x + self.o[i](o.view(B, H, T, D).transpose(1, 2).reshape(B, T, H * D))
+            x = x + self.o[i](o.reshape(B, H, T, D).transpose(1, 2).reshape(B, T, H * D))
             gate, up = self.gate_up[i](_rms_norm(layer.post_attention_layernorm, x)).chunk(2, dim=-1)
             x = x + self.down[i](layer.mlp.act_fn(gate) * up)
         if last_only:

@@ -188,7 +188,7 @@ class SpeculativeDecoder:
             res.accepted += n
             res.accepted_per_call.append(n)
             seq += drafts[:n] + [nxt]
-        res.ids = torch.tensor([seq[:T + max_new_tokens]])
+        res.ids = torch.tensor([seq[:T + max_new_tokens]], device=input_ids.device)  # where the prompt was
         return res
 
     def _propose(self, seq, d_len, gamma, temperature, gen, res):
@@ -216,7 +216,7 @@ class SpeculativeDecoder:
             return n, target[n]
         p = self._probs(p_logits, temperature)
         for i, d in enumerate(drafts):
-            qi = q[i] if q is not None else torch.nn.functional.one_hot(torch.tensor(d), p.shape[-1]).float()
+            qi = q[i] if q is not None else torch.nn.functional.one_hot(torch.tensor(d, device=p.device), p.shape[-1]).float()
             r = torch.rand((), generator=gen, device=p.device)
             if r < torch.clamp(p[i, d] / qi[d], max=1.0):
                 continue

@@ -379,4 +379,6 @@ def test_compiled_loop_and_self_draft_on_cuda(tiny):
     draft, label = draft_for(m, "int8-self")
     assert "weight-only" in label and next(draft.parameters()).device.type == "cuda"
     assert torch.equal(SpeculativeDecoder(m, draft, gamma=4, max_len=48).generate(ids, 24).ids, ref)
+    sampled = SpeculativeDecoder(m, "lookup", gamma=4, max_len=48).generate(ids, 24, temperature=0.8, seed=0).ids
+    assert sampled.device == ids.device and sampled.shape == ref.shape  # prompt lookup's sampling path on the GPU
     torch._dynamo.reset()
