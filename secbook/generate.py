@@ -844,7 +844,7 @@ def plot_ladder(ladder, title: str | None = None):
     groups = list(d_all.groupby("model", sort=False))
     if not groups:
         raise ValueError("no measured rows (tok_s) to plot")
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 0.4 * max(len(d) for _, d in groups) + 1.5),
+    fig, axes = plt.subplots(1, len(groups), figsize=(8.5 * len(groups), 0.4 * max(len(d) for _, d in groups) + 1.5),
                              squeeze=False)
     for ax, (name, d) in zip(axes[0], groups):
         names = d["rung"].str.replace(r"\(baseline, re-measured beside .*\)", "(baseline, re-measured)", regex=True)
@@ -864,3 +864,26 @@ def plot_ladder(ladder, title: str | None = None):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def ladder_summary(ladder) -> str:
+    """The ladder's verdict per model, computed from its rows: HF ``generate``'s tokens/s, the best lossless
+    loop of ours (fp32 weights, every token equal to the baseline's), the best rung within a 1% tiny-model
+    perplexity budget, each with speed-up and MBU, and the speculative rungs with their acceptance rate."""
+    lines = []
+    for name, d in ladder.dropna(subset=["tok_s"]).groupby("model", sort=False):
+        ours = d["loop"].isin(["ours", "cpp"])
+        lossless = d[(d["token_agreement"] == 1.0) & (d["transform"] == "none") & ours]
+        budget = d[(d["tiny_ppl_change"].abs() <= 0.01) & ours]
+        lines.append(f"{name}: HF generate {d['tok_s'].iloc[0]:.1f} tok/s")
+        if len(lossless):
+            a = lossless.loc[lossless["speedup"].idxmax()]
+            lines.append(f"  best lossless loop: {a['rung']} {a['speedup']:.2f}x (MBU {a['mbu']:.1%})")
+        if len(budget):
+            b = budget.loc[budget["speedup"].idxmax()]
+            lines.append(f"  best within 1% ppl: {b['rung']} {b['speedup']:.2f}x (ppl {b['tiny_ppl_change']:+.2%}, "
+                         f"agreement {b['token_agreement']:.2f}, MBU {b['mbu']:.1%} of {b['bandwidth_max_GBs']:.1f} GB/s)")
+        for r in d[d["loop"].isin(["spec", "lookup"])].itertuples():
+            lines.append(f"  {r.rung}: {r.speedup:.2f}x, agreement {r.token_agreement:.2f}, "
+                         f"acceptance {r.acceptance_rate:.2f}")
+    return "\n".join(lines)

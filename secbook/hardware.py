@@ -538,23 +538,26 @@ def cuda_graph_benchmark(model, input_ids: torch.Tensor, new_tokens: int = 32, c
     rows.append({"variant": "static cache, CUDA graph (manual)",
                  "ms_per_token": 1e3 * median_seconds(lambda: g.step(g.token), warmup=2, repeats=new_tokens,
                                                       device=dev)})
+    def agreement(dec) -> float:  # greedy tokens from dec's cache, fed eager's own tokens, vs eager's
+        tok = ref[:, input_ids.shape[1]]
+        same = [tok]
+        for _ in range(new_tokens - 1):
+            tok = dec.step(tok).argmax(-1)
+            same.append(tok)
+        return float((torch.stack(same, 1) == ref[:, input_ids.shape[1]:]).float().mean())
+
     g2 = StaticDecoder(model, input_ids.shape[0], max_len)
     g2.prefill(input_ids)
     g2.capture()
-    tok = ref[:, input_ids.shape[1]]
-    same = [tok]
-    for _ in range(new_tokens - 1):
-        tok = g2.step(tok).argmax(-1)
-        same.append(tok)
-    agree = float((torch.stack(same, 1) == ref[:, input_ids.shape[1]:]).float().mean())
-    rows[-1]["token_agreement_vs_eager"] = agree
+    rows[-1]["token_agreement_vs_eager"] = agreement(g2)
     if compile:
         c = StaticDecoder(model, input_ids.shape[0], max_len + 3 * new_tokens)
         c._forward = torch.compile(c._forward, mode="reduce-overhead", fullgraph=False)
         c.prefill(input_ids)
+        agree = agreement(c)  # also the compile warm-up; the timed steps continue from there
         rows.append({"variant": 'torch.compile(mode="reduce-overhead")',
                      "ms_per_token": 1e3 * median_seconds(lambda: c.step(c.token), warmup=3, repeats=new_tokens,
-                                                          device=dev)})
+                                                          device=dev), "token_agreement_vs_eager": agree})
     df = pd.DataFrame(rows).set_index("variant")
     df["tokens_per_s"] = 1e3 / df["ms_per_token"]
     df["ops_per_step"] = count_ops(model, input_ids)
@@ -636,11 +639,17 @@ def recorded_gpu_results(kind: str):
         print(f"No GPU run of '{kind}' has been recorded yet (run `python -m secbook bench-hardware` on a GPU "
               "machine to record one into data/results/).")
         return None
+    from .measure import MACHINE_COLUMNS
+
     df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
     where = ", ".join(f"{g} ({t})" for g, t in df[["gpu", "timestamp"]].drop_duplicates().itertuples(index=False)) \
         if {"gpu", "timestamp"} <= set(df.columns) else "unknown GPU"
+    if "torch" in df.columns:
+        where += f", torch {', '.join(map(str, df['torch'].unique()))}"
     print(f"Recorded on {where}:")
-    return df
+    # the line above names the machine: the table keeps the measurements (and the GPU, one column)
+    drop = [c for c in (*MACHINE_COLUMNS, "load_avg_1m", "timestamp", "device") if c in df.columns and c != "gpu"]
+    return df.drop(columns=drop)
 
 
 def gpu_only(what: str, kind: str | None = None) -> bool:

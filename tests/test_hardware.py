@@ -117,8 +117,9 @@ def test_cuda_graph_replay_matches_eager(tiny):
     m = model.to("cuda")
     try:
         ids = tok("def f(x):\n", return_tensors="pt").input_ids.cuda()
-        df = hw.cuda_graph_benchmark(m, ids, new_tokens=8, compile=False)
+        df = hw.cuda_graph_benchmark(m, ids, new_tokens=8)
         assert df.loc["static cache, CUDA graph (manual)", "token_agreement_vs_eager"] == 1.0
+        assert df.loc['torch.compile(mode="reduce-overhead")', "token_agreement_vs_eager"] == 1.0
     finally:
         model.to("cpu")
 
