@@ -710,7 +710,7 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
         if rung.tiny_only and args.model != "tiny":
             continue
         if rung.cpu_only and not on_cpu:
-            print(f"{args.model:>24} | {rung.name:<42} skipped: our int8 kernel and C++ step run on the CPU only",
+            print(f"{args.model:>24} | {rung.name:<42} skipped: CPU only (our C++ kernel or step, torch.ao int8)",
                   flush=True)
             continue
         model = copy.deepcopy(base)
@@ -882,7 +882,8 @@ def ladder_summary(ladder) -> str:
         if len(budget):
             b = budget.loc[budget["speedup"].idxmax()]
             lines.append(f"  best within 1% ppl: {b['rung']} {b['speedup']:.2f}x (ppl {b['tiny_ppl_change']:+.2%}, "
-                         f"agreement {b['token_agreement']:.2f}, MBU {b['mbu']:.1%} of {b['bandwidth_max_GBs']:.1f} GB/s)")
+                         f"agreement {b['token_agreement']:.2f}, MBU {b['mbu']:.1%} of "
+                         f"{b['bandwidth_max_GBs']:.1f} GB/s)")
         for r in d[d["loop"].isin(["spec", "lookup"])].itertuples():
             lines.append(f"  {r.rung}: {r.speedup:.2f}x, agreement {r.token_agreement:.2f}, "
                          f"acceptance {r.acceptance_rate:.2f}")

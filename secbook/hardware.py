@@ -538,6 +538,7 @@ def cuda_graph_benchmark(model, input_ids: torch.Tensor, new_tokens: int = 32, c
     rows.append({"variant": "static cache, CUDA graph (manual)",
                  "ms_per_token": 1e3 * median_seconds(lambda: g.step(g.token), warmup=2, repeats=new_tokens,
                                                       device=dev)})
+
     def agreement(dec) -> float:  # greedy tokens from dec's cache, fed eager's own tokens, vs eager's
         tok = ref[:, input_ids.shape[1]]
         same = [tok]

@@ -216,7 +216,8 @@ class SpeculativeDecoder:
             return n, target[n]
         p = self._probs(p_logits, temperature)
         for i, d in enumerate(drafts):
-            qi = q[i] if q is not None else torch.nn.functional.one_hot(torch.tensor(d, device=p.device), p.shape[-1]).float()
+            qi = q[i] if q is not None else \
+                torch.nn.functional.one_hot(torch.tensor(d, device=p.device), p.shape[-1]).float()
             r = torch.rand((), generator=gen, device=p.device)
             if r < torch.clamp(p[i, d] / qi[d], max=1.0):
                 continue

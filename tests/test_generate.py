@@ -360,6 +360,25 @@ def test_plot_ladder_labels_the_machine():
         plot_ladder(rows.assign(tok_s=float("nan")))
 
 
+def test_ladder_summary_picks_from_the_rows():
+    """Best lossless = fp32 weights, all tokens equal, our loops only; best within budget = |tiny ppl| <= 1%."""
+    import pandas as pd
+
+    from secbook.generate import ladder_summary
+
+    rows = pd.DataFrame({
+        "model": ["m"] * 5, "tok_s": [10.0, 30.0, 50.0, 80.0, 40.0],
+        "rung": ["HF generate fp32 (baseline)", "ours fp32", "ours bf16", "ours int4", "lookup"],
+        "transform": ["none", "none", "bf16", "int4wo", "none"], "loop": ["hf", "ours", "ours", "ours", "lookup"],
+        "token_agreement": [1.0, 1.0, 0.9, 0.5, 1.0], "tiny_ppl_change": [0.0, 0.0, 0.001, 0.05, 0.0],
+        "speedup": [1.0, 3.0, 5.0, 8.0, 4.0], "mbu": [0.1, 0.3, 0.5, 0.6, 0.2], "bandwidth_max_GBs": [100.0] * 5,
+        "acceptance_rate": [None, None, None, None, 0.5]})
+    text = ladder_summary(rows)
+    assert "m: HF generate 10.0 tok/s" in text and "best lossless loop: ours fp32 3.00x (MBU 30.0%)" in text
+    assert "best within 1% ppl: ours bf16 5.00x (ppl +0.10%" in text  # int4 is faster but outside the budget
+    assert "lookup: 4.00x, agreement 1.00, acceptance 0.50" in text
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_compiled_loop_and_self_draft_on_cuda(tiny):
     """On a GPU: our loop compiled with CUDA graphs (mode="reduce-overhead") gives HF generate's greedy tokens,

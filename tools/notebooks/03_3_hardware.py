@@ -181,7 +181,9 @@ print("static-cache decoder == generate:", torch.equal(static, ref))
 The capture itself, on a GPU (the code in `StaticDecoder.capture`): warm up on a side stream, then record
 one forward inside `torch.cuda.graph(g)`; each later token is `token.copy_(...)`, one mask slot opened,
 `g.replay()`. `torch.compile(mode="reduce-overhead")` does the same automatically (it also fuses operators
-first). `cuda_graph_benchmark` times the four ways side by side and checks the graph's tokens against eager:
+first). `cuda_graph_benchmark` times the four ways side by side and checks the tokens of the captured graph
+and of the compiled step against eager (a table recorded before the compiled step's check was added leaves
+that row's `token_agreement_vs_eager` empty):
 """),
     code(r"""
 if hardware.gpu_only("time eager vs static cache vs a hand-captured CUDA graph vs torch.compile(mode='reduce-overhead')",
