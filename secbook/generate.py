@@ -702,8 +702,9 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
         rungs = [rungs[0]] + [r for r in rungs[1:] if r.name in only]
     rows, reference = [], None
     max_len = args.prompt_len + args.new_tokens
-    on_cpu = pick_device(device).type == "cpu"
-    ladder_name = "generate_ladder" if on_cpu else f"generate_ladder_{pick_device(device).type}"
+    kind = pick_device(device).type
+    on_cpu = kind == "cpu"
+    ladder_name = "generate_ladder" if on_cpu else f"generate_ladder_{kind}"
     base, tok = load(args.model, device=device)
     ids = prompt_ids(tok, args.prompt_len)
     for rung in rungs:
