@@ -123,25 +123,24 @@ class SpeculativeDecoder:
             raise ValueError(f"draft length gamma must be >= 1, got {gamma}")
         check_supported(target)
         self.gamma, self.max_len, self.max_ngram = int(gamma), int(max_len), max_ngram
-        if cpp_target:  # the target's whole step as one C++ call too (fp32 or "int8k" weights)
-            from .kernels import CppDecoder
-
-            self.target = CppDecoder(target, self.max_len + gamma + 1)
-        else:
-            self.target = StaticDecoder(target, self.max_len + gamma + 1)
+        self.target = self._decoder(target, cpp_target)  # C++: fp32 or "int8k" weights, the whole step one call
         if isinstance(draft, str):
             if draft != "lookup":
                 raise ValueError(f"draft must be a model or 'lookup' (prompt-lookup decoding), got {draft!r}")
             self.draft = None
         else:
             check_same_tokenizer(target, draft, target_tokenizer, draft_tokenizer)
-            if cpp_draft:  # the whole draft step as one C++ call (the draft must be on Int8Linear: "int8k")
-                from .kernels import CppDecoder
-
-                self.draft = CppDecoder(draft, self.max_len + gamma + 1)
-            else:
-                self.draft = StaticDecoder(draft, self.max_len + gamma + 1)
+            self.draft = self._decoder(draft, cpp_draft)  # C++: the draft must be on Int8Linear ("int8k")
         self.device = next(target.parameters()).device
+
+    def _decoder(self, model, cpp: bool):
+        """A static-cache decoder for ``model`` with room for every position plus one draft run: ours in
+        PyTorch, or (``cpp``) the whole-step C++ one."""
+        if cpp:
+            from .kernels import CppDecoder
+
+            return CppDecoder(model, self.max_len + self.gamma + 1)
+        return StaticDecoder(model, self.max_len + self.gamma + 1)
 
     def _fwd(self, dec: StaticDecoder, tokens: list[int], start: int) -> torch.Tensor:
         ids = torch.tensor([tokens], device=self.device)
