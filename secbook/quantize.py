@@ -651,8 +651,8 @@ def bnb_quantize(model_or_path, mode: str = "nf4", device: str = "cpu", skip=("l
             model_or_path.save_pretrained(tmp)
             path = tmp
         else:
-            from .paths import MODELS_DIR
-            path = MODELS_DIR / model_or_path if (MODELS_DIR / str(model_or_path)).is_dir() else model_or_path
+            from .paths import find_model
+            path = find_model(str(model_or_path)) or model_or_path
         model = AutoModelForCausalLM.from_pretrained(path, quantization_config=cfg, device_map=device,
                                                      dtype=torch.float32)
     return model.eval()

@@ -13,6 +13,7 @@ weights changes the model's predictions the same way on any device.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import torch
@@ -239,10 +240,10 @@ def collect_results(results_dir=None):
     recorded; NaN when the CSV has no quality column). Rows with errors or no speed are dropped."""
     import pandas as pd
 
-    from .paths import RESULTS_DIR
+    from .paths import result_files
 
     frames = []
-    for path in sorted((results_dir or RESULTS_DIR).glob("*.csv")):
+    for path in (sorted(Path(results_dir).glob("*.csv")) if results_dir else result_files()):
         try:
             df = pd.read_csv(path)
         except Exception:  # noqa: BLE001 — an unreadable CSV is skipped, not fatal
