@@ -32,10 +32,11 @@ class TimedTextStreamer(TextStreamer):
         self.t0 = time.perf_counter()
         self.token_times: list[float] = []
         self.tokens: list[int] = []
+        self.text_times: list[float] = []
 
     def start(self) -> None:
         self.t0 = time.perf_counter()
-        self.token_times, self.tokens = [], []
+        self.token_times, self.tokens, self.text_times = [], [], []
 
     def put(self, value) -> None:
         if not self.next_tokens_are_prompt:  # the first put() is the prompt
@@ -46,23 +47,35 @@ class TimedTextStreamer(TextStreamer):
         super().put(value)
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        now = time.perf_counter() - self.t0
+        if text:
+            self.text_times.append(now)
         if self.on_text is None:
             print(text, flush=True, end="" if not stream_end else None)
         elif text:
-            self.on_text(text, time.perf_counter() - self.t0)
+            self.on_text(text, now)
 
 
 @dataclass
 class StreamResult:
-    """What the user saw: the text, when each token arrived (s after the request), TTFT and TPOT."""
+    """What the user saw: the text, when each token arrived (s after the request), TTFT and TPOT.
+
+    ``text_times`` are the moments text reached the screen: a streamer prints whole words, so the first text
+    can appear a few tokens after the first token (``first_text_s`` ≥ ``ttft_s``)."""
     prompt: str
     text: str
     tokens: list[int]
     token_times: list[float] = field(repr=False)
+    text_times: list[float] = field(default_factory=list, repr=False)
 
     @property
     def ttft_s(self) -> float:
         return self.token_times[0]
+
+    @property
+    def first_text_s(self) -> float:
+        """When the first text was printed (NaN if nothing was)."""
+        return self.text_times[0] if self.text_times else float("nan")
 
     @property
     def tpot_s(self) -> float:
@@ -87,14 +100,23 @@ def _check_new_tokens(new_tokens: int, lo: int = 1, hi: int = 512) -> int:
 
 @torch.inference_mode()
 def stream(model, tokenizer, prompt: str, new_tokens: int = 32, on_text: Callable[[str, float], None] | None = None,
-           greedy: bool = True, stop_at_eos: bool = True, seed: int = 0) -> StreamResult:
+           greedy: bool = True, stop_at_eos: bool = True, seed: int = 0, chat: bool = False) -> StreamResult:
     """Generate from ``prompt`` token by token, calling ``on_text(text, seconds)`` as text becomes printable
-    (``None`` prints it), and return what arrived when. Greedy unless ``greedy=False`` (then seeded sampling)."""
+    (``None`` prints it), and return what arrived when. Greedy unless ``greedy=False`` (then seeded sampling).
+    ``chat=True`` sends ``prompt`` as one user turn of the model's chat template (a chat model's reply)."""
     if not isinstance(prompt, str) or not prompt:
         raise ValueError("prompt must be a non-empty string")
     new_tokens = _check_new_tokens(new_tokens)
     device = next(model.parameters()).device
-    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("chat=True needs a tokenizer with a chat template (e.g. 'smollm2-135m-instruct'); "
+                             "the tiny model and the replicas complete raw text: use chat=False")
+        from .pretrained import chat_ids
+
+        ids = chat_ids(tokenizer, prompt).to(device)
+    else:
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
     streamer = TimedTextStreamer(tokenizer, on_text=on_text)
     kw = dict(max_new_tokens=new_tokens, do_sample=not greedy, streamer=streamer,
               attention_mask=torch.ones_like(ids))
@@ -105,7 +127,8 @@ def stream(model, tokenizer, prompt: str, new_tokens: int = 32, on_text: Callabl
     streamer.start()
     out = model.generate(ids, **kw)
     new = out[0, ids.shape[1]:].tolist()
-    return StreamResult(prompt=prompt, text=tokenizer.decode(new), tokens=new, token_times=streamer.token_times)
+    return StreamResult(prompt=prompt, text=tokenizer.decode(new, skip_special_tokens=chat), tokens=new,
+                        token_times=streamer.token_times, text_times=streamer.text_times)
 
 
 def live_printer(every: int = 8) -> Callable[[str, float], None]:
@@ -131,7 +154,7 @@ def complete(model, tokenizer, prefix: str, max_new_tokens: int = 16) -> StreamR
         if ln.strip():
             break
     line = "\n".join(kept)
-    return StreamResult(prefix, line, result.tokens, result.token_times)
+    return StreamResult(prefix, line, result.tokens, result.token_times, result.text_times)
 
 
 def keystroke_budget(model, tokenizer, prefixes: list[str], budget_ms: float = 100.0, repeats: int = 3,

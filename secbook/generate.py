@@ -571,6 +571,64 @@ LADDER = (  # cheap and essential rungs first: results are saved after every run
 )
 TRANSFORMS = ("none", "bf16", "int8wo", "int8k", "int4wo", "dyn8")
 AB_VARIANTS = TRANSFORMS + ("int8k-cpp",)  # what interleaved_tok_s compares: a transform, or int8k on the C++ step
+LADDER_QUESTION = "Explain how a bicycle works, step by step."  # the chat model's ladder prompt
+
+
+def ladder_prompt(tokenizer, prompt_len: int = 32) -> tuple[torch.Tensor, str]:
+    """The ladder's fixed prompt ``[1, T]`` and a line saying what it is. A chat model (its tokenizer has a chat
+    template) gets one user turn asking :data:`LADDER_QUESTION`, ready for the reply (``prompt_len`` does not
+    apply); any other model the first ``prompt_len`` tokens of the held-out text.
+
+    Every rung generates exactly the requested number of tokens: HF ``generate`` is told
+    ``min_new_tokens=max_new_tokens`` (it masks the end-of-sequence token) and our loops never stop early. The
+    question asks for a reply longer than a ladder run (64 tokens), so the chat model's greedy reply never reaches
+    its end-of-sequence token there: our lossless loops, which do not mask it, still give HF's exact tokens."""
+    if getattr(tokenizer, "chat_template", None):
+        from .speculative import task_ids
+
+        ids = task_ids(tokenizer, LADDER_QUESTION)
+        return ids, f"chat turn {LADDER_QUESTION!r} ({ids.shape[-1]} tokens)"
+    from .measure import prompt_ids
+
+    return prompt_ids(tokenizer, prompt_len), f"held-out text ({prompt_len} tokens)"
+
+
+def own_loop(rung: Rung, rungs=LADDER) -> str | None:
+    """For a speculative rung, the name of the rung that runs the same target loop without speculation (our
+    fused fp32 loop, or the fp32 C++ step with ``target_loop="cpp"``): speculation's own gain is its speed ÷
+    that rung's, apart from whatever the faster loop underneath brings. None for every other rung."""
+    if rung.loop not in ("spec", "lookup"):
+        return None
+    loop = "cpp" if rung.target_loop == "cpp" else "ours"
+    for r in rungs:
+        if r.loop == loop and r.transform == rung.transform and not r.compile and r.fuse:
+            return r.name
+    return None
+
+
+def with_own_loop_speedup(df, rungs=LADDER):
+    """``df`` with ``own_loop`` and ``speedup_vs_own_loop`` filled in for its speculative rows: the rung's tokens/s
+    ÷ the tokens/s of its :func:`own_loop` measured in the same run (same model and ``timestamp``). Values already
+    there are kept; a row whose own loop was not measured in its run stays empty."""
+    import pandas as pd
+
+    df = df.copy()
+    by_name = {r.name: r for r in rungs}
+    if "own_loop" not in df:
+        df["own_loop"] = None
+    df["own_loop"] = df["own_loop"].astype(object)
+    missing = df["own_loop"].isna()
+    df.loc[missing, "own_loop"] = [own_loop(by_name[n], rungs) if n in by_name else None
+                                   for n in df.loc[missing, "rung"]]
+    if "speedup_vs_own_loop" not in df:
+        df["speedup_vs_own_loop"] = float("nan")
+    run = ["model", "timestamp"] if "timestamp" in df else ["model"]
+    for i in df.index[df["own_loop"].notna() & df["speedup_vs_own_loop"].isna()]:
+        same = (df[run] == df.loc[i, run]).all(axis=1) & (df["rung"] == df.loc[i, "own_loop"])
+        base = pd.to_numeric(df.loc[same, "tok_s"], errors="coerce").dropna()
+        if len(base):
+            df.loc[i, "speedup_vs_own_loop"] = float(df.loc[i, "tok_s"]) / float(base.iloc[0])
+    return df
 
 
 def apply_transform(model, transform: str):
@@ -691,22 +749,25 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
     import gc
 
     from .hardware import pick_device, read_bandwidth
-    from .measure import decode_read_bytes, model_bytes, prompt_ids, time_generation, token_agreement
+    from .measure import decode_read_bytes, model_bytes, time_generation, token_agreement
     from .models import load
 
     device = getattr(args, "device", "cpu") or "cpu"
     if getattr(args, "threads", None):
         torch.set_num_threads(int(args.threads))
     only = getattr(args, "rungs", None)
-    if only:  # a partial re-run still measures the baseline beside it: speed-ups are always side by side
-        rungs = [rungs[0]] + [r for r in rungs[1:] if r.name in only]
+    if only:  # a partial re-run still measures the baseline beside it (and a speculative rung its own loop)
+        own = {own_loop(r, rungs) for r in rungs if r.name in only}
+        rungs = [rungs[0]] + [r for r in rungs[1:] if r.name in only or r.name in own]
     rows, reference = [], None
-    max_len = args.prompt_len + args.new_tokens
     kind = pick_device(device).type
     on_cpu = kind == "cpu"
     ladder_name = "generate_ladder" if on_cpu else f"generate_ladder_{kind}"
     base, tok = load(args.model, device=device)
-    ids = prompt_ids(tok, args.prompt_len)
+    ids, prompt = ladder_prompt(tok, args.prompt_len)
+    prompt_len = ids.shape[-1]
+    max_len = prompt_len + args.new_tokens
+    print(f"{args.model:>24} | prompt: {prompt}, {args.new_tokens} new tokens", flush=True)
     for rung in rungs:
         if rung.tiny_only and args.model != "tiny":
             continue
@@ -731,9 +792,10 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
         except Exception as e:  # one failing rung (e.g. a compiler error) must not lose the others
             print(f"{args.model:>24} | {rung.name:<42} FAILED: {e.__class__.__name__}: {str(e)[:200]}", flush=True)
             rows.append({"model": args.model, "rung": rung.name, "transform": rung.transform, "loop": rung.loop,
-                         "compiled": rung.compile, "note": f"failed: {e.__class__.__name__}: {str(e)[:200]}"})
+                         "compiled": rung.compile, "prompt": prompt,
+                         "note": f"failed: {e.__class__.__name__}: {str(e)[:200]}"})
             continue
-        new = last["ids"][:, args.prompt_len:]
+        new = last["ids"][:, prompt_len:]
         reference = new if reference is None else reference
         nbytes, read = model_bytes(model), decode_read_bytes(model)
         # read bandwidth measured after every rung: on a shared machine it moves (28-56 GB/s within one run
@@ -746,8 +808,8 @@ def run_generate_suite(args, rungs=LADDER, save: bool = True):
                      "bandwidth_GBs": bandwidth / 1e9,
                      "token_agreement": token_agreement(reference, new),
                      "tiny_ppl_change": tiny_perplexity_change(rung.transform),
-                     "threads": torch.get_num_threads(), "prompt_len": args.prompt_len,
-                     "new_tokens": args.new_tokens, "repeats": args.repeats,
+                     "threads": torch.get_num_threads(), "prompt_len": prompt_len, "prompt": prompt,
+                     "new_tokens": args.new_tokens, "repeats": args.repeats, "own_loop": own_loop(rung),
                      "note": "", **getattr(fn, "info", {})})
         if "tokens_per_call" in rows[-1]:  # speculation: the target reads its weights once per call, not per token
             rows[-1]["achieved_GBs"] /= rows[-1]["tokens_per_call"]
@@ -773,16 +835,18 @@ def interleaved_tok_s(model_name: str, transforms=("int8wo", "int8k"), rounds: i
     tok/s over the rounds (new tokens ÷ the whole ``generate`` call, prompt included), ``ratio`` = the median over
     rounds of its tok/s ÷ the first transform's in the same round, and token agreement with the first transform's
     output. ``transforms`` come from :data:`AB_VARIANTS`: ``"int8k-cpp"`` is the ``int8k`` weights run by the
-    whole-step C++ decoder (:class:`secbook.kernels.CppDecoder`, never compiled by torch.compile)."""
+    whole-step C++ decoder (:class:`secbook.kernels.CppDecoder`, never compiled by torch.compile). The prompt is the
+    ladder's (:func:`ladder_prompt`: a chat turn for a chat model, else ``prompt_len`` tokens of held-out text)."""
     from tqdm.auto import tqdm
 
-    from .measure import prompt_ids, results_frame, tok_s_in_turn, token_agreement
+    from .measure import results_frame, tok_s_in_turn, token_agreement
     from .models import load
 
     if rounds < 1 or not transforms:
         raise ValueError("need rounds >= 1 and at least one transform")
     _, tok = load(model_name, device=device)
-    ids = prompt_ids(tok, prompt_len)
+    ids = ladder_prompt(tok, prompt_len)[0]
+    prompt_len = ids.shape[-1]
     gens, outs = {}, {}
     for t in tqdm(transforms, desc="build + compile", leave=False):
         cpp = t == "int8k-cpp"
@@ -806,6 +870,7 @@ def _frame(rows):
 
     df = results_frame(rows)
     df["speedup"] = df["tok_s"] / df["tok_s"].iloc[0]
+    df = with_own_loop_speedup(df)
     if "achieved_GBs" in df:  # weight bytes read per second ÷ the best read bandwidth measured in this run
         df["bandwidth_max_GBs"] = df["bandwidth_GBs"].astype(float).max()
         df["mbu"] = df["achieved_GBs"].astype(float) / df["bandwidth_max_GBs"]
@@ -829,6 +894,8 @@ def save_ladder(df, name: str = "generate_ladder", whole_model: bool = False, ke
         df = pd.concat([old, df], ignore_index=True)
     except (FileNotFoundError, OSError, KeyError):
         pass
+    if {"rung", "tok_s"} <= set(df.columns):
+        df = with_own_loop_speedup(df)
     return save_results(df, name)
 
 
@@ -837,11 +904,13 @@ GPU_QUICK_RUNGS = ("our loop fp32 + compile", "our loop bf16 + compile")  # chap
 
 def plot_ladder(ladder, title: str | None = None):
     """The optimization ladder as horizontal bars, one panel per model: decode tokens/s of each rung, labelled
-    with its speed-up over the HF ``generate`` baseline and its token agreement (grey bars: baselines).
+    with its speed-up over the HF ``generate`` baseline and its token agreement, and a speculative rung also with
+    its speed-up over its own loop without speculation (grey bars: baselines).
     ``title`` defaults to the machine the rows were recorded on (its GPU if it had one). Returns the figure."""
     import matplotlib.pyplot as plt
+    import pandas as pd
 
-    d_all = ladder.dropna(subset=["tok_s"])
+    d_all = with_own_loop_speedup(ladder.dropna(subset=["tok_s"]))
     groups = list(d_all.groupby("model", sort=False))
     if not groups:
         raise ValueError("no measured rows (tok_s) to plot")
@@ -852,11 +921,12 @@ def plot_ladder(ladder, title: str | None = None):
         ax.barh(range(len(d)), d["tok_s"], color=["grey" if "baseline" in n else "tab:blue" for n in names])
         ax.set_yticks(range(len(d)), names)
         for y, r in enumerate(d.itertuples()):
-            ax.text(r.tok_s, y, f" {r.speedup:.2f}x, agree {r.token_agreement:.2f}", va="center", fontsize=8)
+            own = f", {r.speedup_vs_own_loop:.2f}x own loop" if pd.notna(r.speedup_vs_own_loop) else ""
+            ax.text(r.tok_s, y, f" {r.speedup:.2f}x, agree {r.token_agreement:.2f}{own}", va="center", fontsize=8)
         ax.invert_yaxis()
         ax.set_title(name)
         ax.set_xlabel("decode tokens/s")
-        ax.set_xlim(0, d["tok_s"].max() * 1.35)
+        ax.set_xlim(0, d["tok_s"].max() * 1.6)
     if title is None:
         r = d_all.iloc[0]
         gpu = str(r.get("gpu", "none"))
@@ -870,9 +940,12 @@ def plot_ladder(ladder, title: str | None = None):
 def ladder_summary(ladder) -> str:
     """The ladder's verdict per model, computed from its rows: HF ``generate``'s tokens/s, the best lossless
     loop of ours (fp32 weights, every token equal to the baseline's), the best rung within a 1% tiny-model
-    perplexity budget, each with speed-up and MBU, and the speculative rungs with their acceptance rate."""
+    perplexity budget, each with speed-up and MBU, and the speculative rungs with their speed-up over HF
+    ``generate`` and over their own loop without speculation, and their acceptance rate."""
+    import pandas as pd
+
     lines = []
-    for name, d in ladder.dropna(subset=["tok_s"]).groupby("model", sort=False):
+    for name, d in with_own_loop_speedup(ladder.dropna(subset=["tok_s"])).groupby("model", sort=False):
         ours = d["loop"].isin(["ours", "cpp"])
         lossless = d[(d["token_agreement"] == 1.0) & (d["transform"] == "none") & ours]
         budget = d[(d["tiny_ppl_change"].abs() <= 0.01) & ours]
@@ -886,6 +959,8 @@ def ladder_summary(ladder) -> str:
                          f"agreement {b['token_agreement']:.2f}, MBU {b['mbu']:.1%} of "
                          f"{b['bandwidth_max_GBs']:.1f} GB/s)")
         for r in d[d["loop"].isin(["spec", "lookup"])].itertuples():
-            lines.append(f"  {r.rung}: {r.speedup:.2f}x, agreement {r.token_agreement:.2f}, "
+            own = pd.notna(r.speedup_vs_own_loop)
+            own = f"{r.speedup_vs_own_loop:.2f}x its own loop ({r.own_loop}), " if own else ""
+            lines.append(f"  {r.rung}: {r.speedup:.2f}x HF, {own}agreement {r.token_agreement:.2f}, "
                          f"acceptance {r.acceptance_rate:.2f}")
     return "\n".join(lines)

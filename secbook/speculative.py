@@ -8,7 +8,9 @@ once over them, keep the longest prefix the target agrees with, and add the targ
 greedy decoding "agrees" means "is the target's argmax", so the output is exactly the target's; with
 sampling, the accept/reject rule (accept with probability min(1, p/q), otherwise resample from
 norm(max(0, p − q))) keeps the target's distribution exactly. If each draft token is accepted with
-probability α, a target call yields on average (1 − α^(γ+1)) / (1 − α) tokens.
+probability α, a target call yields on average (1 − α^(γ+1)) / (1 − α) tokens. The α of a run is estimated
+from the drafts the target actually judged (:func:`acceptance_rate`): in each call the drafts up to and
+including the first rejection, never the ones after it, which are thrown away unjudged.
 
 Prompt-lookup decoding (Saxena, 2023) needs no draft model: it proposes the tokens that followed the last
 occurrence of the current n-gram in the context — strong when the output copies from the prompt (code,
@@ -34,6 +36,32 @@ def expected_tokens_per_call(alpha: float, gamma: int) -> float:
     if alpha == 1:
         return float(gamma + 1)
     return (1 - alpha ** (gamma + 1)) / (1 - alpha)
+
+
+def judged_drafts(accepted: int, proposed: int) -> int:
+    """Drafts the target judged in one call: the accepted ones plus the first rejected one, if any (the drafts
+    after a rejection are discarded without being judged)."""
+    if not 0 <= accepted <= proposed:
+        raise ValueError(f"need 0 <= accepted <= proposed, got accepted={accepted}, proposed={proposed}")
+    return min(accepted + 1, proposed)
+
+
+def acceptance_rate(accepted_per_call, proposed_per_call) -> float:
+    """The per-draft acceptance probability α of Leviathan et al. (2023), estimated from a run: accepted drafts
+    ÷ drafts judged, where a call that proposed γ drafts and accepted n judged n + 1 of them (n if n = γ).
+
+    Each judged draft is one accept/reject trial, so this is the maximum-likelihood estimate of α under the
+    paper's model (every draft accepted independently with probability α), and it is the α that
+    :func:`expected_tokens_per_call` takes. Dividing by *all* drafts proposed instead would count the drafts
+    after the first rejection — never looked at — as rejections, and bias α low: a draft accepted 4 times in 5
+    (α = 0.8) with γ = 4 would score about 0.59 that way. 0.0 if no draft was judged (e.g. prompt lookup that
+    never found a match)."""
+    accepted_per_call, proposed_per_call = list(accepted_per_call), list(proposed_per_call)
+    if len(accepted_per_call) != len(proposed_per_call):
+        raise ValueError(f"one accepted count per call and one proposed count per call: got "
+                         f"{len(accepted_per_call)} and {len(proposed_per_call)}")
+    judged = sum(judged_drafts(a, p) for a, p in zip(accepted_per_call, proposed_per_call))
+    return sum(accepted_per_call) / judged if judged else 0.0
 
 
 def _vocab_size(model) -> int:
@@ -77,7 +105,7 @@ def lookup_draft(seq: list[int], gamma: int, max_ngram: int = 3) -> list[int]:
 @dataclass
 class SpecResult:
     """Output ids ``[1, T + n]`` and the bookkeeping: target calls (verification passes, prefill excluded),
-    draft tokens proposed and accepted."""
+    draft tokens proposed and accepted, per call and in all."""
     ids: torch.Tensor
     gamma: int
     target_calls: int = 0
@@ -85,6 +113,8 @@ class SpecResult:
     proposed: int = 0
     accepted: int = 0
     accepted_per_call: list[int] = field(default_factory=list)
+    proposed_per_call: list[int] = field(default_factory=list)
+    prompt_len: int = 0
 
     @property
     def verified_tokens(self) -> int:
@@ -92,20 +122,34 @@ class SpecResult:
         return sum(a + 1 for a in self.accepted_per_call)
 
     @property
+    def judged(self) -> int:
+        """Drafts the target judged: up to and including the first rejection in each call."""
+        return sum(judged_drafts(a, p) for a, p in zip(self.accepted_per_call, self.proposed_per_call))
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens in the output after the prompt."""
+        return self.ids.shape[-1] - self.prompt_len
+
+    @property
     def acceptance_rate(self) -> float:
-        return self.accepted / self.proposed if self.proposed else 0.0
+        """α, accepted ÷ judged drafts (:func:`acceptance_rate`)."""
+        return acceptance_rate(self.accepted_per_call, self.proposed_per_call)
 
     @property
     def tokens_per_call(self) -> float:
-        return self.verified_tokens / max(self.target_calls, 1)
+        """Output tokens per verification call: the new tokens after the one the prefill produced (a last call
+        that ran past the requested length or past the end-of-sequence token is counted for what was kept)."""
+        return max(self.new_tokens - 1, 0) / max(self.target_calls, 1)
 
     @property
     def expected_tokens_per_call(self) -> float:
         return expected_tokens_per_call(self.acceptance_rate, self.gamma)
 
     def as_dict(self) -> dict:
-        return {"gamma": self.gamma, "target_calls": self.target_calls, "draft_calls": self.draft_calls,
-                "proposed": self.proposed, "accepted": self.accepted, "acceptance_rate": self.acceptance_rate,
+        return {"gamma": self.gamma, "new_tokens": self.new_tokens, "target_calls": self.target_calls,
+                "draft_calls": self.draft_calls, "proposed": self.proposed, "judged": self.judged,
+                "accepted": self.accepted, "acceptance_rate": self.acceptance_rate,
                 "tokens_per_call": self.tokens_per_call, "expected_tokens_per_call": self.expected_tokens_per_call}
 
 
@@ -158,7 +202,9 @@ class SpeculativeDecoder:
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
-                 seed: int | None = None) -> SpecResult:
+                 seed: int | None = None, eos_token_id: int | None = None) -> SpecResult:
+        """Prompt + up to ``max_new_tokens`` tokens, exactly ``max_new_tokens`` unless ``eos_token_id`` is given:
+        then generation stops after that token, as ``model.generate`` does (the output ends with it)."""
         if input_ids.dim() == 2:
             if input_ids.shape[0] != 1:
                 raise ValueError("speculative decoding here runs one sequence at a time (batch 1)")
@@ -171,10 +217,10 @@ class SpeculativeDecoder:
             raise ValueError(f"prompt ({T}) + max_new_tokens ({max_new_tokens}) exceeds max_len={self.max_len}; "
                              "build the decoder with a larger max_len.")
         gen = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-        res = SpecResult(ids=input_ids, gamma=self.gamma)
+        res = SpecResult(ids=input_ids, gamma=self.gamma, prompt_len=T)
         seq.append(self._pick(self._fwd(self.target, seq, 0)[-1], temperature, gen))  # prefill
         d_len = 0  # draft-cache positions that hold the right keys/values
-        while len(seq) - T < max_new_tokens:
+        while len(seq) - T < max_new_tokens and (eos_token_id is None or seq[-1] != eos_token_id):
             L = len(seq)
             gamma = min(self.gamma, T + max_new_tokens - L)
             drafts, q = self._propose(seq, d_len, gamma, temperature, gen, res)
@@ -186,7 +232,11 @@ class SpeculativeDecoder:
             res.proposed += len(drafts)
             res.accepted += n
             res.accepted_per_call.append(n)
-            seq += drafts[:n] + [nxt]
+            res.proposed_per_call.append(len(drafts))
+            new = drafts[:n] + [nxt]
+            if eos_token_id is not None and eos_token_id in new:  # stop after the end-of-sequence token
+                new = new[:new.index(eos_token_id) + 1]
+            seq += new
         res.ids = torch.tensor([seq[:T + max_new_tokens]], device=input_ids.device)  # where the prompt was
         return res
 
@@ -250,3 +300,85 @@ def hf_prompt_lookup(target, input_ids, max_new_tokens: int, gamma: int = 4) -> 
     return target.generate(input_ids, attention_mask=torch.ones_like(input_ids), prompt_lookup_num_tokens=gamma,
                            max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
                            pad_token_id=target.generation_config.pad_token_id or 0)
+
+
+# ----------------------------------------------------------------------------- acceptance on real tasks
+_FUNCTION = '''def clamp(value, low, high):
+    if value < low:
+        return low
+    if value > high:
+        return high
+    return value'''
+_PARAGRAPH = ("The Moon is Earth's only natural satellite. It formed about 4.5 billion years ago, probably from the "
+              "debris of a collision between the young Earth and a body the size of Mars. The Moon always shows the "
+              "same face to Earth because its rotation is locked to its orbit. Its gravity raises the tides in Earth's "
+              "oceans, and its surface is covered with craters, dark plains of old lava called maria, and a fine grey "
+              "dust.")
+REAL_TASKS = {  # three kinds of chat turn: two whose reply can copy from the prompt, one that cannot
+    "rewrite": f"Rewrite this function with type hints:\n\n{_FUNCTION}",
+    "summarise": f"Summarise this paragraph:\n\n{_PARAGRAPH}",
+    "free chat": "Tell me about the moon.",
+}
+
+
+def task_ids(tokenizer, prompt: str) -> torch.Tensor:
+    """``prompt`` as a 1 × T tensor of ids: one user turn in the tokenizer's chat template, ready for the reply,
+    or the plain text if the tokenizer has no template."""
+    if getattr(tokenizer, "chat_template", None):
+        out = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+        return out["input_ids"]
+    return tokenizer(prompt, return_tensors="pt").input_ids
+
+
+def task_acceptance(target, tokenizer, drafts: dict, tasks: dict[str, str] = REAL_TASKS, gamma: int = 4,
+                    max_new_tokens: int = 64):
+    """Speculation on real prompts: for every task (name → prompt, sent as a chat turn) and every draft (name →
+    draft model, or ``"lookup"`` for prompt lookup), one greedy speculative generation that stops at the
+    tokenizer's end-of-sequence token, as a chat reply does. One row per (task, draft): new tokens, target
+    calls, judged and accepted drafts, the acceptance rate α (:func:`acceptance_rate`), tokens per target call
+    beside the formula's expectation at that α, and ``identical``: whether the output equals the target's own
+    greedy reply from ``model.generate`` (the reference, computed once per task)."""
+    import pandas as pd
+
+    if not tasks or not drafts:
+        raise ValueError("need at least one task and one draft")
+    eos = tokenizer.eos_token_id
+    pad = target.generation_config.pad_token_id
+    ids = {name: task_ids(tokenizer, prompt) for name, prompt in tasks.items()}
+    max_len = max(t.shape[-1] for t in ids.values()) + max_new_tokens
+    decoders = {name: SpeculativeDecoder(target, d, gamma=gamma, max_len=max_len) for name, d in drafts.items()}
+    rows = []
+    for task, x in ids.items():
+        ref = target.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens, do_sample=False,
+                              eos_token_id=eos, pad_token_id=eos if pad is None else pad)
+        for name, dec in decoders.items():
+            r = dec.generate(x, max_new_tokens, eos_token_id=eos)
+            rows.append({"task": task, "draft": name, "prompt_tokens": x.shape[-1], "new_tokens": r.new_tokens,
+                         "target_calls": r.target_calls, "judged": r.judged, "accepted": r.accepted,
+                         "acceptance_rate": r.acceptance_rate, "tokens_per_call": r.tokens_per_call,
+                         "expected_tokens_per_call": r.expected_tokens_per_call,
+                         "identical": torch.equal(r.ids, ref)})
+    return pd.DataFrame(rows)
+
+
+def verify_cost(target, gamma: int = 4, repeats: int = 7, context: int = 64) -> float:
+    """What one verification pass costs: the median time of our decoder's forward over γ + 1 new positions ÷
+    over one position, both after ``context`` cached positions. A prompt-lookup draft costs nothing to make,
+    so a lookup call that yields more tokens than this ratio beats decoding one token per step."""
+    from .hardware import median_seconds
+
+    if gamma < 1 or repeats < 1 or context < 1:
+        raise ValueError("gamma, repeats and context must be >= 1")
+    dec = StaticDecoder(target, context + gamma + 1)
+    dev = next(target.parameters()).device
+    vocab = _vocab_size(target)
+    g = torch.Generator().manual_seed(0)
+    times = {}
+    with torch.no_grad():
+        dec(torch.randint(vocab, (1, context), generator=g).to(dev), torch.arange(context, device=dev))
+        for n in (1, gamma + 1):
+            x = torch.randint(vocab, (1, n), generator=g).to(dev)
+            pos = torch.arange(context, context + n, device=dev)
+            times[n] = median_seconds(lambda x=x, pos=pos: dec(x, pos), warmup=2, repeats=repeats, device=dev)
+    return times[gamma + 1] / times[1]

@@ -109,3 +109,17 @@ def test_exercise_checks():
     check_reading_rate(300 / 60 * 2.0, 2.0)
     with pytest.raises(AssertionError):
         check_reading_rate(300 * 2.0, 2.0)
+
+
+def test_stream_text_times_follow_the_printed_chunks(tiny):
+    model, tok = tiny
+    seen = []
+    r = apps.stream(model, tok, "import os\n", new_tokens=12, on_text=lambda t, s: seen.append(s), stop_at_eos=False)
+    assert r.text_times == seen  # the stamps a printer shows are the recorded ones
+    assert r.first_text_s >= r.ttft_s  # text appears when a word is complete, never before the first token
+
+
+def test_stream_chat_needs_a_chat_template(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="chat template"):
+        apps.stream(model, tok, "hello", new_tokens=2, chat=True)

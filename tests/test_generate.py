@@ -376,7 +376,85 @@ def test_ladder_summary_picks_from_the_rows():
     text = ladder_summary(rows)
     assert "m: HF generate 10.0 tok/s" in text and "best lossless loop: ours fp32 3.00x (MBU 30.0%)" in text
     assert "best within 1% ppl: ours bf16 5.00x (ppl +0.10%" in text  # int4 is faster but outside the budget
-    assert "lookup: 4.00x, agreement 1.00, acceptance 0.50" in text
+    assert "lookup: 4.00x HF, agreement 1.00, acceptance 0.50" in text  # "lookup" is no ladder rung: no own loop
+    rows.loc[4, "rung"] = "prompt lookup, gamma=4"
+    rows.loc[1, "rung"] = "our loop fp32, fused weights"
+    text = ladder_summary(rows)
+    assert ("prompt lookup, gamma=4: 4.00x HF, 1.33x its own loop (our loop fp32, fused weights), agreement 1.00, "
+            "acceptance 0.50") in text
+
+
+def test_speculative_rows_are_compared_with_their_own_loop():
+    """A speculative rung's own loop is the same target loop without speculation; its speed-up over it is taken
+    within one run (same model and timestamp), never across runs; values already recorded are kept."""
+    import pandas as pd
+
+    from secbook.generate import LADDER, own_loop, with_own_loop_speedup
+
+    by = {r.name: r for r in LADDER}
+    assert own_loop(by["prompt lookup, gamma=4"]) == "our loop fp32, fused weights"
+    assert own_loop(by["speculative, int8 self-draft on the C++ step, gamma=8"]) == "our loop fp32, fused weights"
+    assert own_loop(by["speculative, all on the C++ step: fp32 target, int8 self-draft, gamma=8"]) == \
+        "fp32, whole decode step in C++"
+    assert own_loop(by["our loop bf16"]) is None
+    rows = pd.DataFrame({
+        "model": ["m", "m", "m", "m", "n"], "timestamp": ["t1", "t1", "t1", "t2", "t1"],
+        "rung": ["our loop fp32, fused weights", "prompt lookup, gamma=4", "fp32, whole decode step in C++",
+                 "speculative, all on the C++ step: fp32 target, int8 self-draft, gamma=8", "prompt lookup, gamma=4"],
+        "tok_s": [20.0, 30.0, 80.0, 120.0, 50.0]})
+    out = with_own_loop_speedup(rows)
+    assert out["speedup_vs_own_loop"].iloc[1] == 1.5  # 30 / 20, same run
+    assert out["speedup_vs_own_loop"].isna().tolist() == [True, False, True, True, True]  # t2, model n: no own loop
+    kept = with_own_loop_speedup(out.assign(speedup_vs_own_loop=[None, 9.0, None, None, None]))
+    assert kept["speedup_vs_own_loop"].iloc[1] == 9.0
+
+
+def test_ladder_prompt(tiny):
+    """A model without a chat template gets held-out text of the requested length; a chat model its chat turn."""
+    from secbook.generate import LADDER_QUESTION, ladder_prompt
+
+    ids, label = ladder_prompt(tiny[1], 24)
+    assert torch.equal(ids, prompt_ids(tiny[1], 24)) and "held-out" in label
+
+    class Chat:
+        chat_template = "{{ messages }}"
+
+        def apply_chat_template(self, messages, **kw):
+            assert messages == [{"role": "user", "content": LADDER_QUESTION}] and kw["add_generation_prompt"]
+            return {"input_ids": torch.tensor([[1, 2, 3]])}
+
+    ids, label = ladder_prompt(Chat(), 24)
+    assert ids.tolist() == [[1, 2, 3]] and LADDER_QUESTION in label and "3 tokens" in label
+
+
+def test_real_model_lossless_rungs_match_hf_generate(monkeypatch):
+    """On the real model (SmolLM2-135M-Instruct) and the ladder's chat prompt, every lossless rung that is not
+    compiled — our loop with module calls and fused, the speculative and prompt-lookup loops, the C++ step —
+    gives HF generate's greedy tokens, and the reply never reaches the end-of-sequence token (our loops do not
+    mask it, HF's min_new_tokens does), so a full-length run is the model's own greedy reply."""
+    import functools
+
+    from secbook import generate, kernels, pretrained
+    from secbook.generate import LADDER, _generate_fn, ladder_prompt
+
+    if not pretrained.is_fetched():
+        pytest.skip("the real model is not fetched: run `python -m secbook fetch` (or make fetch) once")
+    import secbook
+
+    # the two C++ self-draft rungs share one int8 draft: build it once (it takes seconds for a 135M model)
+    monkeypatch.setattr(generate, "draft_for", functools.lru_cache(generate.draft_for))
+    model, tok = secbook.load(pretrained.NAME)
+    ids, _ = ladder_prompt(tok)
+    n = 16
+    ref = hf_generate(model, ids, n)
+    rungs = [r for r in LADDER if r.transform == "none" and not r.compile and not r.tiny_only and r.loop != "hf"]
+    if not kernels.available():
+        rungs = [r for r in rungs if "cpp" not in (r.loop, r.draft_loop, r.target_loop)]
+    assert len(rungs) >= 4
+    for rung in rungs:
+        out = _generate_fn(rung, model, ids.shape[-1] + n)(ids, n)
+        assert torch.equal(out, ref), rung.name
+        assert tok.eos_token_id not in out[0, ids.shape[-1]:].tolist()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

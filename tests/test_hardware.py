@@ -129,7 +129,8 @@ def test_gpu_cells_on_cpu_say_what_they_would_do(no_gpu, tmp_path, monkeypatch, 
 
     import secbook.paths
 
-    monkeypatch.setattr(secbook.paths, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(secbook.paths, "RESULTS_DIR", tmp_path)  # written results
+    monkeypatch.setattr(secbook.paths, "SHIPPED_RESULTS_DIR", tmp_path / "shipped")  # none shipped either
     assert hw.gpu_only("time CUDA graphs", "cuda_graphs") is False
     out = capsys.readouterr().out
     assert "would time CUDA graphs" in out and "No GPU run of 'cuda_graphs' has been recorded yet" in out

@@ -26,9 +26,13 @@ about a second, a chat must stream at least as fast as people read (chapter 6 me
 weeks; inference happens every time anyone uses the model, which is why this book is about making it fast — the
 source's 秒推, *second-scale inference*.
 
-This chapter measures all of it on two models that need no download: the book's **tiny** model (a 5.8 M-parameter
-Llama trained on Python's standard library) and a **replica** of SmolLM2-135M {cite}`smollm2config` (the real
-architecture with random weights: the right speed, no knowledge).
+This chapter measures all of it on two models that need no model hub: a real pretrained chat model,
+**SmolLM2-135M-Instruct** {cite}`allal2025smollm2`, and the book's **tiny** model (a 5.8 M-parameter Llama trained
+on Python's standard library, fast enough to measure anything in seconds). The real model comes from the Python
+package index as the file llama.cpp made of it, quantized to *Q4_1* (4-bit weights in blocks of 32, each block
+with a scale and a minimum; chapter 3.1 reads that format), and the set-up (`make`, or `python -m secbook fetch`)
+converts it back to ordinary fp32 weights: a real model that answers questions, though not bit for bit the
+original bf16 weights.
 """),
     code(r"""
 import secbook
@@ -49,12 +53,29 @@ likely next token, so the output is reproducible).
     code(r"""
 # NBVAL_CHECK_OUTPUT
 tiny, tok = secbook.load("tiny")
-replica, rtok = secbook.load("replica:smollm2-135m")
-for name, m in (("tiny", tiny), ("replica:smollm2-135m", replica)):
+real, rtok = secbook.load("smollm2-135m-instruct")
+for name, m in (("tiny", tiny), ("smollm2-135m-instruct", real)):
     print(f"{name:>22}: {sum(p.numel() for p in m.parameters()):>12,} parameters, {m.config.num_hidden_layers} layers")
 ids = tok("def fibonacci(n):", return_tensors="pt").input_ids
 out = tiny.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=False)
 print(tok.decode(out[0]))
+"""),
+    md(r"""
+## A real question, a real answer
+
+The real model is a chat model: a question goes in as one *user turn* of its chat template (the special tokens
+that mark who speaks), and greedy decoding makes its reply reproducible. This cell's output is checked every
+time the book is built: the reply must contain "Paris".
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+from secbook.pretrained import chat_ids
+question = "What is the capital of France? Answer in one sentence."
+q_ids = chat_ids(rtok, question)
+reply_ids = real.generate(q_ids, max_new_tokens=24, do_sample=False)[0, q_ids.shape[1]:]
+reply = rtok.decode(reply_ids, skip_special_tokens=True)
+print(reply)
+print("contains 'Paris':", "Paris" in reply)
 """),
     md(r"""
 ## Watching tokens arrive
@@ -68,13 +89,20 @@ _ = tiny.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=48, d
                   streamer=TextStreamer(tok, skip_prompt=True))
 """),
     md(r"""
-The replica streams too, but its random weights produce nonsense — it is here for its *speed*, which is that of
-the real SmolLM2-135M. `secbook.apps.stream` is the same streamer with a clock: it returns when each token arrived.
+`secbook.apps.stream` is the same streamer with a clock: it records when each token arrived and when each piece of
+text reached the screen. Here it streams the real model's answer to a question that needs a longer reply; the
+numbers in brackets are milliseconds since the request, stamped when that text was printed.
 """),
     code(r"""
 from secbook import apps
-r = apps.stream(replica, rtok, "def fibonacci(n):", new_tokens=16, on_text=apps.live_printer(4), stop_at_eos=False)
-print(f"\n\nreplica: first token after {r.ttft_s * 1e3:.0f} ms, then one every {r.tpot_s * 1e3:.0f} ms (median)")
+r = apps.stream(real, rtok, "Why do large language models generate text one token at a time? Two sentences.",
+                new_tokens=48, on_text=apps.live_printer(6), chat=True)
+print(f"\n\nfirst token after {r.ttft_s * 1e3:.0f} ms (TTFT), first text on screen after {r.first_text_s * 1e3:.0f} ms, "
+      f"then one token every {r.tpot_s * 1e3:.0f} ms (median gap, {r.tokens_per_s:.1f} tokens/s) for {len(r.tokens)} tokens")
+"""),
+    md(r"""
+The first text can appear a little after the first token: a streamer prints whole words, and a word may take
+several tokens. Both moments are measured above, in the same run as the stamps.
 """),
     md(r"""
 ## Measuring TTFT, TPOT and tokens/s honestly
@@ -85,7 +113,7 @@ both are medians over repeats after a warm-up, and the very first call (which al
 reported separately, never mixed in.
 """),
     code(r"""
-models = {"tiny": (tiny, tok), "replica:smollm2-135m": (replica, rtok)}
+models = {"tiny": (tiny, tok), "smollm2-135m-instruct": (real, rtok)}
 rows = []
 for name, (m, t) in models.items():
     timing = time_generation(m, t, prompt_len=32, new_tokens=32, repeats=3)
@@ -96,9 +124,9 @@ table[["model", "ttft_s", "tpot_s", "tokens_per_s", "latency_s", "first_call_s"]
 """),
     code(r"""
 ratio = table.set_index("model").tokens_per_s
-print(f"The tiny model decodes {ratio['tiny'] / ratio['replica:smollm2-135m']:.1f}x faster than the "
-      f"135M-parameter replica on this machine, with "
-      f"{sum(p.numel() for p in replica.parameters()) / sum(p.numel() for p in tiny.parameters()):.0f}x fewer parameters.")
+print(f"The tiny model decodes {ratio['tiny'] / ratio['smollm2-135m-instruct']:.1f}x faster than the "
+      f"135M-parameter real model on this machine, with "
+      f"{sum(p.numel() for p in real.parameters()) / sum(p.numel() for p in tiny.parameters()):.0f}x fewer parameters.")
 """),
     md(r"""
 ## Latency grows with the answer
@@ -127,10 +155,18 @@ ax.set(xlabel="generated tokens n", ylabel="end-to-end latency (ms)", title="lat
 ax.legend(fontsize=8); fig.text(0.01, 0.01, secbook.describe_machine(), fontsize=6)
 plt.tight_layout(); plt.show()
 """),
+    code(r"""
+fit = []
+for name, grp in curve.groupby("model", sort=False):
+    pred = grp.ttft_ms.median() + (grp.new_tokens - 1) * grp.tpot_ms.median()
+    fit.append((name, float((abs(grp.latency_ms - pred) / grp.latency_ms).max())))
+for name, worst in fit:
+    print(f"{name}: the formula is within {100 * worst:.0f}% of every measured point")
+"""),
     md(r"""
-On a quiet machine the measured points fall on the dashed lines: after the first token, each further token costs
-about the same (where points scatter, other programs were competing for the CPU during the run: medians over
-repeats reduce that noise but cannot remove it). That is why the later
+Where the formula is within a few percent of every point, the measured points fall on the dashed lines: after the
+first token, each further token costs about the same (where points scatter, other programs were competing for the
+CPU during the run: medians over repeats reduce that noise but cannot remove it). That is why the later
 chapters attack the two terms separately — the prefill (TTFT) and, above all, the per-token decode cost (TPOT),
 which for a batch of one is limited by how fast the weights can be read from memory (chapter 4).
 
@@ -176,8 +212,11 @@ num_hidden_layers=2)`) and compare with its median.
     solution(r"""
 small, stok = secbook.load("replica:smollm2-135m", num_hidden_layers=2)
 tg = time_generation(small, stok, prompt_len=32, new_tokens=16, repeats=3)
-print(f"first call {tg.first_call_s * 1e3:.1f} ms vs median {tg.latency_s * 1e3:.1f} ms")
-print("The first call pays one-off costs (memory allocation, lazy initialisation, kernel selection; compilation when")
-print("torch.compile is used). A user pays them once; mixing them into the median would misreport the steady state.")
+ratio = tg.first_call_s / tg.latency_s
+print(f"first call {tg.first_call_s * 1e3:.1f} ms vs median {tg.latency_s * 1e3:.1f} ms: the first call took "
+      f"{ratio:.2f}x the median" + (" this time." if ratio > 1 else " this time: the one-off costs were small here, "
+      "but they are not guaranteed to be (a first torch.compile call takes seconds to minutes)."))
+print("The first call can pay one-off costs (memory allocation, lazy initialisation, kernel selection; compilation")
+print("with torch.compile). A user pays them once; mixing them into the median would misreport the steady state.")
 """),
 ]
