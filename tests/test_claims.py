@@ -1,0 +1,44 @@
+"""The editorial mechanism: sentences worded from measurements, and guards that fail on a contradiction."""
+import pytest
+
+from secbook.claims import ClaimError, compare, guard, say, times
+
+
+def test_guard_raises_with_the_claim_and_the_evidence():
+    guard(True, "identical tokens")
+    with pytest.raises(ClaimError, match="the text claims: identical tokens; this run contradicts it .31 of 32"):
+        guard(False, "identical tokens", "31 of 32")
+
+
+def test_times_formats_ratios():
+    assert times(1.8412) == "1.84x" and times(12.34) == "12.3x" and times(153.2) == "153x"
+    assert times(float("nan")) == "n/a"
+
+
+@pytest.mark.parametrize("a,b,verdict", [
+    ([20, 21, 19], [10, 10, 10], "faster"),  # every round 1.9-2.1x
+    ([5, 5, 5], [10, 11, 9], "slower"),
+    ([10, 10.2, 9.9], [10, 10, 10], "about as fast"),
+    ([12, 9, 11.5], [10, 10, 10], "not clearly faster"),  # median 1.15x, but one round had it slower
+])
+def test_compare_words_follow_every_round(a, b, verdict):
+    c = compare({"A": a, "B": b}, "A", "B")
+    assert c.verdict == verdict
+    assert c.words().startswith("A was")
+    if verdict == "faster":
+        assert "as fast as B" in c.words() and "median of 3 rounds in turn" in c.words()
+
+
+def test_compare_times_invert():
+    c = compare({"A": [1.0, 1.0], "B": [2.0, 2.2]}, "A", "B", higher_is_better=False)  # seconds: A takes half
+    assert c.verdict == "faster" and c.median == pytest.approx(2.1)
+
+
+def test_compare_needs_paired_rounds():
+    with pytest.raises(ValueError, match="same number"):
+        compare({"A": [1, 2], "B": [1]}, "A", "B")
+
+
+def test_say_prints_outside_a_notebook(capsys):
+    assert say("**3** tokens") == "**3** tokens"
+    assert "**3** tokens" in capsys.readouterr().out
