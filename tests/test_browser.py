@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import re
 import shutil
@@ -73,8 +74,10 @@ def browser():
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                "--disable-sync", "--disable-quic", "--window-size=1280,1600"):
+                "--disable-sync", "--disable-quic", "--window-size=1280,1600",
+                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):  # off-host fails at once (and is logged)
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every network request, for the checks below
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
     yield driver
@@ -87,6 +90,22 @@ def wait_for(driver, script: str, timeout: float = 15.0):
     return WebDriverWait(driver, timeout, poll_frequency=0.25).until(lambda d: d.execute_script(script))
 
 
+def network(driver, site: str) -> tuple[list[str], list[str]]:
+    """Requests since the last call, from Chromium's performance log: (URLs off this site, failed requests)."""
+    off, failed = [], []
+    for entry in driver.get_log("performance"):
+        m = json.loads(entry["message"])["message"]
+        p = m.get("params", {})
+        if m["method"] == "Network.requestWillBeSent":
+            url = p["request"]["url"]
+            if not url.startswith((site, "data:", "blob:", "about:")):
+                off.append(url)
+        elif m["method"] == "Network.responseReceived" and p["response"]["status"] >= 400:
+            if not p["response"]["url"].endswith("/favicon.ico"):  # the browser's own guess, not the page's
+                failed.append(f"{p['response']['status']} {p['response']['url']}")
+    return off, failed
+
+
 def test_toc_lists_pages():
     assert "book/intro.html" in PAGES and len(PAGES) >= 4
 
@@ -95,6 +114,7 @@ def test_toc_lists_pages():
 def test_page_renders(site, browser, page):
     url = f"{site}/{page}"
     assert urllib.request.urlopen(url, timeout=30).status == 200
+    network(browser, site)  # drop what earlier pages logged
     browser.get(url)
     wait_for(browser, "return document.readyState === 'complete'")
     assert browser.title.strip() and "404" not in browser.title
@@ -120,10 +140,25 @@ def test_page_renders(site, browser, page):
     assert not errors, f"{page}: error output in a cell: {errors[0][:500]}"
     assert not browser.execute_script("return document.querySelectorAll('.output.traceback, .output.error').length")
 
+    # formulas are typeset by the vendored MathJax: no raw TeX left on the page
+    formulas = browser.execute_script("return document.querySelectorAll('.math').length")
+    if formulas:
+        wait_for(browser, "return document.querySelectorAll('mjx-container').length >= "
+                          "document.querySelectorAll('.math').length", timeout=30)
+    raw = browser.execute_script(r"return Array.from(document.querySelectorAll('article p, article li, article td, "
+                                 r"article dd, .math')).map(e => e.innerText).join(' ')"
+                                 r".match(/\\\(|\\\[|\\begin\{|\$\$/g)")  # prose and maths, not code
+    assert not raw, f"{page}: formulas left as raw TeX: {raw[:5]}"
+
     # every image loads
     wait_for(browser, "return Array.from(document.images).every(i => i.complete)")
     broken = browser.execute_script("return Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.src)")
     assert broken == [], f"{page}: images that did not load: {broken}"
+
+    # everything the page asked for came from this site, and came
+    off, failed = network(browser, site)
+    assert not off, f"{page}: requests off this site (the book must work offline): {off[:5]}"
+    assert not failed, f"{page}: requests that failed: {failed[:5]}"
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     height = min(browser.execute_script("return document.body.scrollHeight"), 12000)
