@@ -49,8 +49,34 @@ def code(text: str, tags: tuple[str, ...] = ()):
 
 
 def solution(text: str):
-    """A code cell whose input is hidden behind a toggle in the book (an exercise's solution)."""
-    return code(text, tags=("hide-input",))
+    """An exercise's solution as a code cell hidden whole — code and printed answer — behind a toggle in the book
+    (a reader opens it after trying). Put it right after the exercise it solves."""
+    return code(text, tags=("hide-cell",))
+
+
+def answer(text: str):
+    """An exercise's solution in words (or words around a solution cell), hidden in a dropdown in the book."""
+    return md(":::{dropdown} Solution\n" + text.strip("\n") + "\n:::")
+
+
+def exercise(n: int, text: str):
+    """Exercise ``n``: a markdown cell starting ``**Exercise n.**``; a :func:`solution` or :func:`answer` follows."""
+    return md(f"**Exercise {n}.** " + text.strip("\n"))
+
+
+def opening(objectives: list[str], prerequisites: list[str], minutes: int):
+    """The box every chapter opens with: what the reader will be able to do, what they need first, and about how
+    long the chapter takes to read and run."""
+    goals = "\n".join(f"- {o}" for o in objectives)
+    needs = "\n".join(f"- {p}" for p in prerequisites)
+    return md(f":::{{admonition}} In this chapter\n:class: tip\n**You will learn to**\n\n{goals}\n\n"
+              f"**You need**\n\n{needs}\n\n**Time**: about {minutes} minutes to read and run.\n:::")
+
+
+def summary(points: list[str]):
+    """The chapter's closing summary: a few sentences a reader should take away (no measured figures: those
+    change from run to run and are printed where they are measured)."""
+    return md("## Summary\n\n" + "\n".join(f"- {p}" for p in points))
 
 
 def notebook(cells: list, title: str | None = None):
