@@ -13,6 +13,8 @@ import time
 
 import torch
 
+from .measure import top1_match
+
 EVAL_TOKENS = 8192  # held-out tokens scored per variant in chapter 3.1 (window 256, stride 128)
 
 
@@ -26,9 +28,9 @@ def eval_ids(tokenizer, max_tokens: int = EVAL_TOKENS) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model, ids: torch.Tensor, reference: list | None = None, window: int = 256, stride: int = 128):
-    """``(perplexity, agreement, argmaxes)``: perplexity over ``ids`` with the windows of
-    ``measure.perplexity``; agreement = fraction of scored positions whose argmax equals ``reference``
-    (the argmaxes returned by the uncompressed model's call), ``nan`` without a reference."""
+    """``(perplexity, top-1 match, argmaxes)``: perplexity over ``ids`` with the windows of
+    ``measure.perplexity``; top-1 match (``measure.top1_match``) of the scored positions' argmaxes with
+    ``reference`` (the argmaxes returned by the uncompressed model's call), ``nan`` without a reference."""
     dev = next(model.parameters()).device
     nll, count, prev_end, tops = 0.0, 0, 0, []
     for begin in range(0, len(ids) - 1, stride):
@@ -44,8 +46,7 @@ def evaluate(model, ids: torch.Tensor, reference: list | None = None, window: in
         prev_end = end
         if end == len(ids):
             break
-    top = torch.cat(tops)
-    agree = float((top == torch.cat(reference)).float().mean()) if reference is not None else float("nan")
+    agree = top1_match(torch.cat(tops), torch.cat(reference)) if reference is not None else float("nan")
     return math.exp(nll / count), agree, tops
 
 

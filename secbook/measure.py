@@ -24,10 +24,37 @@ import torch
 from . import paths
 
 
+# --------------------------------------------------------------------------------------------- definitions
+PPL_TOKENS = 4096  # the book's perplexity protocol: the first 4,096 held-out tokens, windows of 256, stride 128
+
+# One definition per metric, used by every chapter and by the glossary (tests check that the glossary says the same).
+METRICS = {
+    "token agreement": "the fraction of the greedy tokens generated from the same prompt that equal the reference "
+                       "model's at the same position (token_agreement); one changed token usually changes the rest "
+                       "of the text, so it falls fast",
+    "top-1 match": "the fraction of positions of the held-out text at which the model's most likely next token "
+                   "equals the reference model's, each position seeing the true text before it (top1_match)",
+    "perplexity": "exp of the mean negative log-likelihood per token of held-out text, lower is better; the book "
+                  "scores the first 4,096 held-out tokens in windows of 256 with a stride of 128 (perplexity), and "
+                  "compares perplexities only within one model and one protocol",
+    "MBU": "model bandwidth utilisation: the bytes a decode step reads (weights, and the KV cache where counted) ÷ "
+           "the time per step ÷ the read bandwidth measured on the same machine in the same run (roofline.mbu)",
+    "acceptance rate": "in speculative decoding, α = accepted drafts ÷ drafts the target judged, counting each "
+                       "verification call's drafts up to and including its first rejection "
+                       "(speculative.acceptance_rate)",
+}
+
+
+def perplexity_protocol(max_tokens: int | None = PPL_TOKENS) -> str:
+    """How a perplexity was measured, in words, to print beside it (perplexities differ by protocol)."""
+    n = "all" if max_tokens is None else f"the first {max_tokens:,}"
+    return f"perplexity of {n} held-out tokens (windows of 256, stride 128)"
+
+
 # --------------------------------------------------------------------------------------------- quality
 @torch.no_grad()
 def perplexity(model, tokenizer, text: str | None = None, window: int = 256, stride: int = 128,
-               max_tokens: int | None = 32768) -> float:
+               max_tokens: int | None = PPL_TOKENS) -> float:
     """Sliding-window perplexity: exp(mean negative log-likelihood) of ``text``.
 
     Each window of ``window`` tokens is scored, but only the tokens not already scored by the previous
@@ -66,8 +93,19 @@ def perplexity(model, tokenizer, text: str | None = None, window: int = 256, str
     return math.exp(nll / count)
 
 
+def top1_match(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Top-1 match (:data:`METRICS`): the fraction of positions where two models' most likely next tokens agree,
+    given the argmaxes each computed over the same text (teacher forcing; e.g. from ``compress.evaluate``)."""
+    a, b = torch.as_tensor(a).flatten(), torch.as_tensor(b).flatten()
+    if a.shape != b.shape or a.numel() == 0:
+        raise ValueError(f"top1_match needs two non-empty argmax sequences of equal length, got {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}")
+    return float((a.cpu() == b.cpu()).float().mean())
+
+
 def token_agreement(a, b) -> float:
-    """Fraction of positions where two token sequences agree, over the shorter length.
+    """Token agreement (:data:`METRICS`): the fraction of positions where two generated token sequences agree,
+    over the shorter length.
 
     Accepts lists or tensors, 1-D (one sequence) or 2-D (a batch, same number of rows). A speed-up that
     changes the output must say by how much: this is the simplest such number for greedy decoding.

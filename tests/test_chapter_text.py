@@ -78,3 +78,13 @@ def test_prose_states_no_machine_fact_and_no_development_history(path):
         m = MACHINE.search(para)
         assert not m, (f"a fact about the building machine typed by hand ({m.group(0)!r}): print it from "
                        f"secbook.describe_machine() or a measurement instead: {para[:200]!r}")
+
+
+def test_glossary_defines_each_metric_as_the_package_does():
+    """One definition per metric: the glossary says what secbook.measure.METRICS says (code names aside)."""
+    from secbook.measure import METRICS
+
+    glossary = " ".join((ROOT / "book" / "glossary.md").read_text().split())
+    for name, definition in METRICS.items():
+        words = re.sub(r" \([a-z0-9_.]+\)", "", " ".join(definition.split()))
+        assert words[1:] in glossary, f"the glossary's {name!r} differs from secbook.measure.METRICS"
