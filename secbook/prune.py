@@ -277,3 +277,27 @@ def sparse_speed_table(out: int = 1024, inp: int = 1024, tokens: int = 64,
         rows.append({"sparsity": s, "dense_ms": dense * 1e3, "csr_ms": sparse * 1e3,
                      "dense_vs_unpruned": base / dense, "csr_vs_unpruned": base / sparse})
     return pd.DataFrame(rows)
+
+
+def sparse_speed_rounds(out: int = 1024, inp: int = 1024, tokens: int = 64, sparsities=(0.0, 0.5, 0.9, 0.99),
+                        rounds: int = 5, repeats: int = 5, seed: int = 0):
+    """The timing of :func:`sparse_speed_table`, taken *in turn*: each round times the unpruned dense weight,
+    then every sparsity as a dense weight with zeros and in CSR format (median of ``repeats`` calls each), so a
+    change in the machine's load hits every variant alike. Returns one row per round and variant: ``round``,
+    ``sparsity``, ``kernel`` ("dense" or "csr"), ``ms``; the unpruned weight is ``sparsity`` 0, kernel "dense"."""
+    import pandas as pd
+
+    g = torch.Generator().manual_seed(seed)
+    w0 = torch.randn(out, inp, generator=g)
+    x = torch.randn(tokens, inp, generator=g)
+    weights = {(0.0, "dense"): w0}
+    for s in sparsities:
+        w = w0 * magnitude_mask(w0, s)
+        weights.setdefault((float(s), "dense"), w)
+        weights[(float(s), "csr")] = w.to_sparse_csr()
+    rows = []
+    for r in range(rounds):
+        for (s, kernel), w in weights.items():
+            rows.append({"round": r, "sparsity": s, "kernel": kernel,
+                         "ms": 1e3 * time_matmul(w, x, repeats=repeats, warmup=1 if r else 3)})
+    return pd.DataFrame(rows)

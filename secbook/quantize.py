@@ -555,6 +555,25 @@ def quantize(model: nn.Module, bits: int = 8, group_size=128, scheme: str = "sym
     return model, report
 
 
+@torch.no_grad()
+def rtn_weights(model: nn.Module, bits: int = 4, group_size=128, scheme: str = "sym", skip=("lm_head",)) -> nn.Module:
+    """A copy of ``model`` whose Linear weights hold exactly the values a round-to-nearest ``QuantLinear`` computes
+    with (:func:`fake_quantize`), kept unpacked in the model's dtype: the same outputs as ``quantize(model, bits,
+    group_size, scheme)`` (``F.linear`` of the same dequantized weight), without unpacking every weight on every
+    call — for measuring *quality* quickly. It stores no fewer bytes: measure size and speed on ``quantize``'s."""
+    layers = linear_layers(model, skip)
+    if not layers:
+        raise ValueError("the model has no nn.Linear layers to quantize")
+    for lin in layers.values():
+        check_args(bits, group_size, scheme, lin.in_features)
+    out = copy.deepcopy(model)
+    for name in layers:
+        lin = out.get_submodule(name)
+        g = check_args(bits, group_size, scheme, lin.in_features)
+        lin.weight.copy_(fake_quantize(lin.weight.detach(), bits, g if g else "tensor", scheme))
+    return out
+
+
 def layer_output_errors(model_fp: nn.Module, model_q: nn.Module, calib: torch.Tensor, skip=("lm_head",)):
     """Relative error of each layer's *output* (quantized vs original), both fed the original model's
     inputs: a DataFrame ``layer, rel_output_error`` (where the quantization error actually hurts)."""
