@@ -135,7 +135,8 @@ class UnsupportedModel(ValueError):
     """The model is not a decoder family :func:`describe` knows (or uses a feature it does not implement)."""
 
 
-def _get(obj, path: str):
+def module_at(obj, path: str):
+    """``obj.a.b.c`` for ``path="a.b.c"``: where a :class:`Family` says a module is."""
     for name in path.split("."):
         obj = getattr(obj, name)
     return obj
@@ -158,7 +159,7 @@ def describe(model) -> Spec:
     if act not in ACTIVATIONS:
         raise UnsupportedModel(f"activation {act!r} is not one of {', '.join(ACTIVATIONS)}")
     try:
-        layers = _get(model, fam.layers)
+        layers = module_at(model, fam.layers)
     except AttributeError:
         raise UnsupportedModel(f"a {mt} model without {fam.layers} (a base model without its LM head?)") from None
     H = cfg.num_attention_heads
@@ -271,9 +272,9 @@ class Layer(nn.Module):
         f = spec.family
         attn, mlp = getattr(layer, f.attn), getattr(layer, f.mlp)
         norm = partial(Norm, kind=f.norm, plus_one=f.norm_plus_one)
-        self.attn_norm, self.mlp_norm = norm(_get(layer, f.attn_norm)), norm(_get(layer, f.mlp_norm))
-        self.attn_out_norm = norm(_get(layer, f.attn_out_norm)) if f.attn_out_norm else nn.Identity()
-        self.mlp_out_norm = norm(_get(layer, f.mlp_out_norm)) if f.mlp_out_norm else nn.Identity()
+        self.attn_norm, self.mlp_norm = norm(module_at(layer, f.attn_norm)), norm(module_at(layer, f.mlp_norm))
+        self.attn_out_norm = norm(module_at(layer, f.attn_out_norm)) if f.attn_out_norm else nn.Identity()
+        self.mlp_out_norm = norm(module_at(layer, f.mlp_out_norm)) if f.mlp_out_norm else nn.Identity()
         self.q_norm = norm(getattr(attn, f.q_norm)) if f.q_norm else None
         self.k_norm = norm(getattr(attn, f.k_norm)) if f.k_norm else None
         self.qkv = fuse_linears([getattr(attn, n) for n in f.qkv], fuse)
@@ -332,10 +333,10 @@ class Decoder(nn.Module):
         self.spec = spec = describe(model)
         f = spec.family
         self.embed = model.get_input_embeddings()  # the model's own (Gemma's multiplies by sqrt(hidden))
-        self.positions = _get(model, f.positions) if f.positions else None
-        self.rotary = _get(model, f.rotary) if f.rotary else None
-        self.layers = nn.ModuleList(Layer(spec, layer, i, fuse) for i, layer in enumerate(_get(model, f.layers)))
-        self.norm = Norm(_get(model, f.final_norm), f.norm, f.norm_plus_one)
+        self.positions = module_at(model, f.positions) if f.positions else None
+        self.rotary = module_at(model, f.rotary) if f.rotary else None
+        self.layers = nn.ModuleList(Layer(spec, layer, i, fuse) for i, layer in enumerate(module_at(model, f.layers)))
+        self.norm = Norm(module_at(model, f.final_norm), f.norm, f.norm_plus_one)
         self.head = fuse_linears([model.get_output_embeddings()], fuse)
         self.windows = tuple(dict.fromkeys(spec.windows))
         self.rope_kinds = tuple(dict.fromkeys(spec.layer_types))
