@@ -142,6 +142,17 @@ def module_at(obj, path: str):
     return obj
 
 
+def config_windows(config, n_layers: int | None = None) -> tuple:
+    """The sliding window of each layer (None: full attention) as a config of a known family says: every layer
+    of a windowed family when it has a ``sliding_window`` and no ``layer_types``, else the layers typed
+    ``sliding_attention``. Families without windows (Llama, GPT-2, GPT-NeoX) give all None."""
+    n = n_layers if n_layers is not None else config.num_hidden_layers
+    fam = FAMILIES.get(getattr(config, "model_type", None))
+    window = getattr(config, "sliding_window", None) if fam is not None and fam.windowed else None
+    types = tuple(getattr(config, "layer_types", None) or ())[:n]
+    return tuple(window if window and (not types or types[i] == "sliding_attention") else None for i in range(n))
+
+
 def describe(model) -> Spec:
     """The :class:`Spec` of a Hugging Face causal LM, read from its config (and the family table); raises
     :class:`UnsupportedModel` saying why when the model is not one of :data:`FAMILIES` or uses something the
@@ -171,8 +182,7 @@ def describe(model) -> Spec:
     rotary_dim = int(hd * rope.get("partial_rotary_factor", 1.0)) if fam.rotary else 0
     n = len(layers)
     types = tuple(getattr(cfg, "layer_types", None) or ())[:n]
-    window = getattr(cfg, "sliding_window", None) if fam.windowed else None
-    windows = tuple(window if window and (not types or types[i] == "sliding_attention") else None for i in range(n))
+    windows = config_windows(cfg, n)
     embed = model.get_input_embeddings()
     return Spec(mt, fam, n_layers=n, n_heads=H, n_kv=n_kv, head_dim=hd, hidden=cfg.hidden_size,
                 vocab=cfg.vocab_size, act=act, rotary_dim=rotary_dim,
