@@ -39,7 +39,7 @@ same two methods over blocks, gathering each sequence's blocks into ``keys``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -128,7 +128,6 @@ class Spec:
     attn_softcap: float | None = None  # Gemma 2: scores -> c * tanh(scores / c)
     final_softcap: float | None = None  # Gemma 2: logits -> c * tanh(logits / c)
     embed_scale: float = 1.0  # Gemma: sqrt(hidden), applied by the model's own embedding module
-    notes: tuple = field(default=(), compare=False)
 
 
 class UnsupportedModel(ValueError):

@@ -275,3 +275,18 @@ def test_no_import_cycles_and_the_decoder_below_its_consumers():
     for consumer in ("generate", "kernels", "onnx_export", "hardware", "speculative", "ladder"):
         assert "decoder" in below(consumer) and consumer not in below("decoder")
     assert below("decoder") <= {"linears", "quantize", "corpus", "paths"}
+
+
+def test_support_table_runs_the_checks():
+    """The "which models work" table: one row per family, from real runs (a family the C++ step does not run
+    says so, with the reason)."""
+    from secbook import kernels
+    from secbook.families import support_table
+
+    t = support_table(["llama", "gpt2"], new_tokens=6, compile=False)
+    assert list(t.index) == ["llama", "gpt2"] and (t["max_logit_error"] < 1e-4).all()
+    for col in ("tokens_equal_hf", "int8_rtn_equal_hf", "pruned_2_4_equal_hf"):
+        assert (t[col] == "yes").all(), t[col]
+    if kernels.available():
+        assert t.loc["llama", "cpp_step"] == "yes"
+    assert t.loc["gpt2", "cpp_step"].startswith("no: ") and "compiled_equal_hf" not in t
