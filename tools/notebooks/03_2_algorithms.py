@@ -92,7 +92,7 @@ for name in ("tiny", "replica:qwen2.5-0.5b"):
 """),
     md(r"""
 **Grouped-query attention** (GQA, {cite}`ainslie2023gqa`) lets several query heads share one key/value head, which
-divides the cache by `heads / kv_heads` at little cost in quality. All three real architectures we replicate use it:
+divides the cache by `heads / kv_heads` at little cost in quality. All the real architectures we replicate use it:
 """),
     code(r"""
 from secbook.models import REPLICAS, replica_config
@@ -177,9 +177,10 @@ ladder[ladder["compiled"] == True][cols].round(3)
 
 `secbook.generate.FastGenerator` does what gpt-fast does: it pre-allocates the cache, runs the prompt once (the
 prefill), then loops a single-token decode step that writes one key/value per layer at `input_pos` and attends over
-the whole cache with a mask hiding the positions not written yet. The decoder forward is ~30 lines over the model's
-own Hugging Face weights, norms and rotary embedding, so it works for any Llama-layout model (Llama, SmolLM, Qwen2,
-Mistral) and for quantized layers that replace `nn.Linear`. No logits processors, no stopping criteria, no mask rebuilt per step. Greedy output
+the whole cache with a mask hiding the positions not written yet. The decoder forward (`secbook.decoder`) is a few
+dozen lines over the model's own Hugging Face weights, norms and rotary embedding, with what differs between
+architecture families written as data, so it works for Llama, SmolLM, Qwen2/2.5, Qwen3, Mistral, Gemma 2/3, Phi-3,
+GPT-2 and GPT-NeoX, and for quantized layers that replace `nn.Linear`. No logits processors, no stopping criteria, no mask rebuilt per step. Greedy output
 must be identical to `generate()`:
 """),
     code(r"""
