@@ -35,7 +35,9 @@ static-cache loop of :mod:`secbook.generate` (and speculative decoding on top), 
 
 :class:`StaticCache` (pre-allocated ``[B, n_kv, max_len, head_dim]`` per layer, slot ``s`` = position ``s``,
 masks cut from a precomputed causal table) is the default; a paged cache (vLLM's block tables) implements the
-same two methods over blocks, gathering each sequence's blocks into ``keys``.
+same two methods over blocks, gathering each sequence's blocks into ``keys``. A cache is sized from the decoder's
+``spec`` (``n_layers``, ``n_kv``, ``head_dim``) and its ``dtype`` and ``device``; the mask must have that dtype.
+``tests/test_decoder.py`` has a toy paged cache written against this interface alone.
 """
 from __future__ import annotations
 
@@ -386,16 +388,24 @@ class Decoder(nn.Module):
             logits = torch.tanh(logits / c) * c
         return logits
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the activations (and so a cache's keys and values) have: the embeddings'."""
+        w = self.embed.weight
+        return w.dtype if w.dtype.is_floating_point else torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
     def new_cache(self, batch: int, max_len: int) -> "StaticCache":
         """A :class:`StaticCache` for this model: ``batch`` sequences of up to ``max_len`` positions, in the
         dtype and on the device of the embeddings."""
-        w = self.embed.weight
-        dtype = w.dtype if w.dtype.is_floating_point else torch.float32
         if self.positions is not None and max_len > self.positions.num_embeddings:
             raise ValueError(f"max_len={max_len} exceeds the model's {self.positions.num_embeddings} learned "
                              "positions; use a shorter max_len.")
         s = self.spec
-        return StaticCache(s.n_layers, batch, s.n_kv, max_len, s.head_dim, dtype, w.device)
+        return StaticCache(s.n_layers, batch, s.n_kv, max_len, s.head_dim, self.dtype, self.device)
 
 
 class StaticCache:
