@@ -232,8 +232,9 @@ class Norm(nn.Module):
         super().__init__()
         self.module, self.kind = module, kind
         w = module.weight.detach()
-        self.weight = w + 1 if plus_one else w
-        self.bias = getattr(module, "bias", None)
+        # buffers, not plain attributes: a compiled step then treats them as fixed (CUDA graphs copy plain inputs in)
+        self.register_buffer("weight", w + 1 if plus_one else w, persistent=False)
+        self.register_buffer("bias", getattr(module, "bias", None), persistent=False)
         self.eps = float(next(getattr(module, a) for a in ("variance_epsilon", "eps") if hasattr(module, a)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -421,12 +422,12 @@ class StaticCache:
         self.batch, self.max_len = batch, max_len
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
-        if torch.device(device).type == "cuda":  # written in place: fixed addresses let a CUDA graph keep them
-            for t in self.k + self.v:
-                torch._dynamo.mark_static_address(t, guard=False)
         tril = torch.tril(torch.ones(max_len, max_len, dtype=torch.bool, device=device))
         self.causal = torch.zeros(tril.shape, dtype=dtype, device=device).masked_fill(~tril, float("-inf"))
         self.slots = torch.arange(max_len, device=device)
+        if torch.device(device).type == "cuda":  # fixed addresses: a CUDA graph keeps them instead of copying them in
+            for t in self.k + self.v + [self.causal, self.slots]:
+                torch._dynamo.mark_static_address(t, guard=False)
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
         kc, vc = self.k[layer], self.v[layer]

@@ -53,7 +53,7 @@ class FusedLinear(torch.nn.Module):
         super().__init__()
         w_t = torch.cat([lin.weight.detach() if is_conv1d(lin) else lin.weight.detach().t() for lin in linears], 1)
         self.register_buffer("weight_t", w_t.contiguous())
-        self.bias = stacked_bias(linears, like=w_t)
+        self.register_buffer("bias", stacked_bias(linears, like=w_t))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x @ self.weight_t
@@ -156,7 +156,7 @@ class Int8WeightOnlyFused(torch.nn.Module):
         self.register_buffer("weight", w.contiguous())
         self.register_buffer("scale", torch.cat([m.scale.float().reshape(m.out_features, -1) for m in qlinears]))
         self.out_features, self.in_features, self.group = w.shape[0], w.shape[1], gs
-        self.bias = stacked_bias(qlinears, like=self.scale)
+        self.register_buffer("bias", stacked_bias(qlinears, like=self.scale))
 
     @staticmethod
     def accepts(linears) -> bool:
