@@ -234,7 +234,8 @@ class Norm(nn.Module):
         w = module.weight.detach()
         # buffers, not plain attributes: a compiled step then treats them as fixed (CUDA graphs copy plain inputs in)
         self.register_buffer("weight", w + 1 if plus_one else w, persistent=False)
-        self.register_buffer("bias", getattr(module, "bias", None), persistent=False)
+        b = getattr(module, "bias", None)
+        self.register_buffer("bias", None if b is None else b.detach(), persistent=False)
         self.eps = float(next(getattr(module, a) for a in ("variance_epsilon", "eps") if hasattr(module, a)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
