@@ -18,7 +18,7 @@ import time
 import torch
 from torch import nn
 
-from .quantize import collect_inputs, decoder_blocks, linear_layers, linearize
+from .quantize import as_conv1d, collect_inputs, decoder_blocks, is_conv1d, linear_layers, linearize
 
 METHODS = ("magnitude", "wanda")
 PATTERNS = ("unstructured", "2:4")
@@ -81,9 +81,10 @@ def is_2_4(w: torch.Tensor) -> bool:
 
 
 def sparsity_of(model: nn.Module, skip=("lm_head",)) -> float:
-    """Fraction of exact zeros in the Linear weights of ``model``."""
+    """Fraction of exact zeros in the Linear (and GPT-2 ``Conv1D``) weights of ``model``."""
     z = n = 0
-    for m in linear_layers(model, skip).values():
+    conv = [m for name, m in model.named_modules() if is_conv1d(m) and not any(s in name for s in skip)]
+    for m in list(linear_layers(model, skip).values()) + conv:
         z += int((m.weight == 0).sum())
         n += m.weight.numel()
     return z / max(n, 1)
@@ -103,7 +104,8 @@ def prune(model: nn.Module, sparsity: float = 0.5, method: str = "magnitude", pa
     check_sparsity(sparsity)
     if not inplace:
         model = copy.deepcopy(model)
-    layers = linear_layers(linearize(model), skip)  # GPT-2's Conv1D layers as nn.Linear
+    conv1d = [n for n, m in model.named_modules() if is_conv1d(m)]
+    layers = linear_layers(linearize(model), skip)  # GPT-2's Conv1D layers as nn.Linear while they are pruned
     if not layers:
         raise ValueError("the model has no nn.Linear layers to prune")
     t0 = time.perf_counter()
@@ -139,7 +141,7 @@ def prune(model: nn.Module, sparsity: float = 0.5, method: str = "magnitude", pa
     report = {"method": method, "pattern": pattern, "target_sparsity": 0.5 if pattern == "2:4" else sparsity,
               "sparsity": round(sparsity_of(model, skip), 4), "layers": len(layers),
               "seconds": round(time.perf_counter() - t0, 2)}
-    return model, report
+    return as_conv1d(model, conv1d), report
 
 
 # ----------------------------------------------------------------------------- structured pruning
@@ -181,7 +183,6 @@ def prune_structured(model: nn.Module, mlp_fraction: float = 0.5, head_fraction:
     from transformers import AutoModelForCausalLM
 
     from .decoder import describe, module_at
-    from .quantize import is_conv1d, linearize
 
     check_sparsity(mlp_fraction)
     check_sparsity(head_fraction)

@@ -253,6 +253,21 @@ def linearize(model: nn.Module) -> nn.Module:
     return model
 
 
+def as_conv1d(model: nn.Module, names) -> nn.Module:
+    """Undo :func:`linearize` for the layers ``names`` (float ``nn.Linear`` layers made from ``Conv1D`` ones): each
+    becomes a transformers ``Conv1D`` again, weight transposed back, so a pruned GPT-2 is a GPT-2 that saves and
+    reloads as one; returns the model."""
+    from transformers.pytorch_utils import Conv1D
+
+    for name in names:
+        lin = model.get_submodule(name)
+        conv = Conv1D(lin.out_features, lin.in_features).to(device=lin.weight.device, dtype=lin.weight.dtype)
+        conv.weight = nn.Parameter(lin.weight.detach().t().contiguous(), requires_grad=lin.weight.requires_grad)
+        conv.bias = lin.bias
+        _set_module(model, name, conv)
+    return model
+
+
 def linear_layers(model: nn.Module, skip=("lm_head",)) -> dict[str, nn.Linear]:
     """Every ``nn.Linear`` of ``model`` by qualified name, except names containing a ``skip`` entry (GPT-2's
     ``Conv1D`` layers count once :func:`linearize` has made them ``nn.Linear``)."""

@@ -119,6 +119,7 @@ def test_gpt2_conv1d_layers_prune():
     loop; structured pruning removes MLP channels (Conv1D layout kept, so it saves and reloads as GPT-2) and
     refuses heads, which a GPT-2 cannot lose."""
     import copy
+    import tempfile
 
     from transformers import AutoModelForCausalLM
 
@@ -129,13 +130,18 @@ def test_gpt2_conv1d_layers_prune():
     calib, ids = prompt(length=32, batch=2, seed=5), prompt()
     for method, pattern in (("wanda", "unstructured"), ("wanda", "2:4"), ("magnitude", "unstructured")):
         pm, rep = P.prune(copy.deepcopy(model), 0.5, method, pattern, calib=calib)
-        assert rep["layers"] == 8 and abs(rep["sparsity"] - 0.5) < 0.01
+        assert rep["layers"] == 8 and abs(rep["sparsity"] - 0.5) < 0.01 and P.sparsity_of(pm) == rep["sparsity"]
+        convs = [m for m in pm.modules() if type(m).__name__ == "Conv1D"]  # still a GPT-2: Conv1D layers
+        assert len(convs) == 8 and len(linear_layers(pm)) == 0
+        if pattern == "2:4":  # 2 of every 4 consecutive inputs: the rows of a Conv1D's [in, out] weight
+            assert all(P.is_2_4(m.weight.t()) for m in convs)
         assert torch.equal(fast_generate(pm, ids, 8), hf_generate(pm, ids, 8))
+    with tempfile.TemporaryDirectory() as d:  # unstructured: the pruned GPT-2 saves and reloads as a GPT-2
+        pm.save_pretrained(d)
+        assert torch.equal(AutoModelForCausalLM.from_pretrained(d)(calib).logits, pm(calib).logits)
     small, rep = P.prune_structured(model, mlp_fraction=0.5, calib=calib)
     assert small.config.n_inner == 48 and small.transformer.h[0].mlp.c_fc.weight.shape == (64, 48)
     assert torch.equal(fast_generate(small, ids, 8), hf_generate(small, ids, 8))
-    import tempfile
-
     with tempfile.TemporaryDirectory() as d:
         small.save_pretrained(d)
         again = AutoModelForCausalLM.from_pretrained(d)
