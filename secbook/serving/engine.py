@@ -90,11 +90,12 @@ class Engine:
             self._cv.notify()
         return seq
 
-    def cancel(self, seq: Sequence) -> None:
-        """Stop ``seq`` (its client went away): it leaves the batch and frees its blocks at the next step."""
+    def cancel(self, seq: Sequence, reason: str = "cancelled") -> None:
+        """Stop ``seq``: it leaves the batch and frees its blocks at the next step. ``reason`` is
+        ``"cancelled"`` (its client went away) or ``"stop"`` (the server found a stop string: a completion)."""
         with self._cv:
-            if seq.finish_reason is None:
-                seq.cancelled = True
+            if seq.finish_reason is None and not seq.cancelled:
+                seq.cancelled = reason
                 self._cv.notify()
 
     # --- the loop ---------------------------------------------------------------------------------------
@@ -150,8 +151,8 @@ class Engine:
         with self._cv:
             plan = self.scheduler.schedule()
             for seq in plan.dropped:
-                seq.finish_reason = "cancelled"
-                self.counters["cancelled"] += 1
+                seq.finish_reason = seq.cancelled
+                self.counters["completed" if seq.cancelled == "stop" else "cancelled"] += 1
         if not plan:
             return False
         t0 = time.perf_counter()

@@ -59,7 +59,7 @@ class Sequence:
     arrival: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     finish_reason: str | None = None
-    cancelled: bool = False
+    cancelled: str | None = None  # why it was stopped from outside: 'cancelled' or 'stop'
     preemptions: int = 0
     generator: torch.Generator | None = None
 
