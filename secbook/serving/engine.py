@@ -197,12 +197,14 @@ class Engine:
             self.scheduler.waiting.clear()
 
     # --- offline use --------------------------------------------------------------------------------------
-    def generate(self, prompts: list[list[int]], max_tokens: int, sampling: Sampling | None = None,
+    def generate(self, prompts: list[list[int]], max_tokens: int | list[int], sampling: Sampling | None = None,
                  stop_ids=(), max_steps: int = 100_000) -> list[list[int]]:
-        """Submit every prompt, step until all are done (no thread), return each one's output tokens."""
+        """Submit every prompt (``max_tokens`` one number or one per prompt), step until all are done (no
+        thread), return each one's output tokens."""
         if self._thread is not None:
             raise RuntimeError("generate() drives the loop itself; do not call it on a started engine")
-        seqs = [self.submit(p, max_tokens, sampling, stop_ids) for p in prompts]
+        limits = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(prompts)
+        seqs = [self.submit(p, n, sampling, stop_ids) for p, n in zip(prompts, limits)]
         for _ in range(max_steps):
             if not self.step():
                 break
