@@ -353,3 +353,12 @@ def test_serve_and_loadtest_commands_and_sigterm(tmp_path, capsys):
         assert json.loads(rest[-2][6:])["choices"][0]["finish_reason"] in ("length", "stop")
         assert srv.proc.wait(30) == 0
         assert "stopped after" in srv.log()
+
+
+def test_loadtest_timeout_is_recorded_and_the_server_cancels(tiny):
+    with in_thread(_state(tiny, delay=0.05)) as url:
+        cfg = loadtest.LoadConfig(url, rate=0, requests=1, max_tokens=200, endpoint="completions", timeout=0.5)
+        records, _ = loadtest.run(cfg)
+        assert records[0]["status"] == "timeout" and "0.5 s" in records[0]["error"]
+        assert _wait_for(lambda: _metrics(url)['secbook_requests_total{outcome="cancelled"}'] == 1)
+        assert _metrics(url)['secbook_kv_blocks{state="used"}'] == 0

@@ -227,3 +227,42 @@ class ServerProcess:
         self.stop()
         with contextlib.suppress(OSError):
             os.unlink(self._log.name)
+
+
+class MetricsSampler:
+    """Read a secbook server's ``/metrics`` every ``interval`` seconds in a thread while a ``with`` block runs;
+    ``samples`` is a list of ``(seconds since start, {metric: value})``. (Queue lengths and KV-cache bytes
+    over time: what the server holds, next to what the client measures.)"""
+
+    def __init__(self, url: str, interval: float = 0.1):
+        self.url, self.interval = url.rstrip("/") + "/metrics", interval
+        self.samples: list[tuple[float, dict]] = []
+        self._stop = None
+        self._thread = None
+
+    def _run(self) -> None:
+        from .server import parse_metrics
+
+        t0 = time.perf_counter()
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.perf_counter() - t0, parse_metrics(get_text(self.url, timeout=2))))
+            except OSError:
+                pass
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "MetricsSampler":
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def series(self, key: str) -> list[float]:
+        """One metric's values over the samples (0 where a sample lacks it)."""
+        return [m.get(key, 0.0) for _, m in self.samples]

@@ -134,51 +134,56 @@ def _text_of(chunk: dict) -> str:
 
 
 async def _one(client, cfg: LoadConfig, url: str, body: dict, i: int, t_sched: float, t0: float) -> dict:
-    rec = {"id": i, "scheduled_s": t_sched, "sent_s": None, "ttft_s": None, "tpot_s": None, "e2e_s": None,
-           "output_tokens": 0, "chunks": 0, "max_tokens": body["max_tokens"], "status": "ok", "http_status": None,
-           "finish_reason": None, "error": ""}
-    rec["sent_s"] = time.perf_counter() - t0
-    first = last = None
-    usage = None
+    rec = {"id": i, "scheduled_s": t_sched, "sent_s": time.perf_counter() - t0, "ttft_s": None, "tpot_s": None,
+           "e2e_s": None, "output_tokens": 0, "chunks": 0, "max_tokens": body["max_tokens"], "status": "ok",
+           "http_status": None, "finish_reason": None, "error": ""}
+    seen = {"first": None, "last": None, "usage": None}
     try:
-        async with client.stream("POST", url, json=body, timeout=cfg.timeout) as r:
-            rec["http_status"] = r.status_code
-            if r.status_code != 200:
-                raw = (await r.aread()).decode(errors="replace")
-                rec["status"] = "rejected" if r.status_code in (429, 503) else "error"
-                rec["error"] = f"HTTP {r.status_code}: {raw[:200]}"
-                return rec
-            async for line in r.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    rec["status"], rec["error"] = "error", str(chunk["error"].get("message", chunk["error"]))[:200]
-                    break
-                now = time.perf_counter() - t0
-                if _text_of(chunk):
-                    first = now if first is None else first
-                    last = now
-                    rec["chunks"] += 1
-                for c in chunk.get("choices") or []:
-                    rec["finish_reason"] = c.get("finish_reason") or rec["finish_reason"]
-                usage = chunk.get("usage") or usage
-    except Exception as e:  # network errors and time-outs are results too
-        rec["status"], rec["error"] = ("timeout" if "Timeout" in type(e).__name__ else "error"), \
-            f"{type(e).__name__}: {e}"[:200]
+        await asyncio.wait_for(_stream(client, url, body, rec, seen, t0), cfg.timeout)
+    except asyncio.TimeoutError:
+        rec["status"], rec["error"] = "timeout", f"no complete answer within {cfg.timeout} s"
+    except Exception as e:  # network errors are results too
+        rec["status"], rec["error"] = "error", f"{type(e).__name__}: {e}"[:200]
     end = time.perf_counter() - t0
+    first, last = seen["first"], seen["last"]
     if rec["status"] == "ok" and rec["finish_reason"] is None and first is None:
         rec["status"], rec["error"] = "error", "stream ended without a token or a finish reason"
-    rec["output_tokens"] = (usage or {}).get("completion_tokens") or rec["chunks"]
+    rec["output_tokens"] = (seen["usage"] or {}).get("completion_tokens") or rec["chunks"]
     if first is not None:
         rec["ttft_s"] = first - t_sched
         if rec["output_tokens"] > 1:
             rec["tpot_s"] = (last - first) / (rec["output_tokens"] - 1)
     rec["e2e_s"] = end - t_sched
     return rec
+
+
+async def _stream(client, url: str, body: dict, rec: dict, seen: dict, t0: float) -> None:
+    async with client.stream("POST", url, json=body) as r:
+        rec["http_status"] = r.status_code
+        if r.status_code != 200:
+            raw = (await r.aread()).decode(errors="replace")
+            rec["status"] = "rejected" if r.status_code in (429, 503) else "error"
+            rec["error"] = f"HTTP {r.status_code}: {raw[:200]}"
+            return
+        async for line in r.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            chunk = json.loads(data)
+            if "error" in chunk:
+                err = chunk["error"]
+                rec["status"], rec["error"] = "error", str(err.get("message", err) if isinstance(err, dict) else err)[:200]
+                return
+            now = time.perf_counter() - t0
+            if _text_of(chunk):
+                seen["first"] = now if seen["first"] is None else seen["first"]
+                seen["last"] = now
+                rec["chunks"] += 1
+            for c in chunk.get("choices") or []:
+                rec["finish_reason"] = c.get("finish_reason") or rec["finish_reason"]
+            seen["usage"] = chunk.get("usage") or seen["usage"]
 
 
 async def run_async(cfg: LoadConfig, progress=None) -> tuple[list[dict], dict]:
@@ -338,7 +343,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", choices=("chat", "completions"), default="chat", help="default chat")
     p.add_argument("--max-tokens", type=_max_tokens, default=64, help="N, or LO:HI drawn per request (default 64)")
     p.add_argument("--temperature", type=float, default=0.0, help="default 0 (greedy)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take in all (default 120)")
     p.add_argument("--slo-ttft", type=float, default=1.0, help="goodput SLO on TTFT, seconds (default 1)")
     p.add_argument("--slo-tpot", type=float, default=0.1, help="goodput SLO on TPOT, seconds (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the arrivals and prompt choice (default 0)")
