@@ -37,10 +37,11 @@ def _compress_sweep(args: argparse.Namespace) -> int:
 
 
 def _bench_hardware(args: argparse.Namespace) -> int:
-    from .hardware import bench, describe
+    from .bench import bench_hardware
+    from .hardware import describe
 
     print(describe().to_string())
-    for name, df in bench(tuple(args.models), device=args.device, new_tokens=args.new_tokens,
+    for name, df in bench_hardware(tuple(args.models), device=args.device, new_tokens=args.new_tokens,
                           tensor_parallel=not args.no_tp).items():
         print(f"\n{name}\n{df.to_string(index=False)}")
     return 0

@@ -2,7 +2,7 @@
 
 Decoding one token reads every weight once, so an int8 weight reads a quarter of the bytes of an fp32 one —
 *if* the product can keep up with memory. On a small CPU it cannot when each int8 weight is first turned into
-a float and multiplied in fp32 (what the compiler makes of our PyTorch formulation, :class:`generate.
+a float and multiplied in fp32 (what the compiler makes of our PyTorch formulation, :class:`linears.
 Int8WeightOnlyFused`): that costs several instructions per weight, and the loop runs slower than memory
 delivers the bytes. llama.cpp's answer (Gerganov et al., 2023, its ``Q8_0`` dot products) is to round the
 *activations* to integers too, so that one integer multiply-add instruction does many products at once. Here
@@ -34,6 +34,7 @@ import torch
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = [CSRC / "int8_linear.cpp", CSRC / "llama_step.cpp"]  # both include int8_gemv.h
 CHUNK = 256  # inputs per activation scale (must match kChunk in the C++ file)
+CPP_FAMILIES = ("llama", "qwen2", "mistral")  # model types the whole-step C++ decoder (CppDecoder) runs
 
 
 def cpu_tag(cpuinfo: str | None = None) -> str:
@@ -199,7 +200,7 @@ class Int8Linear(torch.nn.Module):
     @classmethod
     def fuse(cls, layers) -> "Int8Linear":
         """One layer computing ``cat([layer(x) for layer in layers], -1)``: their rows stacked."""
-        from .generate import stacked_bias
+        from .linears import stacked_bias
 
         return cls(torch.cat([m.weight for m in layers]), torch.cat([m.scale for m in layers]),
                    stacked_bias(layers, like=layers[0].scale))
@@ -258,10 +259,15 @@ class CppDecoder(torch.nn.Module):
 
     def __init__(self, model, max_len: int, batch: int = 1, parts: int | None = None):
         super().__init__()
-        from .generate import check_sliding_window, check_supported, stacked_bias
+        from .decoder import check_sliding_window, describe
+        from .linears import stacked_bias
 
         _require()
-        check_supported(model)
+        family = describe(model).model_type  # a clear error for an architecture no decoder of ours knows
+        if family not in CPP_FAMILIES:
+            raise ValueError(f"model_type={family!r} is not supported by the C++ step (it runs "
+                             f"{', '.join(CPP_FAMILIES)}): use the Python loop, FastGenerator(model, max_len), "
+                             "which runs it (compile=True for speed)")
         _require_cpu(model, "the C++ decode step", "on a GPU use FastGenerator(model, max_len, compile=True) "
                      "(CUDA graphs).")
         cfg = model.config
@@ -281,7 +287,7 @@ class CppDecoder(torch.nn.Module):
         if wrong and not fp32:
             raise ValueError(f"the C++ decode step needs every projection and the LM head as an Int8Linear, or all "
                              f"as fp32 nn.Linear, but {len(wrong)} are not Int8Linear (e.g. {wrong[0]}: "
-                             f"{type(dict(names)[wrong[0]]).__name__}); run secbook.generate.apply_transform(model, "
+                             f"{type(dict(names)[wrong[0]]).__name__}); run secbook.ladder.apply_transform(model, "
                              "'int8k') first, or keep the model in fp32")
         if model.lm_head.bias is not None:
             raise ValueError("the C++ decode step does not add an LM-head bias")

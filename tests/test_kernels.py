@@ -86,7 +86,7 @@ def test_quantize_activations_error_bound():
 
 def test_int8_linear_from_quant_linear_and_fuse(small_qwen):
     """Int8Linear holds the QuantLinear's integers; q/k/v fused (Qwen2 biases) = the three layers."""
-    from secbook.generate import fuse_linears
+    from secbook.linears import fuse_linears
     from secbook.quantize import QuantLinear
 
     model, _ = small_qwen
@@ -112,14 +112,15 @@ def test_int8_linear_from_quant_linear_and_fuse(small_qwen):
 def test_int8_kernel_decode_equals_hf_generate(tiny):
     """The tiny model on the kernel: our loop, eager and compiled, gives HF generate's tokens on the same
     model, and its held-out perplexity stays within 0.1% of the pure-PyTorch int8 weight-only model's."""
-    from secbook.generate import FastGenerator, StaticDecoder, apply_transform, hf_generate
+    from secbook.generate import FastGenerator, StaticDecoder, hf_generate
+    from secbook.ladder import apply_transform
     from secbook.measure import perplexity, prompt_ids
 
     model, tok = tiny
     k = apply_transform(copy.deepcopy(model), "int8k")
     assert isinstance(k.lm_head, kernels.Int8Linear) and isinstance(k.model.layers[0].mlp.down_proj,
                                                                     kernels.Int8Linear)
-    assert isinstance(StaticDecoder(k, max_len=24).qkv[0], kernels.Int8Linear)
+    assert isinstance(StaticDecoder(k, max_len=24).decoder.layers[0].qkv, kernels.Int8Linear)
     ids = prompt_ids(tok, 8)
     ref = hf_generate(k, ids, 10)
     assert torch.equal(FastGenerator(k, max_len=24).generate(ids, 10), ref)
@@ -137,7 +138,7 @@ def test_interleaved_ab_suite(capsys, monkeypatch, tmp_path):
 
     from secbook import paths
     from secbook.cli import main
-    from secbook.generate import interleaved_tok_s
+    from secbook.ladder import interleaved_tok_s
 
     df = interleaved_tok_s("tiny", ("int8wo", "int8k", "int8k-cpp"), rounds=2, prompt_len=8, new_tokens=6,
                            compile=False)
@@ -147,7 +148,7 @@ def test_interleaved_ab_suite(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(paths, "RESULTS_DIR", tmp_path)
     pd.DataFrame({"model": ["tiny", "tiny"], "transform": ["none", "int8k"], "tok_s": [1.0, 2.0]}).to_csv(
         tmp_path / "generate_ab.csv", index=False)
-    from secbook.generate import save_ladder
+    from secbook.ladder import save_ladder
 
     save_ladder(df, "generate_ab", key=("model", "transform"))
     merged = pd.read_csv(tmp_path / "generate_ab.csv")
@@ -187,7 +188,8 @@ def test_cpp_decoder_matches_python_loop(fixture, weights, request):
     or the model's own fp32 ones): prefill logits, the KV cache it writes, and three teacher-forced decode steps
     agree to rounding (the Qwen2 replica checks the q/k/v biases, the replicas grouped-query attention, "odd"
     the padding of blocks)."""
-    from secbook.generate import StaticDecoder, apply_transform
+    from secbook.generate import StaticDecoder
+    from secbook.ladder import apply_transform
 
     model, _ = odd_llama() if fixture == "odd" else request.getfixturevalue(fixture)
     k = apply_transform(copy.deepcopy(model), "int8k") if weights == "int8k" else model
@@ -216,7 +218,7 @@ def test_cpp_decoder_matches_python_loop(fixture, weights, request):
 def test_cpp_decoder_same_logits_for_any_split(tiny):
     """The packed weights hold one part per core; any number of parts, run on any number of threads, gives
     bit-identical logits (a row's arithmetic does not depend on which core computes it)."""
-    from secbook.generate import apply_transform
+    from secbook.ladder import apply_transform
 
     k = apply_transform(copy.deepcopy(tiny[0]), "int8k")
     ids = torch.randint(0, k.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(2))
@@ -238,7 +240,8 @@ def test_cpp_decoder_same_logits_for_any_split(tiny):
 def test_cpp_decoder_generates_hf_tokens_and_rejects_bad_input(tiny):
     """FastGenerator(cpp=True) on the tiny int8 model gives HF generate's greedy tokens on the same model, and
     every misuse gets an error that says what to do."""
-    from secbook.generate import FastGenerator, StaticDecoder, apply_transform, hf_generate
+    from secbook.generate import FastGenerator, StaticDecoder, hf_generate
+    from secbook.ladder import apply_transform
     from secbook.measure import prompt_ids
 
     model, tok = tiny
@@ -272,13 +275,15 @@ def test_cpp_decoder_generates_hf_tokens_and_rejects_bad_input(tiny):
         torch.ops.secbook.llama_step(*args[:5], d.sqkv[:, :-1].contiguous(), *args[6:])
     with pytest.raises(RuntimeError, match="llama_pack"):  # the parts of another split
         torch.ops.secbook.llama_step(*args[:4], d.packed + d.packed, *args[5:])
-    k.config.sliding_window = 16  # a Mistral-style window shorter than the cache: neither loop implements it
-    try:
-        for build in (kernels.CppDecoder, StaticDecoder):
-            with pytest.raises(ValueError, match="sliding window"):
-                build(k, max_len=24)
-    finally:
-        k.config.sliding_window = None
+    from secbook.families import tiny_model
+
+    mistral = tiny_model("mistral")  # a sliding window (6) shorter than the cache: the C++ step refuses it,
+    with pytest.raises(ValueError, match="sliding window.*FastGenerator"):
+        kernels.CppDecoder(mistral, max_len=24)
+    StaticDecoder(mistral, max_len=24)  # the Python loop implements it
+    for family in ("gemma3_text", "gpt2"):  # families the C++ step does not run: it names the Python loop
+        with pytest.raises(ValueError, match="not supported by the C\\+\\+ step.*FastGenerator"):
+            kernels.CppDecoder(tiny_model(family), max_len=24)
 
 
 def test_cpp_decoder_bias_in_some_layers_only(tiny):
