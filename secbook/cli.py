@@ -67,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
                  shutdown_timeout=args.shutdown_timeout, log_level=args.log_level, device=args.device,
                  dtype=args.dtype, policy=args.policy, max_batch=args.max_batch, max_queue=args.max_queue,
                  block_size=args.block_size, kv_blocks=args.kv_blocks, kv_memory_mb=args.kv_memory_mb,
-                 prefill_chunk=args.prefill_chunk, max_model_len=args.max_model_len)
+                 prefill_chunk=args.prefill_chunk, max_model_len=args.max_model_len, runner=args.runner)
 
 
 def _loadtest(args: argparse.Namespace) -> int:
@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kv-blocks", type=int, default=None, help="KV blocks (default: from --kv-memory-mb)")
     s.add_argument("--kv-memory-mb", type=float, default=256, help="KV cache size in MiB (default 256)")
     s.add_argument("--prefill-chunk", type=int, default=256, help="prompt tokens fed per step (default 256)")
+    s.add_argument("--runner", choices=("auto", "decoder", "hf"), default="auto",
+                   help="forward pass: secbook's decoder, transformers' forward, or auto (decoder if it knows "
+                        "the family)")
     s.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     s.add_argument("--default-max-tokens", type=int, default=256, help="chat max_tokens when not given")
     s.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")

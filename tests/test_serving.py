@@ -20,7 +20,7 @@ from secbook.serving import loadtest  # noqa: E402
 from secbook.serving.blocks import BlockAllocator, CacheShape, OutOfBlocks, PagedKVCache  # noqa: E402
 from secbook.serving.engine import Engine, QueueFull  # noqa: E402
 from secbook.serving.launch import ServerProcess, build_engine, in_thread  # noqa: E402
-from secbook.serving.runner import HFRunner  # noqa: E402
+from secbook.serving.runner import DecoderRunner, HFRunner, make_runner  # noqa: E402
 from secbook.serving.server import State, parse_metrics  # noqa: E402
 
 PROMPTS = ["import os\nimport ", "def fibonacci(n):\n    return", "class A:", "x = [i * i for i in range(10)]\n" * 6,
@@ -103,14 +103,16 @@ def test_paged_cache_reserve_and_stats():
         c.batch([1], torch.tensor([[4]]))
 
 
-def test_batched_paged_runner_equals_hf_generate(tiny):
-    """Greedy tokens of sequences of different lengths decoded together through the paged cache (blocks of 4)
-    are HF generate's tokens for each prompt alone."""
+@pytest.mark.parametrize("kind", ["decoder", "hf"])
+def test_batched_paged_runner_equals_hf_generate(tiny, kind):
+    """Greedy tokens of sequences of different lengths decoded together through the paged cache (blocks of 4),
+    by our decoder or by transformers' forward, are HF generate's tokens for each prompt alone."""
     model, tok = tiny
     ids = _ids(tok)[:4]
     ref = [model.generate(torch.tensor([i]), max_new_tokens=10, do_sample=False, pad_token_id=0)[0, len(i):].tolist()
            for i in ids]
-    r = HFRunner.build(model, num_blocks=64, block_size=4)
+    r = make_runner(model, num_blocks=64, block_size=4, kind=kind)
+    assert type(r) is {"decoder": DecoderRunner, "hf": HFRunner}[kind]
     seqs = list(range(len(ids)))
     for s, i in zip(seqs, ids):
         r.cache.reserve(s, len(i))
@@ -125,6 +127,20 @@ def test_batched_paged_runner_equals_hf_generate(tiny):
     assert out == ref
 
 
+@pytest.mark.parametrize("family", ["mistral", "gemma2", "gpt2", "qwen3"])
+def test_decoder_runner_families(family):
+    """Other families through the paged cache and our decoder: sliding windows shorter than the sequences
+    (Mistral, Gemma 2 with soft-caps), learned positions (GPT-2), q/k norms (Qwen3) — batched, chunked
+    prefill, same greedy tokens as HF generate alone."""
+    from secbook.families import prompt, tiny_model
+
+    model = tiny_model(family)
+    ids = [prompt(length=n, seed=n)[0].tolist() for n in (3, 9, 14)]
+    ref = [model.generate(torch.tensor([i]), max_new_tokens=8, do_sample=False)[0, len(i):].tolist() for i in ids]
+    e = build_engine(model, kv_blocks=32, block_size=4, prefill_chunk=6, runner="decoder")
+    assert isinstance(e.runner, DecoderRunner) and e.generate(ids, 8) == ref
+
+
 # --- scheduler and engine -----------------------------------------------------------------------------------
 def test_engine_output_independent_of_batch(tiny):
     """Same greedy tokens alone, in a continuous batch, a static batch, one at a time, with chunked prefill,
@@ -135,7 +151,8 @@ def test_engine_output_independent_of_batch(tiny):
     alone = [build_engine(model, kv_blocks=64, block_size=8).generate([i], n)[0] for i, n in zip(ids, limits)]
     steps = {}
     for name, kw in {"continuous": {}, "static": {"policy": "static"}, "single": {"policy": "single"},
-                     "chunked": {"prefill_chunk": 5}, "tight": {"kv_blocks": 14, "prefill_chunk": 16}}.items():
+                     "chunked": {"prefill_chunk": 5}, "tight": {"kv_blocks": 14, "prefill_chunk": 16},
+                     "hf": {"runner": "hf", "prefill_chunk": 7}}.items():
         e = build_engine(model, block_size=8, max_batch=8, **{"kv_blocks": 128, **kw})
         assert e.generate(ids, limits) == alone, name
         s = e.stats()

@@ -191,11 +191,15 @@ class PagedBatch:
         j = torch.arange(self.kv_len, device=cache.device)
         self.read_slots = table[:, j // bs] * bs + j % bs  # [B, kv_len]
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor | None = None):
-        """Store ``k, v`` (``[B, kv_heads, T, head_dim]``) at this batch's positions (``pos``, if given, must
-        be the batch's own); return the gathered ``(keys, values)``, each ``[B, kv_heads, kv_len, head_dim]``."""
-        if pos is not None and pos.shape != self.pos.shape:
+    def _check(self, pos: torch.Tensor | None) -> None:
+        if pos is not None and tuple(pos.shape) != tuple(self.pos.shape):
             raise ValueError(f"pos {tuple(pos.shape)} is not this batch's {tuple(self.pos.shape)}")
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor | None = None):
+        """Store ``k, v`` (``[B, kv_heads, T, head_dim]``) at this batch's positions; return the gathered
+        ``(keys, values)``, each ``[B, kv_heads, kv_len, head_dim]``. ``pos`` is only checked for its shape:
+        the batch keeps the real positions (its caller may pass them with the padding clamped)."""
+        self._check(pos)
         kp, vp = self.cache.k[layer], self.cache.v[layer]
         kp[self.write_slots] = k.transpose(1, 2)[self.valid].to(kp.dtype)
         vp[self.write_slots] = v.transpose(1, 2)[self.valid].to(vp.dtype)
@@ -205,12 +209,14 @@ class PagedBatch:
         return kp[self.read_slots].transpose(1, 2), vp[self.read_slots].transpose(1, 2)
 
     def mask(self, pos: torch.Tensor | None = None, window: int | None = None,
-             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+             dtype: torch.dtype | None = None) -> torch.Tensor:
         """Additive mask ``[B, 1, T, kv_len]``: 0 where query ``(b, t)`` may see key ``j`` (``j <= pos``, and
-        ``pos - j < window`` for sliding-window attention), the dtype's most negative value elsewhere."""
-        pos = self.pos if pos is None else pos.to(self.cache.device)
+        ``pos - j < window`` for sliding-window attention), the dtype's most negative value elsewhere (finite,
+        so a padding row's softmax stays finite too). ``dtype`` defaults to the cache's."""
+        self._check(pos)
+        dtype = dtype or self.cache.shape.dtype
         j = torch.arange(self.kv_len, device=self.cache.device)
-        q = pos.unsqueeze(-1)  # [B, T, 1]
+        q = self.pos.unsqueeze(-1)  # [B, T, 1]
         ok = j <= q
         if window is not None:
             ok &= (q - j) < window

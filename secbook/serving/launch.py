@@ -25,19 +25,18 @@ def _kv_blocks(shape_bytes_per_token: int, block_size: int, kv_memory_mb: float)
 
 def build_engine(model, policy: str = "continuous", max_batch: int = 8, max_queue: int = 64,
                  block_size: int = 16, kv_blocks: int | None = None, kv_memory_mb: float = 256,
-                 prefill_chunk: int = 256, max_model_len: int | None = None):
+                 prefill_chunk: int = 256, max_model_len: int | None = None, runner: str = "auto"):
     """An :class:`~secbook.serving.engine.Engine` over a paged cache sized by ``kv_blocks`` or, if not given,
-    by ``kv_memory_mb`` megabytes."""
+    by ``kv_memory_mb`` megabytes; ``runner`` as in :func:`~secbook.serving.runner.make_runner`."""
     from .blocks import CacheShape
     from .engine import Engine
-    from .runner import HFRunner
+    from .runner import make_runner
 
     if kv_blocks is None:
         dtype = next(model.parameters()).dtype
         kv_blocks = _kv_blocks(CacheShape.from_config(model.config, dtype).bytes_per_token, block_size, kv_memory_mb)
-    runner = HFRunner.build(model, kv_blocks, block_size)
-    return Engine(runner, policy=policy, max_batch=max_batch, max_queue=max_queue, prefill_chunk=prefill_chunk,
-                  max_model_len=max_model_len)
+    return Engine(make_runner(model, kv_blocks, block_size, runner), policy=policy, max_batch=max_batch,
+                  max_queue=max_queue, prefill_chunk=prefill_chunk, max_model_len=max_model_len)
 
 
 def serve(model: str = "tiny", host: str = "127.0.0.1", port: int = 8000, served_name: str | None = None,
@@ -67,7 +66,8 @@ def serve(model: str = "tiny", host: str = "127.0.0.1", port: int = 8000, served
     sock.bind((host, port))
     bound = sock.getsockname()[1]
     stats = engine.stats()
-    print(f"secbook serve: {state.model_name} on http://{host}:{bound} (policy {stats['policy']}, max batch "
+    print(f"secbook serve: {state.model_name} on http://{host}:{bound} ({type(engine.runner).__name__}, "
+          f"policy {stats['policy']}, max batch "
           f"{stats['max_batch']}, max queue {stats['max_queue']}, {stats['kv_blocks_total']} KV blocks of "
           f"{stats['kv_block_size']} tokens, context {engine.max_model_len})", flush=True)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=shutdown_timeout, lifespan="on")
