@@ -154,7 +154,7 @@ class PagedKVCache:
         bpt = self.shape.bytes_per_token
         used_tokens = sum(self.lengths.values())
         return {"blocks_total": self.num_blocks, "blocks_used": self.allocator.num_used,
-                "block_size": self.block_size, "sequences": len(self.tables),
+                "block_size": self.block_size, "sequences": len(self.tables), "bytes_per_token": bpt,
                 "bytes_total": self.num_blocks * self.block_bytes,
                 "bytes_reserved": self.allocator.num_used * self.block_bytes,
                 "bytes_used": used_tokens * bpt,

@@ -19,6 +19,16 @@ import urllib.request
 from pathlib import Path
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): ask the kernel for SIGTERM when the parent dies, so a server started by
+    a test or a notebook kernel that crashes does not outlive it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _kv_blocks(shape_bytes_per_token: int, block_size: int, kv_memory_mb: float) -> int:
     return max(1, int(kv_memory_mb * 2**20 // (shape_bytes_per_token * block_size)))
 
@@ -145,7 +155,7 @@ class ServerProcess:
         full_env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
                     "TOKENIZERS_PARALLELISM": "false", **(env or {})}
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
-                                     cwd=str(Path(__file__).resolve().parents[2]))
+                                     cwd=str(Path(__file__).resolve().parents[2]), preexec_fn=_die_with_parent)
         self.returncode: int | None = None
 
     @staticmethod
@@ -231,7 +241,7 @@ class ServerProcess:
 
 class MetricsSampler:
     """Read a secbook server's ``/metrics`` every ``interval`` seconds in a thread while a ``with`` block runs;
-    ``samples`` is a list of ``(seconds since start, {metric: value})``. (Queue lengths and KV-cache bytes
+    ``samples`` is a list of ``(wall-clock time.time(), {metric: value})``. (Queue lengths and KV-cache bytes
     over time: what the server holds, next to what the client measures.)"""
 
     def __init__(self, url: str, interval: float = 0.1):
@@ -243,10 +253,9 @@ class MetricsSampler:
     def _run(self) -> None:
         from .server import parse_metrics
 
-        t0 = time.perf_counter()
         while not self._stop.is_set():
             try:
-                self.samples.append((time.perf_counter() - t0, parse_metrics(get_text(self.url, timeout=2))))
+                self.samples.append((time.time(), parse_metrics(get_text(self.url, timeout=2))))
             except OSError:
                 pass
             self._stop.wait(self.interval)
@@ -263,6 +272,10 @@ class MetricsSampler:
         self._stop.set()
         self._thread.join(5)
 
-    def series(self, key: str) -> list[float]:
-        """One metric's values over the samples (0 where a sample lacks it)."""
-        return [m.get(key, 0.0) for _, m in self.samples]
+    def frame(self, start: float | None = None, end: float | None = None):
+        """The samples taken between wall-clock ``start`` and ``end`` as a DataFrame (column ``t``: time.time())."""
+        import pandas as pd
+
+        rows = [{"t": t, **m} for t, m in self.samples
+                if (start is None or t >= start) and (end is None or t <= end)]
+        return pd.DataFrame(rows)

@@ -135,8 +135,8 @@ def _text_of(chunk: dict) -> str:
 
 async def _one(client, cfg: LoadConfig, url: str, body: dict, i: int, t_sched: float, t0: float) -> dict:
     rec = {"id": i, "scheduled_s": t_sched, "sent_s": time.perf_counter() - t0, "ttft_s": None, "tpot_s": None,
-           "e2e_s": None, "output_tokens": 0, "chunks": 0, "max_tokens": body["max_tokens"], "status": "ok",
-           "http_status": None, "finish_reason": None, "error": ""}
+           "e2e_s": None, "prompt_tokens": None, "output_tokens": 0, "chunks": 0, "max_tokens": body["max_tokens"], "status": "ok",
+           "http_status": None, "finish_reason": None, "retry_after": None, "error": ""}
     seen = {"first": None, "last": None, "usage": None}
     try:
         await asyncio.wait_for(_stream(client, url, body, rec, seen, t0), cfg.timeout)
@@ -149,6 +149,7 @@ async def _one(client, cfg: LoadConfig, url: str, body: dict, i: int, t_sched: f
     if rec["status"] == "ok" and rec["finish_reason"] is None and first is None:
         rec["status"], rec["error"] = "error", "stream ended without a token or a finish reason"
     rec["output_tokens"] = (seen["usage"] or {}).get("completion_tokens") or rec["chunks"]
+    rec["prompt_tokens"] = (seen["usage"] or {}).get("prompt_tokens")
     if first is not None:
         rec["ttft_s"] = first - t_sched
         if rec["output_tokens"] > 1:
@@ -163,6 +164,7 @@ async def _stream(client, url: str, body: dict, rec: dict, seen: dict, t0: float
         if r.status_code != 200:
             raw = (await r.aread()).decode(errors="replace")
             rec["status"] = "rejected" if r.status_code in (429, 503) else "error"
+            rec["retry_after"] = r.headers.get("retry-after")
             rec["error"] = f"HTTP {r.status_code}: {raw[:200]}"
             return
         async for line in r.aiter_lines():
@@ -278,6 +280,29 @@ def summarize(records: list[dict], wall_s: float, slo_ttft: float = 1.0, slo_tpo
                 "good_fraction": len(good) / len(records) if records else None,
                 "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot})
     return out
+
+
+def sweep(url: str, rates: list[float], duration: float | None = None, requests: int | None = None,
+          label: str | None = None, slo_ttft: float = 1.0, slo_tpot: float = 0.1, **options):
+    """One load run per arrival rate (lowest first) against ``url``: ``(summaries, records)`` as DataFrames, one
+    summary row per rate (with its wall-clock ``t_start``/``t_end``), one record row per request, both tagged
+    with ``label`` and the rate. Each rate has its
+    own seed, the same for every server, so different servers meet the same arrival schedule and prompts.
+    ``requests`` fixes the number of arrivals per rate instead of ``duration`` (the run then lasts about
+    ``requests / rate`` seconds)."""
+    import pandas as pd
+
+    if duration is None and not requests:
+        raise ValueError("give a duration or a number of requests")
+    rows, recs = [], []
+    for i, rate in enumerate(sorted(rates)):
+        t_start = time.time()
+        span = duration if duration is not None else 10 * requests / rate  # the request limit stops it first
+        records, info = run(LoadConfig(url, rate=rate, duration=span, requests=requests, seed=100 + i, **options))
+        rows.append({"server": label or info["model"], "rate": rate, "t_start": t_start, "t_end": time.time(),
+                     **summarize(records, info["wall_s"], slo_ttft, slo_tpot)})
+        recs += [{**r, "server": label or info["model"], "rate": rate} for r in records]
+    return pd.DataFrame(rows), pd.DataFrame(recs)
 
 
 def write_csv(records: list[dict], path: str | Path) -> Path:

@@ -446,6 +446,10 @@ def metrics_text(state: State) -> str:
     metric("requests_waiting", "gauge", "sequences in the queue", [({}, s["waiting"])])
     metric("kv_blocks", "gauge", "KV cache blocks", [({"state": "used"}, s["kv_blocks_used"]),
                                                      ({"state": "total"}, s["kv_blocks_total"])])
+    metric("kv_sequences", "gauge", "sequences holding KV blocks", [({}, s["kv_sequences"])])
+    metric("kv_bytes_per_token", "gauge", "KV cache bytes of one token (all layers, K and V)",
+           [({}, s["kv_bytes_per_token"])])
+    metric("context_tokens", "gauge", "the longest sequence the server accepts", [({}, state.engine.max_model_len)])
     metric("kv_bytes", "gauge", "KV cache bytes: reserved by blocks, written, a contiguous max-length cache",
            [({"kind": k}, s[f"kv_bytes_{k}"]) for k in ("reserved", "used", "contiguous", "total")])
     metric("http_responses_total", "counter", "HTTP answers by status code",
