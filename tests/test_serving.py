@@ -13,6 +13,7 @@ import pytest
 import torch
 
 httpx = pytest.importorskip("httpx")
+pytestmark = pytest.mark.timeout(300)  # a hung server fails its test instead of the whole run
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 

@@ -69,6 +69,10 @@ class DecoderRunner(_Runner):
 
         super().__init__(model, cache)
         self.decoder = Decoder(model)
+        spec, shape = self.decoder.spec, cache.shape
+        if (spec.n_layers, spec.n_kv, spec.head_dim) != (shape.layers, shape.kv_heads, shape.head_dim):
+            raise ValueError(f"the cache is shaped for {shape.layers} layers x {shape.kv_heads} KV heads x "
+                             f"{shape.head_dim}, the decoder needs {spec.n_layers} x {spec.n_kv} x {spec.head_dim}")
 
     def _last_logits(self, ids, pos, batch):
         return self.decoder(ids, pos, batch, last_only=True)[:, -1]

@@ -23,6 +23,7 @@ import time
 import uuid
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -329,13 +330,14 @@ async def _generate(request: Request, chat: bool):
     state: State = request.app.state.serving
     body = await read_json(request, state.max_body_bytes)
     _check_model(state, body)
+    # tokenizing a long prompt takes a while: do it in a worker thread, not in the loop that feeds every stream
     if chat:
         params = Params(body, ("max_tokens", "max_completion_tokens"))
-        prompt = _chat_prompt(state, body)
+        prompt = await run_in_threadpool(_chat_prompt, state, body)
         _budget(state, prompt, params, state.default_max_tokens)
     else:
         params = Params(body)
-        prompt = _completion_prompt(state, body)
+        prompt = await run_in_threadpool(_completion_prompt, state, body)
         _budget(state, prompt, params, 16)  # OpenAI's default for completions
     job = _submit(state, prompt, params)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]

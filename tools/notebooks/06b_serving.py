@@ -258,16 +258,22 @@ latency users saw. Below the knee more load buys more throughput for little late
 while throughput stops growing — that is the server's capacity under this policy.
 """),
     code(r"""
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
 for policy, frame in runs.items():
     axes[0].plot(frame.output_tok_s, 1e3 * frame.ttft_p99_s, "o-", label=policy)
-    axes[1].plot(frame.rate, 1e3 * frame.ttft_p50_s, "o-", label=policy)
+    line, = axes[1].plot(frame.rate, 1e3 * frame.ttft_p50_s, "o-", label=f"{policy} p50")
+    axes[1].plot(frame.rate, 1e3 * frame.ttft_p99_s, "o--", color=line.get_color(), label=f"{policy} p99")
+    axes[2].plot(frame.rate, 1e3 * frame.tpot_p50_s, "o-", color=line.get_color(), label=f"{policy} p50")
+    axes[2].plot(frame.rate, 1e3 * frame.tpot_p99_s, "o--", color=line.get_color(), label=f"{policy} p99")
 axes[0].set(xlabel="delivered throughput (output tokens/s)", ylabel="p99 TTFT (ms)", yscale="log",
             title="latency vs throughput")
-axes[1].set(xlabel="arrival rate (requests/s)", ylabel="p50 TTFT (ms)", yscale="log", title="latency vs load")
+axes[1].set(xlabel="arrival rate (requests/s)", ylabel="TTFT (ms)", yscale="log", title="time to first token")
+axes[2].set(xlabel="arrival rate (requests/s)", ylabel="TPOT (ms)", title="time per output token")
+axes[0].axhline(1e3 * SLO["slo_ttft"], color="grey", ls=":", lw=1)
+axes[1].axhline(1e3 * SLO["slo_ttft"], color="grey", ls=":", lw=1)
+axes[2].axhline(1e3 * SLO["slo_tpot"], color="grey", ls=":", lw=1)
 for ax in axes:
-    ax.axhline(1e3 * SLO["slo_ttft"], color="grey", ls=":", lw=1)
-    ax.legend()
+    ax.legend(fontsize=7)
 plt.tight_layout(); plt.show()
 for policy, frame in runs.items():
     ok = frame[frame.ttft_p99_s <= SLO["slo_ttft"]]
@@ -384,13 +390,17 @@ if have_anchor:
 """),
     code(r"""
 if have_anchor:
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    for name in ("continuous", "transformers serve"):
-        f = runs[name]
-        ax.plot(f.rate, 1e3 * f.ttft_p50_s, "o-", label=f"{name}, p50")
-        ax.plot(f.rate, 1e3 * f.ttft_p99_s, "o--", label=f"{name}, p99")
-    ax.set(xlabel="arrival rate (requests/s)", ylabel="TTFT (ms)", yscale="log", title="same model, same load")
-    ax.legend(); plt.tight_layout(); plt.show()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for name, f in runs.items():
+        line, = axes[0].plot(f.rate, 1e3 * f.ttft_p50_s, "o-", label=f"{name}, p50")
+        axes[0].plot(f.rate, 1e3 * f.ttft_p99_s, "o--", color=line.get_color(), label=f"{name}, p99")
+        axes[1].plot(f.rate, 1e3 * f.tpot_p50_s, "o-", color=line.get_color(), label=f"{name}, p50")
+        axes[1].plot(f.rate, 1e3 * f.tpot_p99_s, "o--", color=line.get_color(), label=f"{name}, p99")
+    axes[0].set(xlabel="arrival rate (requests/s)", ylabel="TTFT (ms)", yscale="log", title="same model, same load")
+    axes[1].set(xlabel="arrival rate (requests/s)", ylabel="TPOT (ms)", title="same model, same load")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    plt.tight_layout(); plt.show()
 """),
     md(r"""
 ## Past one machine: vLLM and SGLang
