@@ -237,6 +237,8 @@ def test_bad_input_gets_400_with_json_error(tiny):
             ("/v1/completions", {"prompt": "x", "stream": "yes"}, "stream"),
             ("/v1/completions", {"prompt": "x", "n": 3}, "n = 1"),
             ("/v1/completions", {"prompt": "", "max_tokens": 2}, "empty"),
+            ("/v1/completions", {"prompt": "x", "echo": True}, "not supported"),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs"),
         ]
         for path, body, needle in cases:
             kw = {"content": body} if isinstance(body, bytes) else {"json": body}

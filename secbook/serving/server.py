@@ -93,10 +93,22 @@ def _number(body: dict, key: str, default: float, lo: float, hi: float, lo_open:
     return float(value)
 
 
+# Fields of the OpenAI API this server does not implement: refused when they ask for something, rather than
+# silently ignored (their neutral values — false, 0, null, a text response — are accepted).
+UNSUPPORTED = {"echo": (False,), "logprobs": (False, None), "top_logprobs": (0, None), "best_of": (1, None),
+               "suffix": (None, ""), "presence_penalty": (0, None), "frequency_penalty": (0, None),
+               "logit_bias": (None,), "tools": (None,), "functions": (None,), "tool_choice": (None, "none"),
+               "response_format": (None, {"type": "text"})}
+
+
 class Params:
     """The sampling and output fields shared by both endpoints, checked."""
 
     def __init__(self, body: dict, keys: tuple = ("max_tokens",)):
+        for key, neutral in UNSUPPORTED.items():
+            if key in body and body[key] not in neutral and body[key] != {} and body[key] != []:
+                raise ApiError(400, f"'{key}' is not supported by this server (got {json.dumps(body[key])[:60]})",
+                               param=key, code="unsupported")
         self.stream = _typed(body, "stream", (bool,), "true or false", False)
         opts = _typed(body, "stream_options", (dict,), "an object", {})
         self.include_usage = _typed(opts, "include_usage", (bool,), "true or false", False)
