@@ -39,7 +39,7 @@ same two methods over blocks, gathering each sequence's blocks into ``keys``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -128,17 +128,28 @@ class Spec:
     attn_softcap: float | None = None  # Gemma 2: scores -> c * tanh(scores / c)
     final_softcap: float | None = None  # Gemma 2: logits -> c * tanh(logits / c)
     embed_scale: float = 1.0  # Gemma: sqrt(hidden), applied by the model's own embedding module
-    notes: tuple = field(default=(), compare=False)
 
 
 class UnsupportedModel(ValueError):
     """The model is not a decoder family :func:`describe` knows (or uses a feature it does not implement)."""
 
 
-def _get(obj, path: str):
+def module_at(obj, path: str):
+    """``obj.a.b.c`` for ``path="a.b.c"``: where a :class:`Family` says a module is."""
     for name in path.split("."):
         obj = getattr(obj, name)
     return obj
+
+
+def config_windows(config, n_layers: int | None = None) -> tuple:
+    """The sliding window of each layer (None: full attention) as a config of a known family says: every layer
+    of a windowed family when it has a ``sliding_window`` and no ``layer_types``, else the layers typed
+    ``sliding_attention``. Families without windows (Llama, GPT-2, GPT-NeoX) give all None."""
+    n = n_layers if n_layers is not None else config.num_hidden_layers
+    fam = FAMILIES.get(getattr(config, "model_type", None))
+    window = getattr(config, "sliding_window", None) if fam is not None and fam.windowed else None
+    types = tuple(getattr(config, "layer_types", None) or ())[:n]
+    return tuple(window if window and (not types or types[i] == "sliding_attention") else None for i in range(n))
 
 
 def describe(model) -> Spec:
@@ -158,7 +169,7 @@ def describe(model) -> Spec:
     if act not in ACTIVATIONS:
         raise UnsupportedModel(f"activation {act!r} is not one of {', '.join(ACTIVATIONS)}")
     try:
-        layers = _get(model, fam.layers)
+        layers = module_at(model, fam.layers)
     except AttributeError:
         raise UnsupportedModel(f"a {mt} model without {fam.layers} (a base model without its LM head?)") from None
     H = cfg.num_attention_heads
@@ -170,8 +181,7 @@ def describe(model) -> Spec:
     rotary_dim = int(hd * rope.get("partial_rotary_factor", 1.0)) if fam.rotary else 0
     n = len(layers)
     types = tuple(getattr(cfg, "layer_types", None) or ())[:n]
-    window = getattr(cfg, "sliding_window", None) if fam.windowed else None
-    windows = tuple(window if window and (not types or types[i] == "sliding_attention") else None for i in range(n))
+    windows = config_windows(cfg, n)
     embed = model.get_input_embeddings()
     return Spec(mt, fam, n_layers=n, n_heads=H, n_kv=n_kv, head_dim=hd, hidden=cfg.hidden_size,
                 vocab=cfg.vocab_size, act=act, rotary_dim=rotary_dim,
@@ -271,9 +281,9 @@ class Layer(nn.Module):
         f = spec.family
         attn, mlp = getattr(layer, f.attn), getattr(layer, f.mlp)
         norm = partial(Norm, kind=f.norm, plus_one=f.norm_plus_one)
-        self.attn_norm, self.mlp_norm = norm(_get(layer, f.attn_norm)), norm(_get(layer, f.mlp_norm))
-        self.attn_out_norm = norm(_get(layer, f.attn_out_norm)) if f.attn_out_norm else nn.Identity()
-        self.mlp_out_norm = norm(_get(layer, f.mlp_out_norm)) if f.mlp_out_norm else nn.Identity()
+        self.attn_norm, self.mlp_norm = norm(module_at(layer, f.attn_norm)), norm(module_at(layer, f.mlp_norm))
+        self.attn_out_norm = norm(module_at(layer, f.attn_out_norm)) if f.attn_out_norm else nn.Identity()
+        self.mlp_out_norm = norm(module_at(layer, f.mlp_out_norm)) if f.mlp_out_norm else nn.Identity()
         self.q_norm = norm(getattr(attn, f.q_norm)) if f.q_norm else None
         self.k_norm = norm(getattr(attn, f.k_norm)) if f.k_norm else None
         self.qkv = fuse_linears([getattr(attn, n) for n in f.qkv], fuse)
@@ -332,10 +342,10 @@ class Decoder(nn.Module):
         self.spec = spec = describe(model)
         f = spec.family
         self.embed = model.get_input_embeddings()  # the model's own (Gemma's multiplies by sqrt(hidden))
-        self.positions = _get(model, f.positions) if f.positions else None
-        self.rotary = _get(model, f.rotary) if f.rotary else None
-        self.layers = nn.ModuleList(Layer(spec, layer, i, fuse) for i, layer in enumerate(_get(model, f.layers)))
-        self.norm = Norm(_get(model, f.final_norm), f.norm, f.norm_plus_one)
+        self.positions = module_at(model, f.positions) if f.positions else None
+        self.rotary = module_at(model, f.rotary) if f.rotary else None
+        self.layers = nn.ModuleList(Layer(spec, layer, i, fuse) for i, layer in enumerate(module_at(model, f.layers)))
+        self.norm = Norm(module_at(model, f.final_norm), f.norm, f.norm_plus_one)
         self.head = fuse_linears([model.get_output_embeddings()], fuse)
         self.windows = tuple(dict.fromkeys(spec.windows))
         self.rope_kinds = tuple(dict.fromkeys(spec.layer_types))

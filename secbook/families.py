@@ -129,3 +129,10 @@ def support_table(families=None, new_tokens: int = 16, compile: bool = True):
 
     rows = [family_row(f, new_tokens, compile) for f in (families or TINY_CONFIGS)]
     return pd.DataFrame(rows).set_index("family")
+
+
+if __name__ == "__main__":  # python -m secbook.families [family ...]: the whole table, compiled loop included
+    import sys
+
+    table = support_table(sys.argv[1:] or None, compile=True)
+    print(table.to_string(max_colwidth=60))

@@ -235,7 +235,9 @@ def apply_transform(model, transform: str):
         warnings.simplefilter("ignore")
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        from .quantize import linearize  # GPT-2's Conv1D layers as nn.Linear, which torch.ao quantizes
+
+        return quantize_dynamic(linearize(model), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 def draft_for(target, name: str = "student", loop: str = "ours"):

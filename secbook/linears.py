@@ -17,11 +17,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-
-def is_conv1d(m) -> bool:
-    """Whether ``m`` is transformers' ``Conv1D`` (GPT-2): a linear layer whose ``weight`` is stored ``[in, out]``
-    (``y = x @ weight + bias``), the transpose of ``nn.Linear``'s."""
-    return type(m).__name__ == "Conv1D" and type(m).__module__.startswith("transformers")
+from .quantize import QuantLinear, is_conv1d
 
 
 def out_features(m) -> int:
@@ -164,8 +160,6 @@ class Int8WeightOnlyFused(torch.nn.Module):
 
     @staticmethod
     def accepts(linears) -> bool:
-        from .quantize import QuantLinear
-
         return all(type(m) is QuantLinear and m.bits == 8 and m.scheme == "sym" and m.in_scale is None
                    and (m.group_size or m.in_features) == (linears[0].group_size or linears[0].in_features)
                    for m in linears)
