@@ -1,4 +1,4 @@
-"""Chapter 6b — Serving many users: an OpenAI-compatible server, continuous batching, paged KV, latency under load."""
+"""Chapter 6.1 — Serving many users: an OpenAI-compatible server, continuous batching, paged KV, latency under load."""
 import sys
 
 sys.path.insert(0, "tools")
