@@ -85,10 +85,11 @@ class HFRunner(_Runner):
         super().__init__(model, cache)
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
     def _last_logits(self, ids, pos, batch):
         out = self.model(input_ids=ids, position_ids=pos, attention_mask=batch.mask(), use_cache=True,
-                         logits_to_keep=1, **{self._cache_kw: batch})
+                         **{self._cache_kw: batch}, **self._extra)
         return out.logits[:, -1]
 
 
