@@ -91,20 +91,22 @@ def _build_name(simd: str, namespace: str) -> str:
     return f"{namespace}_kernels_{simd}_{cpu_tag()}"
 
 
-def _cpu_cannot_run(simd: str) -> str:
+def _cpu_cannot_run(simd: str, cpuinfo: str | None = None, machine: str | None = None) -> str:
     """Why this CPU cannot run a forced build's instructions (x86-64 AVX2 + FMA), or "" if it can (or if
-    ``/proc/cpuinfo`` does not say: the build is then tried)."""
+    ``/proc/cpuinfo`` cannot be read: the build is then tried). ``cpuinfo``/``machine`` stand in for this CPU's."""
     import platform
 
     if simd != "avx2":
         return ""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return f"the avx2 build is for x86-64 CPUs; this one is {platform.machine()}"
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return ""
-    missing = {"avx2", "fma"} - flags
+    machine = machine or platform.machine()
+    if machine.lower() not in ("x86_64", "amd64"):
+        return f"the avx2 build is for x86-64 CPUs; this one is {machine}"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return ""
+    missing = {"avx2", "fma"} - set(cpuinfo.split())
     return f"this CPU lacks {' and '.join(sorted(missing))}" if missing else ""
 
 
@@ -187,7 +189,8 @@ def unavailable_reason(simd: str | None = None) -> str:
 
 def ops(simd: str | None = None):
     """The operators of one build: ``torch.ops.secbook`` (the default build), or e.g. ``torch.ops.secbook_avx2``
-    for ``simd="avx2"`` (compiled and loaded on first use). Raises if that build cannot be made or run here."""
+    for ``simd="avx2"`` (compiled and loaded on first use). Raises a ``ValueError`` for a name that is no build,
+    a ``RuntimeError`` if the build cannot be made or run here."""
     _require(simd)
     return getattr(torch.ops, _resolve(simd)[1])
 
@@ -204,9 +207,10 @@ def has_vnni() -> bool:
 
 
 def _require(simd: str | None = None) -> None:
+    ns = _resolve(simd)[1]  # a name that is no build: ValueError
     why = _build(simd)
     if why:
-        if simd is not None and _resolve(simd)[1] != "secbook":
+        if ns != "secbook":
             raise RuntimeError(f"secbook's {simd} build of the kernels is not available here: {why}")
         raise RuntimeError(f"secbook's int8 kernel is not available here: {why}. Use the pure-PyTorch int8 "
                            "weight-only path instead (apply_transform(model, 'int8wo')).")
