@@ -8,8 +8,8 @@ delivers the bytes. llama.cpp's answer (Gerganov et al., 2023, its ``Q8_0`` dot 
 *activations* to integers too, so that one integer multiply-add instruction does many products at once. Here
 the activations are rounded to int16 with one scale per 256 inputs (error ~1e-5 of the largest value in each
 256) — closer to fp32 than the int8 activations of torch.ao's dynamic quantization — and on CPUs with AVX-512
-VNNI one ``vpdpwssd`` instruction multiplies and adds 32 int16 pairs, with AVX2 one ``vpmaddwd`` does 16; elsewhere
-plain loops that the compiler vectorizes do the same arithmetic. Which of these paths a build uses is decided when
+VNNI one ``vpdpwssd`` instruction multiplies and adds 32 int16 pairs, with AVX2 one ``vpmaddwd`` does 16, on 64-bit
+ARM (NEON) one ``smlal`` does 4; elsewhere plain loops that the compiler vectorizes do the same arithmetic. Which of these paths a build uses is decided when
 it is compiled, from the instructions the compiler may use (``secbook/csrc/simd.h``); :func:`simd_path` says which.
 
 The C++ file is compiled the first time it is needed with :func:`torch.utils.cpp_extension.load` (10-30 s
@@ -40,8 +40,8 @@ CSRC = Path(__file__).parent / "csrc"
 SOURCES = [CSRC / "int8_linear.cpp", CSRC / "llama_step.cpp"]  # both include int8_gemv.h and simd.h
 CHUNK = 256  # inputs per activation scale (must match kChunk in the C++ file)
 # the builds one can ask for, and the compiler flags that pick each path of simd.h: "native" is whatever this CPU
-# has (AVX-512 where present, else AVX2, else plain loops); "avx2" and "scalar" force one path
-SIMD_BUILDS = {"native": ["-march=native"], "avx2": ["-mavx2", "-mfma"], "scalar": []}
+# has (AVX-512 where present, else AVX2; NEON on 64-bit ARM; else plain loops); "avx2" and "scalar" force one path
+SIMD_BUILDS = {"native": ["-march=native"], "avx2": ["-mavx2", "-mfma"], "scalar": ["-DSECBOOK_PORTABLE"]}
 
 
 def cpu_tag(cpuinfo: str | None = None) -> str:
@@ -196,8 +196,9 @@ def ops(simd: str | None = None):
 
 
 def simd_path(simd: str | None = None) -> str:
-    """Which vector path a build runs: ``"avx512-vnni"``, ``"avx512"``, ``"avx2"`` or ``"scalar"`` (plain loops
-    that the compiler vectorizes as it can). ``simd``: None for the default build, or the build to ask about."""
+    """Which vector path a build runs: ``"avx512-vnni"``, ``"avx512"``, ``"avx2"``, ``"neon"`` (64-bit ARM) or
+    ``"scalar"`` (plain loops that the compiler vectorizes as it can). ``simd``: None for the default build, or
+    the build to ask about. All give the same int8 products to the bit; fp32 sums differ in their order only."""
     return str(ops(simd).simd_path())
 
 

@@ -9,6 +9,7 @@ CPU, else the plain loops); SECBOOK_TEST_ALL_SIMD=1 tests every path this CPU ca
 """
 import copy
 import os
+import platform
 import shutil
 
 import pytest
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g+
 def test_kernel_builds():
     assert kernels.unavailable_reason() == ""
     assert kernels.available()
-    assert kernels.simd_path() in ("avx512-vnni", "avx512", "avx2", "scalar")
+    assert kernels.simd_path() in ("avx512-vnni", "avx512", "avx2", "neon", "scalar")
     assert kernels.has_vnni() == (kernels.simd_path() == "avx512-vnni")
     # a compile error in the vector code would make _build fall back to the flags without -march=native, which
     # builds the plain loops instead: the native build must use the widest path this CPU has
@@ -39,6 +40,8 @@ def test_kernel_builds():
         assert kernels.simd_path() == "avx512"
     elif {"avx2", "fma"} <= flags:
         assert kernels.simd_path() == "avx2"
+    elif platform.machine() in ("aarch64", "arm64"):
+        assert kernels.simd_path() == "neon"
 
 
 def test_simd_argument_is_checked():

@@ -1,15 +1,11 @@
-// int8_gemv.h — the int8 x int16 matrix product shared by secbook::int8_linear (int8_linear.cpp) and the
+// int8_gemv.h — the int8 x int16 dot products shared by secbook::int8_linear (int8_linear.cpp) and the
 // whole-decoder step secbook::llama_step (llama_step.cpp). How it works: see int8_linear.cpp's top comment; the
-// vector instructions it runs on: simd.h.
+// vector instructions it runs on: simd.h. Plain C++ (no PyTorch headers), so that tests/csrc/simd_check.cpp can
+// check it on its own for every path, also under an emulator for another CPU.
 #pragma once
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
-#include <vector>
 
 #include "simd.h"
 
@@ -17,7 +13,6 @@ namespace secbook {
 namespace {
 
 constexpr int64_t kChunk = 256;  // inputs per activation scale and per int32 running sum
-constexpr int64_t kRows = 8;     // weight rows processed together
 
 // Round one row of x to int16, one scale per chunk; the caller pads xq with zeros to a multiple of 32.
 inline void quantize_row(const float* x, int64_t K, int16_t* xq, float* sx) {
@@ -57,40 +52,6 @@ __attribute__((always_inline)) inline void dot8_int8(Piece piece, Tail tail, int
     for (int r = 0; r < 8; r++) f[r] += double(float(tot[r])) * s;
   }
   for (int r = 0; r < 8; r++) out[r] = float(f[r]);
-}
-
-// y[m, n] = scale[n] * sum_k x[m, k] w[n, k] for int8 w [N, K] (row-major), fp32 x [M, K] and y [M, N].
-inline void int8_matmul(const float* x, int64_t M, int64_t K, const int8_t* wp, const float* sp, int64_t N,
-                        float* yp) {
-  const int64_t Kp = (K + 31) / 32 * 32, Kfull = K / 32 * 32, C = (K + kChunk - 1) / kChunk;
-  std::vector<int16_t> xq(M * Kp, 0);
-  std::vector<float> sx(M * C);
-  for (int64_t m = 0; m < M; m++) quantize_row(x + m * K, K, xq.data() + m * Kp, sx.data() + m * C);
-  // Step i works on rows i, i+Q, i+2Q, ..., i+7Q (Q = N/8): each core reads eight separate streams of weights
-  // at once, which keeps more memory requests in flight than neighbouring rows do (measured here: ~1.6x over
-  // the 121 products of a SmolLM2-135M decode step).
-  const int64_t Q = (N + kRows - 1) / kRows;
-  at::parallel_for(0, Q, 64, [&](int64_t i0, int64_t i1) {
-    float out[kRows];
-    const int8_t* rows[kRows];
-    int8_t tails[kRows][32] = {};  // each row's last, partial piece, zero-padded (the rows are not)
-    for (int64_t i = i0; i < i1; i++) {
-      int nr = 0;
-      for (int r = 0; r < kRows && i + r * Q < N; r++, nr++) rows[r] = wp + (i + r * Q) * K;
-      for (int r = nr; r < kRows; r++) rows[r] = rows[0];  // fewer than 8 rows left: repeat one, drop its sums
-      if (Kfull < K)
-        for (int r = 0; r < kRows; r++) std::memcpy(tails[r], rows[r] + Kfull, K - Kfull);
-      for (int64_t m = 0; m < M; m++) {  // the rows stay in L1 for every row of x
-        dot8_int8([&](int r, int64_t k) { return rows[r] + k; }, [&](int r) { return tails[r]; }, Kfull, K,
-                  xq.data() + m * Kp, sx.data() + m * C, out);
-        for (int r = 0; r < nr; r++) yp[m * N + i + r * Q] = out[r];
-      }
-    }
-  });
-  // the row scales afterwards, in order: read inside the loop they were eight more scattered streams of memory
-  // requests per core, and the loop ran ~10% slower (measured on a 256 MB matrix)
-  for (int64_t m = 0; m < M; m++)
-    for (int64_t n = 0; n < N; n++) yp[m * N + n] *= sp[n];
 }
 
 }  // namespace

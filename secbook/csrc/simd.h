@@ -7,8 +7,10 @@
 //                         with VNNI (vpdpwssd), or per vpmaddwd + vpaddd without it
 //   avx2                  __AVX2__ + __FMA__ (most x86 laptops and cloud CPUs): 8 floats per vector; 16 int8 x
 //                         int16 products per vpmaddwd (the int8 weights widened to int16 first, vpmovsxbw)
-//   scalar                anything else: plain loops over arrays of 8 lanes, which the compiler vectorizes for
-//                         whatever the target has (SSE2 on any x86-64, NEON on ARM with -march=native)
+//   neon                  64-bit ARM (__aarch64__: Apple silicon, Graviton, Raspberry Pi 4/5): 4 floats per vector;
+//                         4 int8 x int16 products per smlal (weights widened to int16 first, sxtl)
+//   scalar                anything else, or -DSECBOOK_PORTABLE: plain loops over arrays of 8 lanes, which the
+//                         compiler vectorizes for whatever the target has (SSE2 on any x86-64)
 // The int8 products are exact integer sums on every path (int8 x int16 pairs summed in int32; see
 // int8_gemv.h), so they give the same integers everywhere; float sums differ between paths only in the order of
 // the additions.
@@ -20,12 +22,17 @@
 #include <cstring>
 #include <limits>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#if defined(SECBOOK_PORTABLE)
+// the plain loops, whatever the compiler may use
+#elif defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
 #define SECBOOK_AVX512 1
 #elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define SECBOOK_AVX2 1
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#define SECBOOK_NEON 1
 #endif
 
 namespace secbook {
@@ -37,6 +44,8 @@ constexpr const char* kSimdPath = "avx512-vnni";
 constexpr const char* kSimdPath = "avx512";
 #elif defined(SECBOOK_AVX2)
 constexpr const char* kSimdPath = "avx2";
+#elif defined(SECBOOK_NEON)
+constexpr const char* kSimdPath = "neon";
 #else
 constexpr const char* kSimdPath = "scalar";
 #endif
@@ -104,6 +113,39 @@ inline float vhmax(VF a) {
   s = _mm_max_ps(s, _mm_movehl_ps(s, s));
   return _mm_cvtss_f32(_mm_max_ss(s, _mm_shuffle_ps(s, s, 1)));
 }
+#elif defined(SECBOOK_NEON)
+constexpr int kW = 4;
+using VF = float32x4_t;
+inline VF vset(float a) { return vdupq_n_f32(a); }
+inline VF vload(const float* p) { return vld1q_f32(p); }
+inline VF vloadn(const float* p, int64_t n, float fill) {
+  if (n >= 4) return vld1q_f32(p);
+  float t[4] = {fill, fill, fill, fill};
+  std::memcpy(t, p, sizeof(float) * n);
+  return vld1q_f32(t);
+}
+inline void vstore(float* p, VF v) { vst1q_f32(p, v); }
+inline void vstoren(float* p, VF v, int64_t n) {
+  if (n >= 4) return vst1q_f32(p, v);
+  float t[4];
+  vst1q_f32(t, v);
+  std::memcpy(p, t, sizeof(float) * n);
+}
+inline VF vadd(VF a, VF b) { return vaddq_f32(a, b); }
+inline VF vsub(VF a, VF b) { return vsubq_f32(a, b); }
+inline VF vmul(VF a, VF b) { return vmulq_f32(a, b); }
+inline VF vdiv(VF a, VF b) { return vdivq_f32(a, b); }
+inline VF vmax(VF a, VF b) { return vmaxq_f32(a, b); }
+inline VF vmin(VF a, VF b) { return vminq_f32(a, b); }
+inline VF vfma(VF a, VF b, VF c) { return vfmaq_f32(c, a, b); }   // NEON puts the addend first
+inline VF vfnma(VF a, VF b, VF c) { return vfmsq_f32(c, a, b); }  // c - a * b
+inline VF vabs(VF a) { return vabsq_f32(a); }
+inline VF vround(VF a) { return vrndnq_f32(a); }  // to nearest, ties to even
+inline VF vpow2mul(VF a, VF n) {  // 2^n built in the exponent bits (n within the normal range: see vexp)
+  return vmulq_f32(a, vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23)));
+}
+inline float vsum(VF a) { return vaddvq_f32(a); }
+inline float vhmax(VF a) { return vmaxvq_f32(a); }
 #else
 constexpr int kW = 8;
 struct VF {
@@ -140,7 +182,7 @@ inline float vhmax(VF a) {
 
 inline VF vzero() { return vset(0.f); }
 
-#if defined(SECBOOK_AVX512) || defined(SECBOOK_AVX2)
+#if defined(SECBOOK_AVX512) || defined(SECBOOK_AVX2) || defined(SECBOOK_NEON)
 // e^x for kW floats at once: x = n ln2 + r with n = round(x / ln2) and |r| <= ln2 / 2 (ln2 in two parts, so that
 // n ln2 is exact enough), e^r from its Taylor series up to r^6 (relative error < 2e-7 for such r), times 2^n.
 // x is first clamped to [-87, 88], where e^x and 2^n are normal floats. The library's exp, one number at a time,
@@ -201,6 +243,22 @@ inline VI madd32(VI acc, const int8_t* w, VX x) {  // 16 weights widened to int1
   const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
   return _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(w0, x.lo), _mm256_madd_epi16(w1, x.hi)));
 }
+#elif defined(SECBOOK_NEON)
+using VI = int32x4_t;
+struct VX {
+  int16x8_t x[4];
+};
+inline VI vizero() { return vdupq_n_s32(0); }
+inline VX xload(const int16_t* x) { return {{vld1q_s16(x), vld1q_s16(x + 8), vld1q_s16(x + 16), vld1q_s16(x + 24)}}; }
+inline VI madd32(VI acc, const int8_t* w, VX x) {  // 8 weights at a time widened to int16, multiply-added in int32
+  const int8x16_t w0 = vld1q_s8(w), w1 = vld1q_s8(w + 16);
+  const int16x8_t w16[4] = {vmovl_s8(vget_low_s8(w0)), vmovl_high_s8(w0), vmovl_s8(vget_low_s8(w1)), vmovl_high_s8(w1)};
+  for (int j = 0; j < 4; j++) {
+    acc = vmlal_s16(acc, vget_low_s16(w16[j]), vget_low_s16(x.x[j]));
+    acc = vmlal_high_s16(acc, w16[j], x.x[j]);
+  }
+  return acc;
+}
 #else
 struct VI {
   int32_t v[8];
@@ -229,6 +287,8 @@ inline void hsum8(const VI* acc, int32_t* out) {
   const __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
   const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), s);
+#elif defined(SECBOOK_NEON)
+  for (int r = 0; r < 8; r++) out[r] = vaddvq_s32(acc[r]);
 #else
   for (int r = 0; r < 8; r++) {
     int32_t s = 0;
@@ -255,6 +315,12 @@ inline void round_to_int16(const float* x, int64_t n, float inv, int16_t* xq) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(xq + k),
                         _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8));
   }
+#elif defined(SECBOOK_NEON)
+  for (; k + 8 <= n; k += 8) {  // vcvtnq: to nearest, ties to even
+    const int32x4_t q0 = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + k), vdupq_n_f32(inv)));
+    const int32x4_t q1 = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + k + 4), vdupq_n_f32(inv)));
+    vst1q_s16(xq + k, vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1)));
+  }
 #endif
   for (; k < n; k++) xq[k] = static_cast<int16_t>(std::nearbyint(x[k] * inv));
 }
@@ -263,7 +329,7 @@ inline void round_to_int16(const float* x, int64_t n, float inv, int16_t* xq) {
 inline float abs_max(const float* x, int64_t n) {
   float m = 0.f;
   int64_t k = 0;
-#if defined(SECBOOK_AVX512) || defined(SECBOOK_AVX2)
+#if defined(SECBOOK_AVX512) || defined(SECBOOK_AVX2) || defined(SECBOOK_NEON)
   VF vm = vzero();
   for (; k + kW <= n; k += kW) vm = vmax(vm, vabs(vload(x + k)));
   m = vhmax(vm);
