@@ -8,9 +8,10 @@ delivers the bytes. llama.cpp's answer (Gerganov et al., 2023, its ``Q8_0`` dot 
 *activations* to integers too, so that one integer multiply-add instruction does many products at once. Here
 the activations are rounded to int16 with one scale per 256 inputs (error ~1e-5 of the largest value in each
 256) — closer to fp32 than the int8 activations of torch.ao's dynamic quantization — and on CPUs with AVX-512
-VNNI one ``vpdpwssd`` instruction multiplies and adds 32 int16 pairs, with AVX2 one ``vpmaddwd`` does 16, on 64-bit
-ARM (NEON) one ``smlal`` does 4; elsewhere plain loops that the compiler vectorizes do the same arithmetic. Which of these paths a build uses is decided when
-it is compiled, from the instructions the compiler may use (``secbook/csrc/simd.h``); :func:`simd_path` says which.
+VNNI one ``vpdpwssd`` instruction multiplies and adds 32 int16 pairs, with AVX2 one ``vpmaddwd`` does 16, on
+64-bit ARM (NEON) one ``smlal`` does 4; elsewhere plain loops that the compiler vectorizes do the same
+arithmetic. Which of these paths a build uses is decided when it is compiled, from the instructions the compiler
+may use (``secbook/csrc/simd.h``); :func:`simd_path` says which. All give the same int8 products to the bit.
 
 The C++ file is compiled the first time it is needed with :func:`torch.utils.cpp_extension.load` (10-30 s
 on a 2-core CPU; cached under ``~/.cache/torch_extensions`` afterwards) and registered as a PyTorch operator,
@@ -424,7 +425,7 @@ class CppDecoder(torch.nn.Module):
             raise ValueError(f"parts must be >= 1 (one per core that runs the step), got {parts}")
         head_w = model.lm_head.weight.detach()
         self.packed = self.ops.llama_pack(stacked["qkv"], stacked["o"], stacked["gu"], stacked["d"],
-                                                   head_w.contiguous(), self.parts)
+                                          head_w.contiguous(), self.parts)
         del stacked
         norms = [n for l in layers for n in (l.input_layernorm, l.post_attention_layernorm)] + [m.norm]
         self.register_buffer("norms", torch.stack([n.weight.detach().float() for n in norms]))
