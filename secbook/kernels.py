@@ -114,9 +114,17 @@ def _cpu_cannot_run(simd: str, cpuinfo: str | None = None, machine: str | None =
 def _build(simd: str | None = None) -> str:
     """Compile and load one build of the operators once per process; return "" on success, else why it failed."""
     try:
-        return _compile(*_resolve(simd))
+        simd, ns = _resolve(simd)
     except ValueError as e:
         return str(e)
+    loaded = _LOADED.setdefault(ns, simd)
+    if loaded != simd:  # one library per namespace: $SECBOOK_SIMD changed after the default build was loaded
+        return (f"the {loaded} build is already loaded as torch.ops.{ns} in this process; set SECBOOK_SIMD before "
+                "Python starts, or pass simd= to use another build beside it")
+    return _compile(simd, ns)
+
+
+_LOADED: dict[str, str] = {}  # operator namespace -> the build loaded into it in this process
 
 
 @functools.cache

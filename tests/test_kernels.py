@@ -44,7 +44,16 @@ def test_kernel_builds():
         assert kernels.simd_path() == "neon"
 
 
-def test_simd_argument_is_checked():
+def test_simd_argument_is_checked(monkeypatch):
+    default = kernels.default_simd()
+    assert kernels.available()  # the default build, loaded as torch.ops.secbook
+    monkeypatch.setenv("SECBOOK_SIMD", "avx3")
+    assert "SECBOOK_SIMD='avx3'" in kernels.unavailable_reason()
+    # a different default build asked for once one is loaded: one library per namespace, so refused, saying why
+    monkeypatch.setenv("SECBOOK_SIMD", "scalar" if default != "scalar" else "native")
+    assert "already loaded" in kernels.unavailable_reason() and "before" in kernels.unavailable_reason()
+    monkeypatch.undo()
+    assert kernels.available()
     assert "use one of native, avx2, scalar" in kernels.unavailable_reason("avx3")
     with pytest.raises(ValueError, match="avx3"):
         kernels.ops("avx3")
