@@ -210,17 +210,6 @@ def check_supported(model) -> None:
         raise UnsupportedModel(f"{why}. Use model.generate() for this model.")
 
 
-def check_sliding_window(model, max_len: int) -> None:
-    """Raise a ``ValueError`` if a cache of ``max_len`` positions would reach past one of the model's sliding
-    windows — for a consumer that does not implement sliding-window attention (the C++ step); :class:`Decoder`
-    implements it."""
-    windows = [w for w in describe(model).windows if w is not None]
-    if windows and max_len > min(windows):
-        raise ValueError(f"max_len={max_len} exceeds the model's sliding window ({min(windows)}), which the C++ "
-                         "decode step does not implement; use a shorter max_len or the Python loop "
-                         "(FastGenerator(model, max_len)), which does.")
-
-
 # ----------------------------------------------------------------------------- the shared blocks
 
 class Norm(nn.Module):

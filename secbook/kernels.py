@@ -353,13 +353,12 @@ def check_cpp_supported(model) -> None:
 
 
 def sliding_windows(model) -> list[int]:
-    """Per layer, how many of the latest positions a query attends to (0: all of them). Mistral: the config's
-    ``sliding_window`` in every layer (Jiang et al., 2023, "Mistral 7B"); Qwen2/Qwen3: each attention module's own
-    ``sliding_window`` (set in the layers ``config.layer_types`` marks as sliding); Llama: none."""
-    cfg, layers = model.config, model.model.layers
-    if cfg.model_type == "mistral":
-        return [int(getattr(cfg, "sliding_window", None) or 0)] * len(layers)
-    return [int(getattr(layer.self_attn, "sliding_window", None) or 0) for layer in layers]
+    """Per layer, how many of the latest positions a query attends to (0: all of them), from the model's decoder
+    description (:func:`secbook.decoder.describe`: Mistral's ``sliding_window`` in every layer, Jiang et al., 2023,
+    "Mistral 7B"; Qwen2/Qwen3's in the layers ``config.layer_types`` marks as sliding; Llama: none)."""
+    from .decoder import describe
+
+    return [int(w or 0) for w in describe(model).windows]
 
 
 class CppDecoder(torch.nn.Module):
