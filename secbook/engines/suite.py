@@ -10,8 +10,8 @@ all entries alike. Reported: medians over rounds, TPOT = (median n-token latency
 tokens/s = 1 / TPOT, the spread of the per-round decode speeds ((n − 1) ÷ (that round's n-token latency − the median
 TTFT); comparisons of two entries use their ratio round by round, :func:`secbook.claims.compare`), the weight bytes one decode step reads, the bandwidth
 that implies, and MBU against the read bandwidth measured at the start of the same run
-(:data:`secbook.measure.METRICS`). Memory is the peak resident memory the process gained while the entry was loaded
-and ran its first generation. Quality: whether the greedy tokens equal HF ``generate``'s on the fp32 weights, token
+(:data:`secbook.measure.METRICS`). Memory: the peak resident memory the process gained while the entry was loaded
+(converted, where a runner converts at load time) and ran its first generation, and what it still held afterwards. Quality: whether the greedy tokens equal HF ``generate``'s on the fp32 weights, token
 agreement with them, and (for a chat model) the accuracy on the book's question set (:mod:`secbook.tasks`).
 """
 from __future__ import annotations
@@ -105,7 +105,7 @@ def _run_model(model, entries, rounds, warmup, prompt_len, new_tokens, threads, 
 
     runners: dict[tuple[str, str], Runner] = {}
     first: dict[tuple[str, str], list[int]] = {}
-    memory: dict[tuple[str, str], int] = {}
+    memory: dict[tuple[str, str], tuple[int, int]] = {}
     for key in entries:
         log(f"{model}: loading {key[0]} {key[1]}")
 
@@ -119,7 +119,8 @@ def _run_model(model, entries, rounds, warmup, prompt_len, new_tokens, threads, 
 
         base = _rss()
         (runners[key], first[key]), peak = peak_memory(load_and_run)
-        memory[key] = peak - base
+        gc.collect()
+        memory[key] = (peak - base, _rss() - base)
 
     ref_key = ("HF generate", "fp32")
     if ref_key in first:
@@ -164,7 +165,7 @@ def _run_model(model, entries, rounds, warmup, prompt_len, new_tokens, threads, 
             "decode_tok_s_rounds": ";".join(f"{x:.3f}" for x in per_round),
             "weight_bytes_per_token": r.read_bytes, "implied_GB_s": r.read_bytes / tpot / 1e9,
             "read_bandwidth_GB_s": bandwidth / 1e9, "mbu": r.read_bytes / tpot / bandwidth,
-            "peak_mem_added_bytes": memory[key],
+            "peak_mem_added_bytes": memory[key][0], "mem_held_bytes": memory[key][1],
             "tokens_match_hf": first[key] == reference, "token_agreement": token_agreement(first[key], reference),
             "task_correct": acc[0], "task_total": acc[1],
             "task_accuracy": None if acc[0] is None else acc[0] / acc[1],
