@@ -109,17 +109,15 @@ class HFRunner(Runner):
 
 
 def _cpp_vector_path() -> str:
+    """Which vector path our C++ step was built with: ``kernels.simd_path()`` where the kernels have several, else
+    whether its int8 products use AVX-512 VNNI or the plain loops the compiler vectorizes (``-march=native``)."""
     from .. import kernels
 
     simd = getattr(kernels, "simd_path", None)
     if callable(simd):
-        try:
-            return f"secbook {simd()}"
-        except Exception as e:  # noqa: BLE001 - a build problem is reported where the step is built
-            return f"unknown ({e.__class__.__name__})"
-    isa = cpu_vector_isa()  # this build has two int8 paths: AVX-512 VNNI, else loops the compiler vectorizes
-    return (f"secbook -march=native on {isa}: int8 products by AVX-512 VNNI" if isa == "AVX-512 VNNI" else
-            f"secbook -march=native on {isa}: int8 products by plain loops")
+        return f"secbook {simd()}"
+    vnni = "AVX-512 VNNI" if kernels.has_vnni() else "plain loops"
+    return f"secbook -march=native on {cpu_vector_isa()}: int8 products by {vnni}"
 
 
 class CppRunner(Runner):
@@ -179,9 +177,27 @@ print("ok")
 def _extra_buffers_work(path: str, fingerprint: tuple) -> bool:
     """Does llama.cpp decode ``path`` with its default weight buffers here? They include repacked layouts and, on
     CPUs with AMX, an AMX buffer whose matrix product crashes on some machines (ggml-org/llama.cpp#20824). A child
-    process tries two tokens; a crash there costs nothing here."""
+    process tries two tokens, so a crash costs nothing here; the answer is kept beside the file, keyed by the file,
+    llama.cpp's version and this CPU (``kernels.cpu_tag``)."""
+    from ..kernels import cpu_tag
+
+    record = Path(f"{path}.probe.json")
+    key = f"{version('llama.cpp')}|{cpu_tag()}|{fingerprint}"
+    try:
+        known = json.loads(record.read_text())
+        if known.get("key") == key:
+            return bool(known["extra_buffers_work"])
+    except (OSError, ValueError, KeyError):
+        pass
     done = subprocess.run([sys.executable, "-c", _PROBE, path, "1"], capture_output=True, text=True, timeout=300)
-    return done.returncode == 0 and done.stdout.strip().endswith("ok")
+    works = done.returncode == 0 and done.stdout.strip().endswith("ok")
+    tmp = record.with_name(f".{record.name}.{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps({"key": key, "extra_buffers_work": works, "returncode": done.returncode}) + "\n")
+        os.replace(tmp, record)
+    except OSError:  # a read-only cache: probe again next time
+        tmp.unlink(missing_ok=True)
+    return works
 
 
 def llama_system_info() -> str:

@@ -62,9 +62,19 @@ def _available(entries, log) -> list[tuple[str, str]]:
     for engine, precision in entries:
         if needs(engine) in gone:
             log(f"skipped {engine} {precision}: not installed (make engines)")
+        elif engine == "secbook C++ step" and not _cpp_available():
+            from .. import kernels
+
+            log(f"skipped {engine} {precision}: {kernels.unavailable_reason()}")
         else:
             kept.append((engine, precision))
     return kept
+
+
+def _cpp_available() -> bool:
+    from .. import kernels
+
+    return kernels.available()
 
 
 def run_model(model: str, entries=ENTRIES, rounds: int = 5, warmup: int = 1, prompt_len: int = 32,
@@ -117,10 +127,11 @@ def _run_model(model, entries, rounds, warmup, prompt_len, new_tokens, threads, 
                 r.generate(ids, new_tokens)
             return r, out
 
-        base = _rss()
+        base, t0 = _rss(), time.perf_counter()
         (runners[key], first[key]), peak = peak_memory(load_and_run)
         gc.collect()
         memory[key] = (peak - base, _rss() - base)
+        log(f"{model}: {key[0]} {key[1]} ready in {time.perf_counter() - t0:.1f} s")
 
     ref_key = ("HF generate", "fp32")
     if ref_key in first:
