@@ -203,14 +203,20 @@ def _fast_entries():
     return out
 
 
-def test_engines_suite_on_the_tiny_model():
-    """Every fp32 entry reproduces HF generate's greedy tokens; the row has what the CSV promises."""
+@pytest.fixture(scope="module")
+def tiny_run():
+    """One short comparison on the tiny model: our entries and the installed engines' cheap ones."""
     from secbook import kernels
 
     entries = _fast_entries()
     if not kernels.available():
         entries.remove(("secbook C++ step", "fp32"))
-    df = suite.run(models=("tiny",), entries=entries, rounds=2, new_tokens=6, threads=1, progress=False)
+    return entries, suite.run(models=("tiny",), entries=entries, rounds=2, new_tokens=8, threads=1, progress=False)
+
+
+def test_engines_suite_on_the_tiny_model(tiny_run):
+    """Every fp32 entry reproduces HF generate's greedy tokens; the row has what the CSV promises."""
+    entries, df = tiny_run
     assert len(df) == len(entries) and set(zip(df["engine"], df["precision"])) == set(entries)
     fp32 = df[df["bits"] == 32]
     assert fp32["tokens_match_hf"].all() and (fp32["token_agreement"] == 1).all(), \
@@ -227,6 +233,33 @@ def test_engines_suite_on_the_tiny_model():
         assert col in df
     view = suite.table(df)
     assert list(view["decode tok/s"]) == sorted(view["decode tok/s"], reverse=True)
+
+
+def test_report_reads_a_recorded_comparison(tiny_run, tmp_path, monkeypatch):
+    """Without the engines the chapter shows the recorded CSV: written, read back, labelled, plotted, judged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from secbook.engines import report
+    from secbook.measure import save_results
+
+    _, df = tiny_run
+    for folder in ("RESULTS_DIR", "SHIPPED_RESULTS_DIR"):
+        monkeypatch.setattr(paths, folder, tmp_path / folder)
+    monkeypatch.setattr("secbook.engines.missing", lambda: ["llama.cpp"])
+    none, why = report.comparison(model="tiny")
+    assert none is None and "make engines" in why and "no comparison is recorded" in why
+    save_results(df, suite.RESULTS)
+    rec, why = report.comparison(model="tiny")
+    assert len(rec) == len(df) and "recorded" in why and df["cpu"].iloc[0] in why
+    assert rec["tokens_match_hf"].dtype == bool and report.rounds_of(rec, "tiny") == report.rounds_of(df, "tiny")
+    pairs = [p for p in report.MATCHED if set(p) <= set(rec["label"])]
+    sentences = report.verdict(rec, "tiny")
+    assert len(sentences) == len(pairs) and all("MB of weights" in s for s in sentences)
+    for ours, theirs in pairs:
+        f = report.split(rec, "tiny", ours, theirs)
+        assert f["speed"] == pytest.approx(f["bytes"] * f["rate"])
+    assert len(report.plot(rec, "tiny")) == 2
 
 
 def test_llama_cpp_reads_the_tiny_tokenizer(tiny):
@@ -249,3 +282,20 @@ def test_bench_engines_command(capsys):
     assert main(["bench", "--suite", "engines", "--engines", "tensorrt", "--no-save"]) == 2
     assert main(["bench", "--models", "tiny", "--no-save"]) == 2  # engines-suite flags on another suite
     assert main(["bench", "--suite", "engines", "--batch", "2", "--no-save"]) == 2
+
+
+def test_engines_stay_out_of_the_default_set_up():
+    """`make test`/`make book` never build llama.cpp: the engines have their own requirements file and target."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    default = (root / "requirements.txt").read_text()
+    pins = (root / "requirements-engines.txt").read_text()
+    for module, package, pin in PACKAGES.values():
+        assert package not in default and f"{package}=={pin}" in pins
+    make = (root / "Makefile").read_text()
+    targets = {line.split(":")[0]: line.split(":", 1)[1] for line in make.splitlines()
+               if line and not line.startswith(("\t", "#", " ")) and ":" in line and "=" not in line.split(":")[0]}
+    assert "engines" in targets and "-DGGML_NATIVE=ON" in make
+    for target in ("test", "book", "setup", "unit"):
+        assert "engines" not in targets[target]

@@ -86,9 +86,13 @@ def verdict(df, model: str) -> list[str]:
     for ours, theirs in MATCHED:
         if ours not in labels or theirs not in labels:
             continue
-        c = compare(speeds, ours, theirs)
+        both = [(x, y) for x, y in zip(speeds[ours], speeds[theirs]) if x == x and y == y]  # rounds with both
+        if not both:
+            continue
+        pair = {ours: [x for x, _ in both], theirs: [y for _, y in both]}
+        c = compare(pair, ours, theirs)
         if c.median < 1:  # the faster one is the subject of the sentence
-            c = compare(speeds, theirs, ours)
+            c = compare(pair, theirs, ours)
         fast, slow = c.a, c.b
         f = split(df, model, fast, slow)
         o, t = rows.loc[ours], rows.loc[theirs]
@@ -98,9 +102,9 @@ def verdict(df, model: str) -> list[str]:
         if c.verdict in ("faster", "slower"):
             bigger = "rate" if abs(_log(f["rate"])) >= abs(_log(f["bytes"])) else "bytes"
             why = ("it read its bytes faster" if bigger == "rate" else "it had fewer bytes to read")
-            text += (f" Of the {times(f['speed'])} at the medians, {times(f['bytes'])} comes from the bytes each reads "
-                     f"per token and {times(f['rate'])} from how fast each reads them: {fast} wins mostly because "
-                     f"{why}.")
+            text += (f" The ratio of their median speeds, {times(f['speed'])}, is {times(f['bytes'])} from the bytes "
+                     f"each reads per token times {times(f['rate'])} from how fast each reads them: {fast} wins "
+                     f"mostly because {why}.")
         out.append(text)
     return out
 
@@ -116,6 +120,7 @@ def plot(df, model: str, axes=None):
     tokens/s against the weight bytes each reads per token, with the bound ``read bandwidth ÷ bytes`` drawn."""
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import FuncFormatter
 
     sub = df[df["model"] == model].sort_values("decode_tok_s")
     if axes is None:
@@ -135,13 +140,21 @@ def plot(df, model: str, axes=None):
     for e in engines:
         m = sub["engine"] == e
         ax.scatter(mb[m], sub["decode_tok_s"][m], color=colours[e], label=e, s=40)
-    for x, yv, p in zip(mb, sub["decode_tok_s"], sub["precision"]):
-        ax.annotate(p, (x, yv), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    short = {"HF generate": "HF", OURS: "ours", "llama.cpp": "llama", "CTranslate2": "CT2",
+             "ONNX Runtime GenAI": "ORT"}
+    for i, (x, yv, e, p) in enumerate(zip(mb, sub["decode_tok_s"], sub["engine"], sub["precision"])):
+        ax.annotate(f"{short.get(e, e)} {p}", (x, yv), textcoords="offset points", xytext=(5, 6 if i % 2 else -9),
+                    fontsize=8)
     bw = sub["read_bandwidth_GB_s"].iloc[0]
     xs = np.geomspace(mb.min() * 0.7, mb.max() * 1.4, 50)
     ax.plot(xs, bw * 1e3 / xs, "k--", lw=1, label=f"read bandwidth bound ({bw:.1f} GB/s ÷ bytes)")
     ax.set(xscale="log", yscale="log", xlabel="weight MB read per token", ylabel="decode tokens/s",
            title="speed against bytes per token")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+    ax.tick_params(which="minor", labelsize=7)
     ax.legend(fontsize=8)
     plt.tight_layout()
     return axes

@@ -162,17 +162,18 @@ def _run_model(model, entries, rounds, warmup, prompt_len, new_tokens, threads, 
             log(f"{model}: question set on {key[0]} {key[1]}")
             acc = question_accuracy(r, tok)
         t, lat = statistics.median(ttft[key]), statistics.median(latency[key])
-        tpot = max(lat - t, 1e-12) / (new_tokens - 1)
+        tpot = (lat - t) / (new_tokens - 1) if lat > t else float("nan")  # NaN: too few tokens to see the decode
         # each round's decode speed: its n-token call less the median prefill (one round's own one-token call is
         # too short to subtract alone on a busy machine)
-        per_round = [(new_tokens - 1) / max(b - t, 1e-12) for b in latency[key]]
+        per_round = [(new_tokens - 1) / (b - t) if b > t else float("nan") for b in latency[key]]
+        finite = [x for x in per_round if x == x] or [float("nan")]  # NaN: a round faster than the median prefill
         rows.append({
             "model": model, "engine": key[0], "precision": key[1], "bits": r.bits, "label": r.label,
             "engine_version": r.version, "threads": threads, "batch": 1, "prompt_len": prompt_len,
             "new_tokens": new_tokens, "rounds": rounds,
             "ttft_s": t, "ttft_min_s": min(ttft[key]), "ttft_max_s": max(ttft[key]),
             "latency_s": lat, "tpot_s": tpot, "decode_tok_s": 1 / tpot,
-            "decode_tok_s_min": min(per_round), "decode_tok_s_max": max(per_round),
+            "decode_tok_s_min": min(finite), "decode_tok_s_max": max(finite),
             "decode_tok_s_rounds": ";".join(f"{x:.3f}" for x in per_round),
             "weight_bytes_per_token": r.read_bytes, "implied_GB_s": r.read_bytes / tpot / 1e9,
             "read_bandwidth_GB_s": bandwidth / 1e9, "mbu": r.read_bytes / tpot / bandwidth,

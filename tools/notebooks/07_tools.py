@@ -170,8 +170,11 @@ if df is not None and df["notes"].fillna("").str.len().gt(0).any():
 """, tags=("remove-input",)),
     md(r"""
 The table: decode speed (median of the rounds, and the slowest and fastest round), time to first token, the weight
-bytes one decode step reads, the bandwidth that implies and its share of the machine's measured read bandwidth
-(MBU), the memory the entry added, and whether its greedy tokens equal HF `generate`'s on the fp32 weights — with
+bytes one decode step reads, the bandwidth that implies and its share of the machine's read bandwidth measured at the
+start of the run (MBU; above 100 % means that not every byte came from memory — a model small enough stays partly in
+the CPU's caches — or that the load on the machine changed between the two measurements), the memory the entry
+added while loading (our C++ step quantizes and packs its weights at that point, so it briefly holds several
+copies), and whether its greedy tokens equal HF `generate`'s on the fp32 weights — with
 token agreement for the rest. Quantized entries are expected to drift: one different token
 changes the rest of the text (chapter 3.1).
 """),
@@ -309,7 +312,6 @@ for each new token — correct, but quadratic; a graph with past key/values as i
 (chapter 3.2 exports one with `secbook.onnx_export`, and ONNX Runtime GenAI's model builder makes one too).
 """),
     code(r"""
-# NBVAL_CHECK_OUTPUT
 ids = prompt_ids(tok, 16)
 with torch.no_grad():
     ref = tiny.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, min_new_tokens=16,
