@@ -86,8 +86,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--layers", type=_positive_int(1), default=None, help="replicas only: override num_hidden_layers")
     b.add_argument("--suite", choices=["model", "generate", "ab", "engines"], default="model",
                    help="'model' (default): time the model under each technique; 'generate': the generation-loop "
-                        "suite of secbook.generate.run_generate_suite; 'ab': our compiled loop under --transforms, "
-                        "timed in turn round by round (secbook.generate.interleaved_tok_s); 'engines': HF generate, "
+                        "suite of secbook.ladder.run_generate_suite; 'ab': our compiled loop under --transforms, "
+                        "timed in turn round by round (secbook.ladder.interleaved_tok_s); 'engines': HF generate, "
                         "our C++ step, llama.cpp, CTranslate2 and ONNX Runtime GenAI on the same weights, timed in "
                         "turn (secbook.engines.suite; writes data/results/engines.csv; the engines come from "
                         "`make engines`, missing ones are skipped)")
@@ -101,7 +101,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--prepare-only", action="store_true",
                    help="engines suite only: convert the models for every installed engine (cached), time nothing")
     b.add_argument("--transforms", nargs="+", default=["int8wo", "int8k"], metavar="T",
-                   help="ab suite only: weight transforms of secbook.generate.apply_transform, or int8k-cpp (the int8k "
+                   help="ab suite only: weight transforms of secbook.ladder.apply_transform, or int8k-cpp (the int8k "
                         "weights on the whole-step C++ decoder) (default: int8wo int8k)")
     b.add_argument("--rungs", nargs="+", default=None, metavar="RUNG",
                    help="generate suite only: the rungs of the optimization ladder to run (default: all)")
@@ -247,14 +247,14 @@ def run_cli(args: argparse.Namespace) -> int:
             table = engines_table(df).to_string(index=False)
         elif args.suite == "generate":
             try:
-                from .generate import run_generate_suite
+                from .ladder import run_generate_suite
             except (ImportError, AttributeError) as e:
                 return _fail(f"the 'generate' suite is not available yet ({e.__class__.__name__}: {e})", 1)
             # rows are merged into generate_ladder.csv unless told not to (--no-save) or told where (--out)
             df = run_generate_suite(args, save=not (args.no_save or args.out))
             table = df.to_string(index=False)
         elif args.suite == "ab":
-            from .generate import AB_VARIANTS, interleaved_tok_s
+            from .ladder import AB_VARIANTS, interleaved_tok_s
 
             bad = [t for t in args.transforms if t not in AB_VARIANTS]
             if bad:
@@ -263,7 +263,7 @@ def run_cli(args: argparse.Namespace) -> int:
                                    prompt_len=args.prompt_len, new_tokens=args.new_tokens,
                                    device="cpu" if args.device == "auto" else args.device)
             if not (args.no_save or args.out):  # merged into generate_ab.csv; --out writes its own CSV below
-                from .generate import save_ladder
+                from .ladder import save_ladder
 
                 print(f"merged into {save_ladder(df, 'generate_ab', key=('model', 'transform'))}")
             table = df.to_string(index=False)
@@ -284,3 +284,67 @@ def run_cli(args: argparse.Namespace) -> int:
     if not args.no_save:
         print(f"wrote {save_results(df, name)}")
     return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Recording chapter 3.3's measurements: python -m secbook bench-hardware
+# ----------------------------------------------------------------------------------------------------------
+
+def bench_hardware(models: tuple[str, ...] = ("tiny", "replica:smollm2-135m"), device: str = "auto",
+                   new_tokens: int = 32, ppl_tokens: int = 4096, tensor_parallel: bool = True,
+                   save: bool = True) -> dict:
+    """Record this chapter's measurements on this machine as CSVs in ``data/results/`` (machine columns —
+    CPU, GPU name, versions — added by ``measure.results_frame``):
+
+    * ``hardware_precision_<device>``: fp32 / bf16 / fp16 weights and fp32 + autocast, per model;
+    * ``hardware_cuda_graphs_cuda`` (CUDA only): eager vs static cache vs CUDA graph vs reduce-overhead;
+    * ``hardware_tensor_parallel_<backend>``: our tensor parallelism on 2 ranks (if 2 devices exist).
+
+    Meant to be run on a GPU machine (Colab, a cloud GPU) so the book can show real GPU numbers.
+    """
+    import pandas as pd
+    import torch
+
+    import secbook
+    from .corpus import heldout_text
+    from .hardware import cuda_graph_benchmark, pick_device, pick_dtype, precision_table, supports_bf16
+    from .measure import results_frame, save_results
+
+    dev = pick_device(device)
+    tag = dev.type
+    text = heldout_text()
+    tables: dict[str, pd.DataFrame] = {}
+    prec, graphs = [], []
+    for name in models:
+        model, tok = secbook.load(name, device=dev)
+        dtypes = ["fp32"] + (["bf16"] if dev.type != "cuda" or supports_bf16(dev) else []) + ["fp16"]
+        auto = "bf16" if supports_bf16(dev) else "fp16"
+        df = precision_table(model, tok, text, dtypes=tuple(dtypes), autocast=auto, new_tokens=new_tokens,
+                             max_tokens=ppl_tokens).reset_index()
+        df["model"] = name
+        prec.append(df)
+        if dev.type == "cuda":
+            ids = tok(text, return_tensors="pt", add_special_tokens=False).input_ids[:, :32].to(dev)
+            for dt in dict.fromkeys([pick_dtype(dev), torch.float32]):
+                g = cuda_graph_benchmark(model.to(dt), ids, new_tokens=new_tokens).reset_index()
+                g["model"], g["dtype"] = name, str(dt).replace("torch.", "")
+                graphs.append(g)
+        del model
+    tables[f"hardware_precision_{tag}"] = pd.concat(prec, ignore_index=True)
+    if graphs:
+        tables["hardware_cuda_graphs_cuda"] = pd.concat(graphs, ignore_index=True)
+    if tensor_parallel:
+        from . import parallel
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if parallel.available_devices(backend) >= 2:
+            r = parallel.launch(2, "tiny", new_tokens=new_tokens)
+            tables[f"hardware_tensor_parallel_{backend}"] = pd.DataFrame([{k: v for k, v in r.items()
+                                                                           if k not in ("logits", "tokens")}])
+    out = {}
+    for name, df in tables.items():
+        df = results_frame(df.to_dict("records"))
+        out[name] = df
+        if save:
+            print("wrote", save_results(df, name))
+    return out

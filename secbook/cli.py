@@ -37,10 +37,11 @@ def _compress_sweep(args: argparse.Namespace) -> int:
 
 
 def _bench_hardware(args: argparse.Namespace) -> int:
-    from .hardware import bench, describe
+    from .bench import bench_hardware
+    from .hardware import describe
 
     print(describe().to_string())
-    for name, df in bench(tuple(args.models), device=args.device, new_tokens=args.new_tokens,
+    for name, df in bench_hardware(tuple(args.models), device=args.device, new_tokens=args.new_tokens,
                           tensor_parallel=not args.no_tp).items():
         print(f"\n{name}\n{df.to_string(index=False)}")
     return 0
@@ -56,6 +57,23 @@ def _fetch(args: argparse.Namespace) -> int:
         return 1
     print(f"{pretrained.NAME}: {path} ({pretrained.PROVENANCE})")
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serving.launch import serve
+
+    return serve(args.model, host=args.host, port=args.port, served_name=args.served_name, threads=args.threads,
+                 max_body_bytes=args.max_body_bytes, default_max_tokens=args.default_max_tokens,
+                 shutdown_timeout=args.shutdown_timeout, log_level=args.log_level, device=args.device,
+                 dtype=args.dtype, policy=args.policy, max_batch=args.max_batch, max_queue=args.max_queue,
+                 block_size=args.block_size, kv_blocks=args.kv_blocks, kv_memory_mb=args.kv_memory_mb,
+                 prefill_chunk=args.prefill_chunk, max_model_len=args.max_model_len, runner=args.runner)
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from .serving.loadtest import main as loadtest_main
+
+    return loadtest_main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +117,38 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--new-tokens", type=int, default=32, help="decoded tokens per timing (default 32)")
     h.add_argument("--no-tp", action="store_true", help="skip the 2-rank tensor-parallel run")
     h.set_defaults(func=_bench_hardware)
+    s = sub.add_parser("serve", help="an OpenAI-compatible server (continuous batching, paged KV cache) on "
+                                     "127.0.0.1 unless told otherwise")
+    s.add_argument("--model", default="tiny", help="model name or folder (default tiny)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 lets the OS pick one)")
+    s.add_argument("--served-name", default=None, help="model name in the API (default: --model)")
+    s.add_argument("--policy", choices=("continuous", "static", "single"), default="continuous",
+                   help="batching policy (default continuous)")
+    s.add_argument("--max-batch", type=int, default=8, help="sequences in the running batch (default 8)")
+    s.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 (default 64)")
+    s.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default 16)")
+    s.add_argument("--kv-blocks", type=int, default=None, help="KV blocks (default: from --kv-memory-mb)")
+    s.add_argument("--kv-memory-mb", type=float, default=256, help="KV cache size in MiB (default 256)")
+    s.add_argument("--prefill-chunk", type=int, default=256, help="prompt tokens fed per step (default 256)")
+    s.add_argument("--runner", choices=("auto", "decoder", "hf"), default="auto",
+                   help="forward pass: secbook's decoder, transformers' forward, or auto (decoder if it knows "
+                        "the family)")
+    s.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    s.add_argument("--default-max-tokens", type=int, default=256, help="chat max_tokens when not given")
+    s.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
+    s.add_argument("--shutdown-timeout", type=float, default=30, help="seconds in-flight requests get on SIGTERM")
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda, auto (default cpu)")
+    s.add_argument("--dtype", default=None, help="model dtype, e.g. bf16 (default: the model's)")
+    s.add_argument("--log-level", default="warning", help="uvicorn's log level (default warning)")
+    s.set_defaults(func=_serve)
+    from .serving.loadtest import add_arguments as add_loadtest_arguments
+
+    lt = sub.add_parser("loadtest", help="Poisson load against any OpenAI-compatible server: TTFT, TPOT, "
+                                         "latency percentiles, goodput, a CSV")
+    add_loadtest_arguments(lt)
+    lt.set_defaults(func=_loadtest)
     from .bench import add_parser as add_bench_parser
 
     add_bench_parser(sub)

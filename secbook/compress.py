@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from .measure import top1_match
+from .measure import PPL_TOKENS, top1_match
 
-EVAL_TOKENS = 8192  # held-out tokens scored per variant in chapter 3.1 (window 256, stride 128)
+EVAL_TOKENS = PPL_TOKENS  # held-out tokens scored per variant: the book's perplexity protocol (measure.PPL_TOKENS)
 
 
 def eval_ids(tokenizer, max_tokens: int = EVAL_TOKENS) -> torch.Tensor:
@@ -76,6 +76,27 @@ def forward_speed(model, tokens: int = 256, batch: int = 2, repeats: int = 3, vo
         model(input_ids=x)
         ts.append(time.perf_counter() - t0)
     return batch * tokens / statistics.median(ts)
+
+
+@torch.no_grad()
+def forward_speed_in_turn(models: dict, tokens: int = 256, batch: int = 2, rounds: int = 5,
+                          vocab: int = 4096) -> dict[str, list[float]]:
+    """Prefill throughput (tokens/s) of several models timed *in turn*: after one warm-up forward each, every
+    round runs one forward over ``batch × tokens`` ids per model, so a change in a shared machine's load hits
+    them alike (compare them with ``claims.compare``). Returns name → tokens/s per round."""
+    if rounds < 1 or not models:
+        raise ValueError(f"need at least one model and one round, got {len(models)} models and rounds={rounds}")
+    x = torch.randint(0, vocab, (batch, tokens), generator=torch.Generator().manual_seed(0))
+    for m in models.values():
+        m(input_ids=x.to(next(m.parameters()).device))
+    speeds: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, m in models.items():
+            xi = x.to(next(m.parameters()).device)
+            t0 = time.perf_counter()
+            m(input_ids=xi)
+            speeds[name].append(batch * tokens / (time.perf_counter() - t0))
+    return speeds
 
 
 def model_size(model) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .measure import PPL_TOKENS
 from .train import lr_at, make_optimizer
 
 
@@ -167,7 +168,7 @@ def _speed(model, tokenizer) -> dict:
 
 
 def run(teacher_name: str = "tiny", out: str | Path | None = None, cfg: DistillConfig | None = None,
-        progress: bool = True, max_tokens: int = 8192) -> dict:
+        progress: bool = True, max_tokens: int = PPL_TOKENS) -> dict:
     """Train the distilled student and the label-only baseline, measure teacher/student/baseline
     (perplexity on the held-out text, parameters, speed), save the student in Hugging Face format under
     ``data/models/student`` with a model card and ``distill_results.json``; return the comparison."""

@@ -412,29 +412,27 @@ class StaticDecoder:
     """Greedy decoding with every tensor at a fixed address — so one decode step can be captured in a
     CUDA graph and replayed with a single launch.
 
-    The KV cache is a transformers ``StaticCache`` (pre-allocated to ``max_len``); the attention mask is a
-    pre-allocated additive 4-D mask opened one slot per token; token and position are written into fixed
-    input tensors. ``step()`` is ordinary eager PyTorch (it runs on CPU too, and must give the same tokens
-    as ``generate``); after ``capture()`` (CUDA only) it replays the graph instead. Works for attention
-    implementations that accept a 4-D mask (``sdpa``, ``eager``). CUDA graphs: NVIDIA CUDA programming
-    guide; the recipe is the one of PyTorch's ``torch.cuda.graphs`` documentation.
+    The forward is our decoder (:class:`secbook.decoder.Decoder`, any family it knows) over a pre-allocated
+    KV cache (:class:`secbook.decoder.StaticCache`, ``max_len`` positions, masks cut from a pre-allocated
+    causal table); token and position are written into fixed input tensors. ``step()`` is ordinary eager
+    PyTorch (it runs on CPU too, and must give the same tokens as ``generate``); after ``capture()`` (CUDA
+    only) it replays the graph instead. CUDA graphs: NVIDIA CUDA programming guide; the recipe is the one of
+    PyTorch's ``torch.cuda.graphs`` documentation.
     """
 
     def __init__(self, model, batch: int = 1, max_len: int = 256):
-        from transformers import StaticCache
+        from .decoder import Decoder
 
         self.model, self.batch, self.max_len = model, batch, max_len
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
-        self.cache = StaticCache(config=model.config, max_cache_len=max_len)
-        self.mask = torch.full((batch, 1, 1, max_len), torch.finfo(self.dtype).min, dtype=self.dtype,
-                               device=self.device)
+        self.decoder = Decoder(model)
+        self.cache = self.decoder.new_cache(batch, max_len)
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
-        self.position = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
+        self.position = torch.zeros(1, dtype=torch.long, device=self.device)
         self.length = 0
         self.graph = None
         self.logits = None
-        self._kw = cache_kwarg(model)
 
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -442,26 +440,12 @@ class StaticDecoder:
         b, n = input_ids.shape
         if b != self.batch or n >= self.max_len:
             raise ValueError(f"prompt must have batch {self.batch} and fewer than max_len={self.max_len} tokens")
-        q = torch.arange(n, device=self.device)
-        allowed = (torch.arange(self.max_len, device=self.device)[None, :] <= q[:, None])
-        mask = torch.zeros(b, 1, n, self.max_len, dtype=self.dtype, device=self.device)
-        mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=q[None].expand(b, n),
-                         use_cache=True, logits_to_keep=1, **{self._kw: self.cache})
-        self.mask[..., :n] = 0
+        logits = self.decoder(input_ids, torch.arange(n, device=self.device), self.cache, last_only=True)
         self.length = n
-        return out.logits[:, -1]
+        return logits[:, -1]
 
     def _forward(self) -> torch.Tensor:
-        out = self.model(input_ids=self.token, attention_mask=self.mask, position_ids=self.position,
-                         use_cache=True, **{self._kw: self.cache})
-        return out.logits[:, -1]
-
-    def _set_length(self, n: int) -> None:
-        """Point every cache layer's write position at ``n`` (warm-up runs advance it)."""
-        for layer in getattr(self.cache, "layers", []):
-            if getattr(layer, "cumulative_length", None) is not None and torch.is_tensor(layer.cumulative_length):
-                layer.cumulative_length.fill_(n)
+        return self.decoder(self.token, self.position, self.cache)[:, -1]
 
     @torch.no_grad()
     def step(self, token: torch.Tensor) -> torch.Tensor:
@@ -470,7 +454,6 @@ class StaticDecoder:
             raise ValueError(f"the static cache is full ({self.max_len} tokens)")
         self.token.copy_(token.view(self.batch, 1))
         self.position.fill_(self.length)
-        self.mask[..., self.length] = 0
         if self.graph is None:
             logits = self._forward()
         else:
@@ -481,7 +464,8 @@ class StaticDecoder:
 
     @torch.no_grad()
     def capture(self, warmup: int = 3) -> None:
-        """Record one decode step as a CUDA graph (after ``prefill``). CUDA only."""
+        """Record one decode step as a CUDA graph (after ``prefill``). CUDA only. The warm-up steps write the
+        current token's keys at the next position, which the first real step overwrites."""
         if self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device; this model is on " + str(self.device))
         self.position.fill_(self.length)
@@ -490,12 +474,10 @@ class StaticDecoder:
         with torch.cuda.stream(s):  # warm up on a side stream, as the PyTorch recipe asks
             for _ in range(warmup):
                 self._forward()
-                self._set_length(self.length)
         torch.cuda.current_stream().wait_stream(s)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.logits = self._forward()
-        self._set_length(self.length)
         torch.cuda.synchronize()
 
     @torch.no_grad()
@@ -564,68 +546,6 @@ def cuda_graph_benchmark(model, input_ids: torch.Tensor, new_tokens: int = 32, c
     df["ops_per_step"] = count_ops(model, input_ids)
     df["gpu"] = torch.cuda.get_device_name(dev)
     return df
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Recording: python -m secbook bench-hardware
-# ----------------------------------------------------------------------------------------------------------
-
-def bench(models: tuple[str, ...] = ("tiny", "replica:smollm2-135m"), device: str = "auto",
-          new_tokens: int = 32, ppl_tokens: int = 4096, tensor_parallel: bool = True,
-          save: bool = True) -> dict:
-    """Record this chapter's measurements on this machine as CSVs in ``data/results/`` (machine columns —
-    CPU, GPU name, versions — added by ``measure.results_frame``):
-
-    * ``hardware_precision_<device>``: fp32 / bf16 / fp16 weights and fp32 + autocast, per model;
-    * ``hardware_cuda_graphs_cuda`` (CUDA only): eager vs static cache vs CUDA graph vs reduce-overhead;
-    * ``hardware_tensor_parallel_<backend>``: our tensor parallelism on 2 ranks (if 2 devices exist).
-
-    Meant to be run on a GPU machine (Colab, a cloud GPU) so the book can show real GPU numbers.
-    """
-    import pandas as pd
-
-    import secbook
-    from .corpus import heldout_text
-    from .measure import results_frame, save_results
-
-    dev = pick_device(device)
-    tag = dev.type
-    text = heldout_text()
-    tables: dict[str, pd.DataFrame] = {}
-    prec, graphs = [], []
-    for name in models:
-        model, tok = secbook.load(name, device=dev)
-        dtypes = ["fp32"] + (["bf16"] if dev.type != "cuda" or supports_bf16(dev) else []) + ["fp16"]
-        auto = "bf16" if supports_bf16(dev) else "fp16"
-        df = precision_table(model, tok, text, dtypes=tuple(dtypes), autocast=auto, new_tokens=new_tokens,
-                             max_tokens=ppl_tokens).reset_index()
-        df["model"] = name
-        prec.append(df)
-        if dev.type == "cuda":
-            ids = tok(text, return_tensors="pt", add_special_tokens=False).input_ids[:, :32].to(dev)
-            for dt in dict.fromkeys([pick_dtype(dev), torch.float32]):
-                g = cuda_graph_benchmark(model.to(dt), ids, new_tokens=new_tokens).reset_index()
-                g["model"], g["dtype"] = name, str(dt).replace("torch.", "")
-                graphs.append(g)
-        del model
-    tables[f"hardware_precision_{tag}"] = pd.concat(prec, ignore_index=True)
-    if graphs:
-        tables["hardware_cuda_graphs_cuda"] = pd.concat(graphs, ignore_index=True)
-    if tensor_parallel:
-        from . import parallel
-
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if parallel.available_devices(backend) >= 2:
-            r = parallel.launch(2, "tiny", new_tokens=new_tokens)
-            tables[f"hardware_tensor_parallel_{backend}"] = pd.DataFrame([{k: v for k, v in r.items()
-                                                                           if k not in ("logits", "tokens")}])
-    out = {}
-    for name, df in tables.items():
-        df = results_frame(df.to_dict("records"))
-        out[name] = df
-        if save:
-            print("wrote", save_results(df, name))
-    return out
 
 
 def recorded_gpu_results(kind: str):

@@ -2,21 +2,27 @@
 
 Decoding one token reads every weight once, so an int8 weight reads a quarter of the bytes of an fp32 one —
 *if* the product can keep up with memory. On a small CPU it cannot when each int8 weight is first turned into
-a float and multiplied in fp32 (what the compiler makes of our PyTorch formulation, :class:`generate.
+a float and multiplied in fp32 (what the compiler makes of our PyTorch formulation, :class:`linears.
 Int8WeightOnlyFused`): that costs several instructions per weight, and the loop runs slower than memory
 delivers the bytes. llama.cpp's answer (Gerganov et al., 2023, its ``Q8_0`` dot products) is to round the
 *activations* to integers too, so that one integer multiply-add instruction does many products at once. Here
 the activations are rounded to int16 with one scale per 256 inputs (error ~1e-5 of the largest value in each
 256) — closer to fp32 than the int8 activations of torch.ao's dynamic quantization — and on CPUs with AVX-512
-VNNI one ``vpdpwssd`` instruction multiplies and adds 32 int16 pairs; elsewhere plain loops that the compiler
-vectorizes do the same arithmetic.
+VNNI one ``vpdpwssd`` instruction multiplies and adds 32 int16 pairs, with AVX2 one ``vpmaddwd`` does 16, on
+64-bit ARM (NEON) one ``smlal`` does 4; elsewhere plain loops that the compiler vectorizes do the same
+arithmetic. Which of these paths a build uses is decided when it is compiled, from the instructions the compiler
+may use (``secbook/csrc/simd.h``); :func:`simd_path` says which. All give the same int8 products to the bit.
 
 The C++ file is compiled the first time it is needed with :func:`torch.utils.cpp_extension.load` (10-30 s
 on a 2-core CPU; cached under ``~/.cache/torch_extensions`` afterwards) and registered as a PyTorch operator,
-so ``torch.compile`` calls it from a compiled graph like any built-in kernel. :func:`int8_linear_reference`
+so ``torch.compile`` calls it from a compiled graph like any built-in kernel. It is compiled for this CPU's own
+instructions (``-march=native``), or for those named by ``$SECBOOK_SIMD`` (``avx2``, ``scalar``); a second
+build for another path can be loaded beside it (``simd=`` arguments below, operators in ``torch.ops.secbook_avx2``
+etc.), which is how the tests check every path a CPU can run. :func:`int8_linear_reference`
 is the same arithmetic in PyTorch, for reading and for tests.
 
-:class:`CppDecoder` goes one step further, as llama.cpp does: the whole decode step of a Llama-layout model —
+:class:`CppDecoder` goes one step further, as llama.cpp does: the whole decode step of a Llama-layout model
+(Llama, Qwen2, Qwen3, Mistral) —
 norms, RoPE, KV-cache writes, attention, MLP and all the int8 products — as one C++ operator call per token
 (``secbook::llama_step``, ``secbook/csrc/llama_step.cpp``), so nothing but weight reading is left between two
 tokens; its weights are packed so that each core reads one sequential stream through the whole step. It runs on
@@ -32,8 +38,11 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = [CSRC / "int8_linear.cpp", CSRC / "llama_step.cpp"]  # both include int8_gemv.h
+SOURCES = [CSRC / "int8_linear.cpp", CSRC / "llama_step.cpp"]  # both include int8_gemv.h and simd.h
 CHUNK = 256  # inputs per activation scale (must match kChunk in the C++ file)
+# the builds one can ask for, and the compiler flags that pick each path of simd.h: "native" is whatever this CPU
+# has (AVX-512 where present, else AVX2; NEON on 64-bit ARM; else plain loops); "avx2" and "scalar" force one path
+SIMD_BUILDS = {"native": ["-march=native"], "avx2": ["-mavx2", "-mfma"], "scalar": ["-DSECBOOK_PORTABLE"]}
 
 
 def cpu_tag(cpuinfo: str | None = None) -> str:
@@ -57,14 +66,75 @@ def cpu_tag(cpuinfo: str | None = None) -> str:
     return hashlib.sha1(f"{platform.machine()}|{model}|{flags}".encode()).hexdigest()[:8]
 
 
-_NAME = f"secbook_int8_linear_{cpu_tag()}"  # one build per kind of CPU (see cpu_tag)
+def default_simd() -> str:
+    """The build behind ``torch.ops.secbook``: ``$SECBOOK_SIMD`` if set (``native``, ``avx2`` or ``scalar``), else
+    ``native``."""
+    simd = os.environ.get("SECBOOK_SIMD", "native") or "native"
+    if simd not in SIMD_BUILDS:
+        raise ValueError(f"SECBOOK_SIMD={simd!r} is not a build secbook knows; use one of {', '.join(SIMD_BUILDS)}")
+    return simd
+
+
+def _resolve(simd: str | None) -> tuple[str, str]:
+    """(build, operator namespace) for a ``simd`` argument: None or the default build -> ``secbook``; another
+    build -> its own namespace (``secbook_avx2``), so that both can be loaded in one process."""
+    default = default_simd()
+    if simd is None or simd == default:
+        return default, "secbook"
+    if simd not in SIMD_BUILDS:
+        raise ValueError(f"simd={simd!r} is not a build secbook knows; use one of {', '.join(SIMD_BUILDS)} (or None)")
+    return simd, f"secbook_{simd}"
+
+
+def _build_name(simd: str, namespace: str) -> str:
+    """The extension's name, also its folder in the build cache: one per build, namespace and kind of CPU (see
+    :func:`cpu_tag`)."""
+    return f"{namespace}_kernels_{simd}_{cpu_tag()}"
+
+
+def _cpu_cannot_run(simd: str, cpuinfo: str | None = None, machine: str | None = None) -> str:
+    """Why this CPU cannot run a forced build's instructions (x86-64 AVX2 + FMA), or "" if it can (or if
+    ``/proc/cpuinfo`` cannot be read: the build is then tried). ``cpuinfo``/``machine`` stand in for this CPU's."""
+    import platform
+
+    if simd != "avx2":
+        return ""
+    machine = machine or platform.machine()
+    if machine.lower() not in ("x86_64", "amd64"):
+        return f"the avx2 build is for x86-64 CPUs; this one is {machine}"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return ""
+    missing = {"avx2", "fma"} - set(cpuinfo.split())
+    return f"this CPU lacks {' and '.join(sorted(missing))}" if missing else ""
+
+
+def _build(simd: str | None = None) -> str:
+    """Compile and load one build of the operators once per process; return "" on success, else why it failed."""
+    try:
+        simd, ns = _resolve(simd)
+    except ValueError as e:
+        return str(e)
+    loaded = _LOADED.setdefault(ns, simd)
+    if loaded != simd:  # one library per namespace: $SECBOOK_SIMD changed after the default build was loaded
+        return (f"the {loaded} build is already loaded as torch.ops.{ns} in this process; set SECBOOK_SIMD before "
+                "Python starts, or pass simd= to use another build beside it")
+    return _compile(simd, ns)
+
+
+_LOADED: dict[str, str] = {}  # operator namespace -> the build loaded into it in this process
 
 
 @functools.cache
-def _build() -> str:
-    """Compile and load the operator once per process; return "" on success, else why it failed."""
+def _compile(simd: str, ns: str) -> str:
     if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
         return "no C++ compiler found (install g++ or clang, or set CXX)"
+    why = _cpu_cannot_run(simd)
+    if why:
+        return why
+    name = _build_name(simd, ns)
     try:
         import torch.utils.cpp_extension as ext
 
@@ -75,15 +145,21 @@ def _build() -> str:
                 os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
             except ImportError:
                 return "the ninja build tool is missing (pip install ninja)"
-        built = Path(ext._get_build_directory(_NAME, verbose=False)) / f"{_NAME}.so"
+        built = Path(ext._get_build_directory(name, verbose=False)) / f"{name}.so"
         if not built.exists():
-            print("secbook: compiling the int8 kernel (once; 10-30 s) ...", flush=True)
+            what = "the int8 kernel" if simd == "native" and ns == "secbook" else f"the {simd} build of the kernels"
+            print(f"secbook: compiling {what} (once; 10-30 s) ...", flush=True)
         last_error = ""
-        # -march=native: this CPU's vector instructions; -fopenmp: at::parallel_for splits the rows over the
-        # cores with the OpenMP runtime torch already loaded (without it the loop runs on one core)
-        for flags in (["-O3", "-march=native", "-fopenmp"], ["-O3", "-fopenmp"], ["-O3"]):
+        base = ["-O3", f"-DSECBOOK_NS={ns}"] + SIMD_BUILDS[simd]
+        # -fopenmp: at::parallel_for and the decode step's parallel region use the OpenMP runtime torch already
+        # loaded (without it everything runs on one core); a compiler without it, or without -march=native
+        # (the native build only: a forced build without its flags would be another path), still gets a build
+        tries = [base + ["-fopenmp"], base]
+        if simd == "native":
+            tries = [base + ["-fopenmp"], ["-O3", f"-DSECBOOK_NS={ns}", "-fopenmp"], ["-O3", f"-DSECBOOK_NS={ns}"]]
+        for flags in tries:
             try:
-                ext.load(_NAME, [str(f) for f in SOURCES], extra_cflags=flags,
+                ext.load(name, [str(f) for f in SOURCES], extra_cflags=flags,
                          extra_ldflags=["-fopenmp"] if "-fopenmp" in flags else [], is_python_module=False,
                          verbose=False)
                 break
@@ -91,48 +167,69 @@ def _build() -> str:
                 last_error = f"{e.__class__.__name__}: {str(e)[-300:]}"
         else:
             return f"compiling {', '.join(f.name for f in SOURCES)} failed: {last_error}"
-        if last_error:  # built, but with fewer flags: slower (no AVX-512 path, or one core); say why
+        if last_error:  # built, but with fewer flags: slower (no vector path, or one core); say why
             import warnings
 
             warnings.warn(f"secbook: the int8 kernel was built with {' '.join(flags)} only, because the full build "
                           f"failed: {last_error}", stacklevel=2)
     except Exception as e:
         return f"{e.__class__.__name__}: {str(e)[-300:]}"
+    path = getattr(torch.ops, ns).simd_path()
+    if simd != "native" and path != simd:  # a forced build must run the path it names, or its tests mean nothing
+        return f"the {simd} build compiled the {path} path (the compiler's macros did not match its flags)"
 
-    @torch.library.register_fake("secbook::int8_linear")
+    @torch.library.register_fake(f"{ns}::int8_linear")
     def _(x, w, scale):
         return x.new_empty(*x.shape[:-1], w.shape[0])
 
     return ""
 
 
-def available() -> bool:
-    """Whether ``secbook::int8_linear`` is compiled and loaded (compiles it on the first call)."""
-    return _build() == ""
+def available(simd: str | None = None) -> bool:
+    """Whether the operators are compiled and loaded (compiles them on the first call); ``simd`` names another
+    build than the default (``"native"``, ``"avx2"``, ``"scalar"``)."""
+    return _build(simd) == ""
 
 
-def unavailable_reason() -> str:
-    """Empty if the kernel works here, else why not."""
-    return _build()
+def unavailable_reason(simd: str | None = None) -> str:
+    """Empty if the kernels work here (in the build ``simd``; None: the default one), else why not."""
+    return _build(simd)
+
+
+def ops(simd: str | None = None):
+    """The operators of one build: ``torch.ops.secbook`` (the default build), or e.g. ``torch.ops.secbook_avx2``
+    for ``simd="avx2"`` (compiled and loaded on first use). Raises a ``ValueError`` for a name that is no build,
+    a ``RuntimeError`` if the build cannot be made or run here."""
+    _require(simd)
+    return getattr(torch.ops, _resolve(simd)[1])
+
+
+def simd_path(simd: str | None = None) -> str:
+    """Which vector path a build runs: ``"avx512-vnni"``, ``"avx512"``, ``"avx2"``, ``"neon"`` (64-bit ARM) or
+    ``"scalar"`` (plain loops that the compiler vectorizes as it can). ``simd``: None for the default build, or
+    the build to ask about. All give the same int8 products to the bit; fp32 sums differ in their order only."""
+    return str(ops(simd).simd_path())
 
 
 def has_vnni() -> bool:
-    """Whether the compiled kernel uses AVX-512 VNNI instructions (else its plain-loop fallback)."""
-    _require()
-    return bool(torch.ops.secbook.int8_linear_vnni())
+    """Whether the default build uses AVX-512 VNNI instructions."""
+    return simd_path() == "avx512-vnni"
 
 
-def _require() -> None:
-    why = _build()
+def _require(simd: str | None = None) -> None:
+    ns = _resolve(simd)[1]  # a name that is no build: ValueError
+    why = _build(simd)
     if why:
+        if ns != "secbook":
+            raise RuntimeError(f"secbook's {simd} build of the kernels is not available here: {why}")
         raise RuntimeError(f"secbook's int8 kernel is not available here: {why}. Use the pure-PyTorch int8 "
                            "weight-only path instead (apply_transform(model, 'int8wo')).")
 
 
-def int8_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``(x @ weight.T) * scale`` for int8 ``weight [N, K]`` and fp32 ``scale [N]``, by the C++ kernel."""
-    _require()
-    return torch.ops.secbook.int8_linear(x, weight, scale)
+def int8_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, simd: str | None = None) -> torch.Tensor:
+    """``(x @ weight.T) * scale`` for int8 ``weight [N, K]`` and fp32 ``scale [N]``, by the C++ kernel (of the
+    build ``simd``: None for the default one)."""
+    return ops(simd).int8_linear(x, weight, scale)
 
 
 def quantize_activations(x: torch.Tensor, chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +296,7 @@ class Int8Linear(torch.nn.Module):
     @classmethod
     def fuse(cls, layers) -> "Int8Linear":
         """One layer computing ``cat([layer(x) for layer in layers], -1)``: their rows stacked."""
-        from .generate import stacked_bias
+        from .linears import stacked_bias
 
         return cls(torch.cat([m.weight for m in layers]), torch.cat([m.scale for m in layers]),
                    stacked_bias(layers, like=layers[0].scale))
@@ -237,9 +334,37 @@ def use_int8_kernel(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+CPP_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")  # the decoder layouts secbook::llama_step runs
+
+
+def check_cpp_supported(model) -> None:
+    """Raise a ``ValueError`` naming our PyTorch loop as the alternative if the C++ decode step cannot run
+    ``model``: it runs the Llama layout (RMSNorm, RoPE, grouped-query attention, SiLU-gated MLP) with Qwen2's
+    biases, Qwen3's per-head q/k RMSNorm and Mistral's sliding window."""
+    cfg = getattr(model, "config", None)
+    mt = getattr(cfg, "model_type", None)
+    if mt not in CPP_MODEL_TYPES:
+        raise ValueError(f"the C++ decode step runs {', '.join(CPP_MODEL_TYPES)} models, not model_type={mt!r}; "
+                         "use our PyTorch loop for this model instead: FastGenerator(model, max_len) without "
+                         "cpp=True (or model.generate())")
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        raise ValueError(f"the C++ decode step implements the SiLU MLP, not hidden_act={cfg.hidden_act!r}; use "
+                         "FastGenerator(model, max_len) without cpp=True (or model.generate())")
+
+
+def sliding_windows(model) -> list[int]:
+    """Per layer, how many of the latest positions a query attends to (0: all of them). Mistral: the config's
+    ``sliding_window`` in every layer (Jiang et al., 2023, "Mistral 7B"); Qwen2/Qwen3: each attention module's own
+    ``sliding_window`` (set in the layers ``config.layer_types`` marks as sliding); Llama: none."""
+    cfg, layers = model.config, model.model.layers
+    if cfg.model_type == "mistral":
+        return [int(getattr(cfg, "sliding_window", None) or 0)] * len(layers)
+    return [int(getattr(layer.self_attn, "sliding_window", None) or 0) for layer in layers]
+
+
 class CppDecoder(torch.nn.Module):
-    """The whole decoder forward of a Llama-layout model as ONE call of the C++ operator ``secbook::llama_step``
-    (``secbook/csrc/llama_step.cpp``), on int8 or fp32 weights.
+    """The whole decoder forward of a Llama-layout model (Llama, Qwen2, Qwen3, Mistral) as ONE call of the C++
+    operator ``secbook::llama_step`` (``secbook/csrc/llama_step.cpp``), on int8 or fp32 weights.
 
     A drop-in for :class:`secbook.generate.StaticDecoder` (``forward(ids [1, T], input_pos [T], last_only)``
     → logits), so ``FastGenerator(model, max_len, cpp=True)`` decodes with it. Two kinds of model work: one
@@ -253,24 +378,25 @@ class CppDecoder(torch.nn.Module):
     our Python loop. Norms, RoPE (the model's own cos/sin tables), attention and SiLU are fp32 loops, so the
     logits differ from the PyTorch loop's over the same weights only by the order of fp32 additions (and ~1e-7
     from the step's own ``exp``). Any ``parts`` gives the same logits on any number of threads; it is fastest
-    when it equals the number of threads. Batch 1, CPU only.
+    when it equals the number of threads. Qwen3's q/k norms and Mistral's sliding window (:func:`sliding_windows`:
+    keys older than the window are skipped; the cache still holds ``max_len`` positions) run inside the step.
+    ``simd`` picks another build of the operator than the default (``"avx2"``, ``"scalar"``: see :func:`ops`).
+    Batch 1, CPU only.
     """
 
-    def __init__(self, model, max_len: int, batch: int = 1, parts: int | None = None):
+    def __init__(self, model, max_len: int, batch: int = 1, parts: int | None = None, simd: str | None = None):
         super().__init__()
-        from .generate import check_sliding_window, check_supported, stacked_bias
+        from .linears import stacked_bias
 
-        _require()
-        check_supported(model)
+        check_cpp_supported(model)
+        self.ops = ops(simd)  # builds the operators on first use, or says why they cannot be built
+        self.simd = simd_path(simd)
         _require_cpu(model, "the C++ decode step", "on a GPU use FastGenerator(model, max_len, compile=True) "
                      "(CUDA graphs).")
         cfg = model.config
         if batch != 1:
             raise ValueError(f"the C++ decode step runs one sequence at a time (batch=1), got batch={batch}; "
                              "use FastGenerator(..., cpp=False) for batches")
-        if getattr(cfg, "hidden_act", "silu") != "silu":
-            raise ValueError(f"the C++ decode step implements the SiLU MLP, not hidden_act={cfg.hidden_act!r}")
-        check_sliding_window(model, max_len)
         m = model.model
         names = [(f"model.layers.{i}.{n}", getattr(getattr(layer, part), n)) for i, layer in enumerate(m.layers)
                  for part, ns in (("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")),
@@ -281,7 +407,7 @@ class CppDecoder(torch.nn.Module):
         if wrong and not fp32:
             raise ValueError(f"the C++ decode step needs every projection and the LM head as an Int8Linear, or all "
                              f"as fp32 nn.Linear, but {len(wrong)} are not Int8Linear (e.g. {wrong[0]}: "
-                             f"{type(dict(names)[wrong[0]]).__name__}); run secbook.generate.apply_transform(model, "
+                             f"{type(dict(names)[wrong[0]]).__name__}); run secbook.ladder.apply_transform(model, "
                              "'int8k') first, or keep the model in fp32")
         if model.lm_head.bias is not None:
             raise ValueError("the C++ decode step does not add an LM-head bias")
@@ -306,12 +432,21 @@ class CppDecoder(torch.nn.Module):
         if self.parts < 1:
             raise ValueError(f"parts must be >= 1 (one per core that runs the step), got {parts}")
         head_w = model.lm_head.weight.detach()
-        self.packed = torch.ops.secbook.llama_pack(stacked["qkv"], stacked["o"], stacked["gu"], stacked["d"],
-                                                   head_w.contiguous(), self.parts)
+        self.packed = self.ops.llama_pack(stacked["qkv"], stacked["o"], stacked["gu"], stacked["d"],
+                                          head_w.contiguous(), self.parts)
         del stacked
         norms = [n for l in layers for n in (l.input_layernorm, l.post_attention_layernorm)] + [m.norm]
         self.register_buffer("norms", torch.stack([n.weight.detach().float() for n in norms]))
         self.eps = float(getattr(m.norm, "variance_epsilon", getattr(cfg, "rms_norm_eps", 1e-6)))
+        # Qwen3: an RMSNorm over each query and each key head before RoPE, [layers, 2 (q, k), head_dim]
+        qk = [(l.self_attn.q_norm, l.self_attn.k_norm) for l in layers if hasattr(l.self_attn, "q_norm")]
+        if qk and len(qk) != len(layers):
+            raise ValueError("the C++ decode step needs q/k norms in every layer or in none")
+        if any(float(getattr(n, "variance_epsilon", self.eps)) != self.eps for pair in qk for n in pair):
+            raise ValueError("the C++ decode step uses one RMSNorm epsilon; this model's q/k norms use another")
+        self.register_buffer("qk_norms", torch.stack([torch.stack([q.weight.detach().float(), k.weight.detach()
+                                                                   .float()]) for q, k in qk]) if qk else None)
+        self.windows = sliding_windows(model)
         self.embed = m.embed_tokens.weight.detach()
         if self.embed.dtype != torch.float32:
             self.embed = self.embed.float()
@@ -338,8 +473,9 @@ class CppDecoder(torch.nn.Module):
         pos = int(input_pos[0])
         if input_pos.numel() > 1 and not torch.equal(input_pos, torch.arange(pos, pos + ids.shape[1])):
             raise ValueError("the C++ decode step writes consecutive positions; input_pos must be pos, pos+1, ...")
-        logits = torch.ops.secbook.llama_step(
+        logits = self.ops.llama_step(
             ids.reshape(-1).long().contiguous(), pos, self.embed, self.norms, self.packed, self.sqkv, self.bqkv,
             self.so, self.bo, self.sgu, self.bgu, self.sd, self.bd, self.head_s, self.cos, self.sin, self.k_cache,
-            self.v_cache, self.n_heads, self.eps, self.scaling, last_only)
+            self.v_cache, self.n_heads, self.eps, self.scaling, last_only, self.qk_norms,
+            self.windows if any(self.windows) else [])
         return logits[None]

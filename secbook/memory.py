@@ -11,6 +11,8 @@ then pays for moving those bytes. Sources: the accelerate "Big Model Inference" 
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
@@ -63,17 +65,36 @@ def _config(model_or_config):
 
 def _shape(cfg) -> dict:
     h, nh = cfg.hidden_size, cfg.num_attention_heads
-    return dict(h=h, i=cfg.intermediate_size, layers=cfg.num_hidden_layers, nh=nh,
+    inter = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * h  # GPT-2: n_inner
+    return dict(h=h, i=inter, layers=cfg.num_hidden_layers, nh=nh,
                 nkv=getattr(cfg, "num_key_value_heads", None) or nh,
                 hd=getattr(cfg, "head_dim", None) or h // nh, vocab=cfg.vocab_size,
                 tied=bool(getattr(cfg, "tie_word_embeddings", False)),
                 bias=bool(getattr(cfg, "attention_bias", False) or getattr(cfg, "model_type", "") == "qwen2"))
 
 
+@functools.lru_cache(maxsize=32)
+def _counted(config_json: str) -> int:
+    """Parameters of the model a transformers config (as JSON) describes, counted on the meta device (no
+    memory, no arithmetic), tied tensors once."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    d = json.loads(config_json)
+    cfg = AutoConfig.for_model(d.pop("model_type"), **d)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
 def parameter_count(model_or_config) -> int:
-    """Parameters of a Llama-style decoder (Llama, Qwen2, Mistral, SmolLM2) computed from its config alone:
-    embeddings + per layer (q, k, v, o projections, gated MLP, two RMSNorms) + final norm + LM head unless tied."""
-    s = _shape(_config(model_or_config))
+    """Parameters of a decoder from its config alone. A transformers config (or a model's) of any architecture
+    is counted exactly: its model is built on the meta device, which allocates nothing, and its parameters
+    added up. A bare dict of shapes (or a name in ``CONFIGS``) takes the Llama-style formula: embeddings + per
+    layer (q, k, v, o projections, gated MLP, two RMSNorms) + final norm + LM head unless tied."""
+    cfg = _config(model_or_config)
+    if hasattr(cfg, "to_json_string") and getattr(cfg, "model_type", ""):
+        return _counted(cfg.to_json_string(use_diff=False))
+    s = _shape(cfg)
     attn = s["h"] * s["nh"] * s["hd"] * 2 + s["h"] * s["nkv"] * s["hd"] * 2
     if s["bias"]:
         attn += s["nh"] * s["hd"] + 2 * s["nkv"] * s["hd"]
@@ -91,10 +112,17 @@ def _bytes_per(dtype) -> float:
 
 
 def kv_cache_bytes(model_or_config, batch: int = 1, context: int = 2048, dtype="bf16") -> int:
-    """Bytes of the KV cache: 2 (K and V) × layers × KV heads × head size × context × batch × bytes."""
-    s = _shape(_config(model_or_config))
+    """Bytes of the KV cache: 2 (K and V) × KV heads × head size × batch × bytes × the positions each layer
+    keeps, summed over the layers — ``context`` for a full-attention layer; for a sliding-window layer (Mistral,
+    Gemma's local layers) at most ``window - 1``, the previous positions a new token can still see, which is
+    what transformers' cache keeps for such a layer."""
+    from .decoder import config_windows
+
+    cfg = _config(model_or_config)
+    s = _shape(cfg)
     kv_dtype = "bf16" if str(dtype) in ("int8", "int4") else dtype  # weight-only quantization keeps a 16-bit cache
-    return int(2 * s["layers"] * s["nkv"] * s["hd"] * context * batch * _bytes_per(kv_dtype))
+    kept = [min(context, w - 1) if w else context for w in config_windows(cfg, s["layers"])]
+    return int(2 * s["nkv"] * s["hd"] * sum(kept) * batch * _bytes_per(kv_dtype))
 
 
 def activation_bytes(model_or_config, batch: int = 1, context: int = 2048, dtype="bf16") -> int:

@@ -7,7 +7,8 @@
 * ``"smollm2-135m-instruct"`` — a real pretrained chat model, fetched once from the package index and
   converted into the cache (``secbook.pretrained``: it went through llama.cpp's Q4_1, so it is not the
   original bf16 weights);
-* ``"replica:<name>"`` — a real architecture (Llama-3.2-1B, Qwen2.5-0.5B, SmolLM2-135M) built from the
+* ``"replica:<name>"`` — a real architecture (Llama-3.2-1B, Qwen2.5-0.5B, SmolLM2-135M, Qwen3-0.6B,
+  Gemma-3-270M) built from the
   numbers in its public ``config.json`` with seeded random weights: the right shapes and the right speed,
   but no knowledge. Useful wherever only speed and memory matter;
 * anything else is handed to transformers (a local folder or, on Colab, a Hugging Face hub id).
@@ -24,7 +25,7 @@ from . import pretrained
 from .paths import find_model, model_names
 
 # Shapes copied from each model's public config.json on the Hugging Face hub (facts, cited in the book):
-# HuggingFaceTB/SmolLM2-135M, Qwen/Qwen2.5-0.5B, meta-llama/Llama-3.2-1B.
+# HuggingFaceTB/SmolLM2-135M, Qwen/Qwen2.5-0.5B, meta-llama/Llama-3.2-1B, Qwen/Qwen3-0.6B, google/gemma-3-270m.
 REPLICAS: dict[str, dict] = {
     "smollm2-135m": dict(
         model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
@@ -43,6 +44,17 @@ REPLICAS: dict[str, dict] = {
         rope_scaling=dict(rope_type="llama3", factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
                           original_max_position_embeddings=8192),
         source="meta-llama/Llama-3.2-1B"),
+    "qwen3-0.6b": dict(  # q/k norms, head_dim 128 (wider than hidden / heads = 64)
+        model_type="qwen3", hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+        num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+        max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+        source="Qwen/Qwen3-0.6B"),
+    "gemma-3-270m": dict(  # 5 sliding-window layers (window 512, RoPE base 10k) then 1 global (base 1M), x3
+        model_type="gemma3_text", hidden_size=640, intermediate_size=2048, num_hidden_layers=18,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=256, vocab_size=262144,
+        max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1000000.0, rope_local_theta=10000.0,
+        sliding_window=512, query_pre_attn_scalar=256, hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True, source="google/gemma-3-270m"),
 }
 TINY = "tiny"
 
@@ -68,9 +80,13 @@ def replica_config(name: str, **overrides):
     fields.update(overrides)
     rope = fields.pop("rope_scaling", None)
     theta = fields.pop("rope_theta")
+    local = fields.pop("rope_local_theta", None)
     rope_parameters = {"rope_type": "default", "rope_theta": theta}
     if rope:
         rope_parameters.update(rope)
+    if local is not None:  # Gemma 3: one RoPE base for the sliding-window layers, another for the global ones
+        rope_parameters = {"sliding_attention": {"rope_type": "default", "rope_theta": local},
+                           "full_attention": rope_parameters}
     return AutoConfig.for_model(REPLICAS[name]["model_type"], rope_parameters=rope_parameters, **fields)
 
 

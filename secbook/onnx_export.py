@@ -1,4 +1,4 @@
-"""Greedy decoding with ONNX Runtime: export a Llama-layout model *with past keys/values* and run it on CPU.
+"""Greedy decoding with ONNX Runtime: export a decoder *with past keys/values* and run it on CPU.
 
 ONNX Runtime (named by the source as an inference tool) runs a static graph: no Python between operators,
 graph optimisations such as operator fusion, and pluggable execution providers. To decode with a KV cache
@@ -8,9 +8,10 @@ the exported graph must take the cache as input and return the grown cache as ou
     (logits [1, T, V], present_keys [L, 1, kv_heads, P + T, D], present_values [...])
 
 with T (new tokens) and P (cached positions) dynamic, so one graph serves both the prefill (P = 0) and every
-decode step (T = 1). The graph is built from the Hugging Face modules of the model (``q_proj``, ``mlp``,
-``rotary_emb``...), attention written out as matmul + softmax, exported with ``torch.onnx.export``'s
-dynamo exporter. ``secbook.toolkit.export_forward`` exports the cache-less forward; this is the decoding loop.
+decode step (T = 1). The graph is our decoder (:class:`secbook.decoder.Decoder`, any family it knows) over the
+Hugging Face modules of the model, with a cache that concatenates (:class:`PastCache`), exported with
+``torch.onnx.export``'s dynamo exporter. ``secbook.toolkit.export_forward`` exports the cache-less forward;
+this is the decoding loop.
 """
 from __future__ import annotations
 
@@ -21,56 +22,54 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .generate import check_supported
+from .decoder import Decoder
+
+
+class PastCache:
+    """The KV-cache interface of :mod:`secbook.decoder` as pure tensors in and out, the shape an exported
+    graph needs: the past keys/values ``[L, B, n_kv, P, D]`` come in, each layer's new ones are appended
+    (``keys`` = past + new, ``[B, n_kv, P + T, D]``), and the presents are collected for the graph's outputs."""
+
+    def __init__(self, past_keys: torch.Tensor, past_values: torch.Tensor):
+        self.past_keys, self.past_values = past_keys, past_values
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
+        keys = torch.cat([self.past_keys[layer], k.to(self.past_keys.dtype)], dim=2)
+        values = torch.cat([self.past_values[layer], v.to(self.past_values.dtype)], dim=2)
+        self.keys.append(keys)
+        self.values.append(values)
+        return keys, values
+
+    def mask(self, pos: torch.Tensor, window: int | None = None) -> torch.Tensor:
+        k_pos = torch.arange(self.past_keys.shape[3] + pos.shape[-1], device=pos.device)
+        q = pos[..., None]
+        allowed = k_pos <= q
+        if window is not None:
+            allowed = allowed & (k_pos > q - window)
+        m = torch.where(allowed, 0.0, float("-inf")).to(self.past_keys.dtype)
+        return m[None, None] if pos.dim() == 1 else m[:, None]
 
 
 class CachedLM(torch.nn.Module):
-    """The decoder as a pure function of (ids, past K, past V) -> (logits, present K, present V)."""
+    """The decoder (:class:`secbook.decoder.Decoder`, module calls, no fused copies) as a pure function of
+    (ids, past K, past V) -> (logits, present K, present V)."""
 
     def __init__(self, model):
         super().__init__()
-        check_supported(model)
-        self.model = model
-        cfg = model.config
-        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.decoder = Decoder(model, fuse=False)
+        spec = self.decoder.spec
+        self.n_layers, self.n_heads, self.n_kv, self.head_dim = spec.n_layers, spec.n_heads, spec.n_kv, spec.head_dim
 
     def forward(self, input_ids, past_keys, past_values):
-        m = self.model.model
-        B, T = input_ids.shape
-        P = past_keys.shape[3]
-        x = m.embed_tokens(input_ids)
-        pos = torch.arange(T, device=x.device) + P
-        cos, sin = m.rotary_emb(x, pos[None])
-        cos, sin = cos[:, None], sin[:, None]
-        k_pos = torch.arange(P + T, device=x.device)
-        mask = torch.where(k_pos[None, :] <= pos[:, None], 0.0, float("-inf")).to(x.dtype)
-        rep = self.n_heads // self.n_kv
-        keys, values = [], []
-        for i, layer in enumerate(m.layers):
-            a = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = a.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-            k = a.k_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-            v = a.v_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-            q = q * cos + torch.cat((-q[..., self.head_dim // 2:], q[..., :self.head_dim // 2]), -1) * sin
-            k = k * cos + torch.cat((-k[..., self.head_dim // 2:], k[..., :self.head_dim // 2]), -1) * sin
-            k = torch.cat([past_keys[i], k], dim=2)
-            v = torch.cat([past_values[i], v], dim=2)
-            keys.append(k)
-            values.append(v)
-            qg = q.reshape(B, self.n_kv, rep * T, self.head_dim)  # GQA: query heads sharing a KV head
-            s = qg @ k.transpose(-1, -2) * a.scaling + mask.repeat(rep, 1)
-            o = torch.softmax(s, dim=-1) @ v
-            o = o.reshape(B, self.n_heads, T, self.head_dim).transpose(1, 2).reshape(B, T, -1)
-            x = x + a.o_proj(o)
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        logits = self.model.lm_head(m.norm(x))
-        return logits, torch.stack(keys), torch.stack(values)
+        cache = PastCache(past_keys, past_values)
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device) + past_keys.shape[3]
+        logits = self.decoder(input_ids, pos, cache)
+        return logits, torch.stack(cache.keys), torch.stack(cache.values)
 
     def empty_cache(self, batch: int = 1, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        L = len(self.model.model.layers)
-        z = torch.zeros(L, batch, self.n_kv, 0, self.head_dim, dtype=dtype)
+        z = torch.zeros(self.n_layers, batch, self.n_kv, 0, self.head_dim, dtype=dtype)
         return z, z.clone()
 
 
@@ -80,7 +79,7 @@ def export_with_cache(model, path: str | Path | None = None) -> Path:
         path = Path(tempfile.mkdtemp(prefix="secbook_onnx_kv_")) / "model_kv.onnx"
     path = Path(path)
     wrapped = CachedLM(model.float().cpu().eval()).eval()
-    L = len(model.model.layers)
+    L = wrapped.n_layers
     ids = torch.randint(0, min(model.config.vocab_size, 4096), (1, 5), generator=torch.Generator().manual_seed(0))
     past = torch.randn(L, 1, wrapped.n_kv, 3, wrapped.head_dim)
     T, P = torch.export.Dim("new", min=1, max=4096), torch.export.Dim("past", min=0, max=4096)
@@ -105,7 +104,8 @@ class OrtGenerator:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         cfg = model_config
-        self.layers, self.kv = cfg.num_hidden_layers, cfg.num_key_value_heads
+        self.layers = cfg.num_hidden_layers
+        self.kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
     def forward(self, ids: np.ndarray, past_k: np.ndarray, past_v: np.ndarray):

@@ -181,15 +181,15 @@ class Prune(Step):
 
 class FastDecode(Step):
     """Algorithm optimization: decode with our static-KV-cache loop (``secbook.generate.FastGenerator``)
-    instead of Hugging Face ``generate`` — the same greedy tokens with less per-token work. Llama-layout
-    decoders (Llama, Qwen2, Mistral, SmolLM)."""
+    instead of Hugging Face ``generate`` — the same greedy tokens with less per-token work. Every family of
+    ``secbook.decoder.FAMILIES`` (Llama/SmolLM, Qwen2/3, Mistral, Gemma 2/3, Phi-3, GPT-2, GPT-NeoX)."""
 
     stage = "algorithm optimization"
     name = "fast decode loop"
     compile = False
 
     def apply(self, model, tokenizer=None):
-        from .generate import check_supported
+        from .decoder import check_supported
 
         check_supported(model)
         model.secbook_decode = {"compile": self.compile, "mode": getattr(self, "mode", None)}

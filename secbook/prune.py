@@ -18,7 +18,7 @@ import time
 import torch
 from torch import nn
 
-from .quantize import collect_inputs, decoder_blocks, linear_layers
+from .quantize import as_conv1d, collect_inputs, decoder_blocks, is_conv1d, linear_layers, linearize
 
 METHODS = ("magnitude", "wanda")
 PATTERNS = ("unstructured", "2:4")
@@ -81,9 +81,10 @@ def is_2_4(w: torch.Tensor) -> bool:
 
 
 def sparsity_of(model: nn.Module, skip=("lm_head",)) -> float:
-    """Fraction of exact zeros in the Linear weights of ``model``."""
+    """Fraction of exact zeros in the Linear (and GPT-2 ``Conv1D``) weights of ``model``."""
     z = n = 0
-    for m in linear_layers(model, skip).values():
+    conv = [m for name, m in model.named_modules() if is_conv1d(m) and not any(s in name for s in skip)]
+    for m in list(linear_layers(model, skip).values()) + conv:
         z += int((m.weight == 0).sum())
         n += m.weight.numel()
     return z / max(n, 1)
@@ -103,7 +104,8 @@ def prune(model: nn.Module, sparsity: float = 0.5, method: str = "magnitude", pa
     check_sparsity(sparsity)
     if not inplace:
         model = copy.deepcopy(model)
-    layers = linear_layers(model, skip)
+    conv1d = [n for n, m in model.named_modules() if is_conv1d(m)]
+    layers = linear_layers(linearize(model), skip)  # GPT-2's Conv1D layers as nn.Linear while they are pruned
     if not layers:
         raise ValueError("the model has no nn.Linear layers to prune")
     t0 = time.perf_counter()
@@ -139,102 +141,122 @@ def prune(model: nn.Module, sparsity: float = 0.5, method: str = "magnitude", pa
     report = {"method": method, "pattern": pattern, "target_sparsity": 0.5 if pattern == "2:4" else sparsity,
               "sparsity": round(sparsity_of(model, skip), 4), "layers": len(layers),
               "seconds": round(time.perf_counter() - t0, 2)}
-    return model, report
+    return as_conv1d(model, conv1d), report
 
 
 # ----------------------------------------------------------------------------- structured pruning
 
-def _attn_mlp(block: nn.Module):
-    attn = getattr(block, "self_attn", None)
-    mlp = getattr(block, "mlp", None)
-    need = ("q_proj", "k_proj", "v_proj", "o_proj")
-    if attn is None or mlp is None or not all(hasattr(attn, a) for a in need) or not all(
-            hasattr(mlp, a) for a in ("gate_proj", "up_proj", "down_proj")):
-        raise ValueError("structured pruning supports Llama-style blocks (self_attn.{q,k,v,o}_proj and "
-                         "mlp.{gate,up,down}_proj: Llama, Qwen2, Mistral, SmolLM...)")
-    return attn, mlp
+# GPT-2 and GPT-NeoX size their attention by the hidden width (heads x head size = hidden, q/k/v one [3 hidden]
+# layer): a model of their classes cannot have fewer heads of the same size, so only MLP channels can go.
+FIXED_HEAD_WIDTH = ("gpt2", "gpt_neox")
+
+
+def _take(sd: dict, prefix: str, module: nn.Module, idx: torch.Tensor, side: str) -> None:
+    """Keep the output features (``side="out"``: weight rows and bias) or input features (``"in"``: weight
+    columns) ``idx`` of the layer stored under ``prefix`` in the state dict ``sd`` (GPT-2's ``Conv1D`` stores
+    its weight ``[in, out]``, so its axes are swapped)."""
+    from .quantize import is_conv1d
+
+    dim = {"out": 0, "in": 1}[side]
+    if is_conv1d(module):
+        dim = 1 - dim
+    sd[f"{prefix}.weight"] = sd[f"{prefix}.weight"].index_select(dim, idx)
+    if side == "out" and f"{prefix}.bias" in sd:
+        sd[f"{prefix}.bias"] = sd[f"{prefix}.bias"][idx]
 
 
 def prune_structured(model: nn.Module, mlp_fraction: float = 0.5, head_fraction: float = 0.0,
                      calib: torch.Tensor | None = None, tokenizer=None, n_samples: int = 8):
     """Remove the least important MLP channels and attention heads of every block; return a *new*,
-    smaller model of the same class (config updated: ``intermediate_size``, ``num_attention_heads``,
-    ``num_key_value_heads``, ``head_dim``) and a report. It saves and loads like any HF model.
+    smaller model of the same class (config updated: ``intermediate_size`` (GPT-2: ``n_inner``),
+    ``num_attention_heads``, ``num_key_value_heads``, ``head_dim``) and a report. It saves and loads like any HF
+    model. Every family of :mod:`secbook.decoder` works — separate, fused (Phi-3) or per-head interleaved
+    (GPT-NeoX) projections, ``Conv1D`` (GPT-2) — where the model class allows it: GPT-2 and GPT-NeoX tie the
+    attention's width to the hidden size, so for them only ``head_fraction=0`` is possible (a clear error
+    otherwise).
 
     Importance (Wanda-style, structured): an MLP channel ``j`` scores ``‖down[:, j]‖₂ · ‖h_j‖₂`` with ``h`` the
-    input of ``down_proj``; a query head scores ``‖o_proj[:, head]‖_F · ‖attn_out_head‖₂``. With GQA the same
-    number of query heads is kept in each key/value group (when a group has a single query head, whole
+    input of the down projection; a query head scores ``‖o_proj[:, head]‖_F · ‖attn_out_head‖₂``. With GQA the
+    same number of query heads is kept in each key/value group (when a group has a single query head, whole
     key/value groups are removed instead). Every block keeps the same counts (HF configs are uniform).
     """
     from transformers import AutoModelForCausalLM
 
+    from .decoder import describe, module_at
+
     check_sparsity(mlp_fraction)
     check_sparsity(head_fraction)
-    blocks = decoder_blocks(model)
-    cfg = model.config
-    H, KV = cfg.num_attention_heads, cfg.num_key_value_heads
-    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // H
-    G = H // KV
-    I = cfg.intermediate_size
-    keep_I = max(1, round(I * (1 - mlp_fraction)))
-    if G > 1:
-        keep_G, keep_KV = max(1, round(G * (1 - head_fraction))), KV
-    else:
-        keep_G, keep_KV = 1, max(1, round(KV * (1 - head_fraction)))
+    spec = describe(model)  # a clear ValueError for an architecture the decoder description does not know
+    f, cfg = spec.family, model.config
+    if head_fraction > 0 and spec.model_type in FIXED_HEAD_WIDTH:
+        raise ValueError(f"{spec.model_type} ties the attention width to the hidden size (heads x head size = "
+                         "hidden), so its heads cannot be removed in a model of the same class; use head_fraction=0 "
+                         "(MLP channels only)")
     if calib is None:
         if tokenizer is None:
             raise ValueError("structured pruning needs calibration data: pass calib=<token ids> or tokenizer=")
         from .quantize import calibration_ids
         calib = calibration_ids(tokenizer, n_samples)
+    # input norms of each o / down projection, collected on an nn.Linear twin when the model has Conv1D layers
+    scored = linearize(copy.deepcopy(model)) if any(is_conv1d(m) for m in model.modules()) else model
+    blocks = module_at(scored, f.layers)
     watch = {}
     for i, b in enumerate(blocks):
-        attn, mlp = _attn_mlp(b)
-        watch[f"{i}.o"] = attn.o_proj
-        watch[f"{i}.down"] = mlp.down_proj
-    stats = collect_inputs(model, calib, watch, hessian=False)
+        watch[f"{i}.o"] = module_at(b, f"{f.attn}.{f.o}")
+        watch[f"{i}.down"] = module_at(b, f"{f.mlp}.{f.down}")
+    stats = collect_inputs(scored, calib, watch, hessian=False)
+    H, KV, hd = spec.n_heads, spec.n_kv, spec.head_dim
+    G, I = H // KV, watch["0.down"].in_features
+    keep_I = max(1, round(I * (1 - mlp_fraction)))
+    if G > 1:
+        keep_G, keep_KV = max(1, round(G * (1 - head_fraction))), KV
+    else:
+        keep_G, keep_KV = 1, max(1, round(KV * (1 - head_fraction)))
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    prefix = next(n for n, m in model.named_modules() if m is blocks)
     t0 = time.perf_counter()
-    for i, b in enumerate(blocks):
-        attn, mlp = _attn_mlp(b)
-        p = f"{prefix}.{i}"
+    for i, orig in enumerate(module_at(model, f.layers)):  # the original layers: their storage layout
+        p = f"{f.layers}.{i}"
         # MLP channels
-        s = mlp.down_proj.weight.float().norm(dim=0) * stats[f"{i}.down"]["norm"]
+        s = watch[f"{i}.down"].weight.float().norm(dim=0) * stats[f"{i}.down"]["norm"]
         keep = torch.sort(torch.topk(s, keep_I).indices).values
-        for n in ("gate_proj", "up_proj"):
-            sd[f"{p}.mlp.{n}.weight"] = sd[f"{p}.mlp.{n}.weight"][keep]
-            if f"{p}.mlp.{n}.bias" in sd:
-                sd[f"{p}.mlp.{n}.bias"] = sd[f"{p}.mlp.{n}.bias"][keep]
-        sd[f"{p}.mlp.down_proj.weight"] = sd[f"{p}.mlp.down_proj.weight"][:, keep]
-        # attention heads
-        wo = attn.o_proj.weight.float().reshape(-1, H, hd)
-        xo = stats[f"{i}.o"]["norm"].reshape(H, hd)
-        hs = wo.norm(dim=(0, 2)) * xo.norm(dim=1)  # [H]
-        hs = hs.reshape(KV, G)
-        if keep_KV < KV:
-            kv_keep = torch.sort(torch.topk(hs.sum(1), keep_KV).indices).values
+        if f.gated and len(f.up) == 1:  # Phi-3: [gate | up] in one layer
+            rows = {f.up[0]: torch.cat([keep, I + keep])}
         else:
-            kv_keep = torch.arange(KV)
+            rows = {n: keep for n in f.up}
+        for n, idx in rows.items():
+            _take(sd, f"{p}.{f.mlp}.{n}", module_at(orig, f"{f.mlp}.{n}"), idx, "out")
+        _take(sd, f"{p}.{f.mlp}.{f.down}", module_at(orig, f"{f.mlp}.{f.down}"), keep, "in")
+        if keep_G == G and keep_KV == KV:
+            continue
+        # attention heads
+        wo = watch[f"{i}.o"].weight.float().reshape(-1, H, hd)
+        xo = stats[f"{i}.o"]["norm"].reshape(H, hd)
+        hs = (wo.norm(dim=(0, 2)) * xo.norm(dim=1)).reshape(KV, G)  # [KV, G]
+        kv_keep = torch.sort(torch.topk(hs.sum(1), keep_KV).indices).values if keep_KV < KV else torch.arange(KV)
         q_heads = []
         for kv in kv_keep.tolist():
             within = torch.sort(torch.topk(hs[kv], keep_G).indices).values
             q_heads += [kv * G + j for j in within.tolist()]
         q_rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in q_heads])
         kv_rows = torch.cat([torch.arange(k * hd, (k + 1) * hd) for k in kv_keep.tolist()])
-        for n, rows in (("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)):
-            sd[f"{p}.self_attn.{n}.weight"] = sd[f"{p}.self_attn.{n}.weight"][rows]
-            if f"{p}.self_attn.{n}.bias" in sd:
-                sd[f"{p}.self_attn.{n}.bias"] = sd[f"{p}.self_attn.{n}.bias"][rows]
-        sd[f"{p}.self_attn.o_proj.weight"] = sd[f"{p}.self_attn.o_proj.weight"][:, q_rows]
-        # per-head norms (Qwen3-style q_norm/k_norm) act on head_dim and are unaffected
+        if len(f.qkv) == 1:  # q, k and v in one layer, [q | k | v] (Phi-3)
+            rows = {f.qkv[0]: torch.cat([q_rows, H * hd + kv_rows, (H + KV) * hd + kv_rows])}
+        else:
+            rows = dict(zip(f.qkv, (q_rows, kv_rows, kv_rows)))
+        for n, idx in rows.items():
+            _take(sd, f"{p}.{f.attn}.{n}", module_at(orig, f"{f.attn}.{n}"), idx, "out")
+        _take(sd, f"{p}.{f.attn}.{f.o}", module_at(orig, f"{f.attn}.{f.o}"), q_rows, "in")
+        # per-head norms (Qwen3, Gemma 3 q_norm/k_norm) act on head_dim and are unaffected
     new_cfg = cfg.__class__.from_dict(cfg.to_dict())
-    new_cfg.intermediate_size = keep_I
-    new_cfg.num_attention_heads = keep_G * keep_KV
-    new_cfg.num_key_value_heads = keep_KV
-    new_cfg.head_dim = hd
+    setattr(new_cfg, "n_inner" if spec.model_type == "gpt2" else "intermediate_size", keep_I)
+    if spec.model_type not in FIXED_HEAD_WIDTH:
+        new_cfg.num_attention_heads = keep_G * keep_KV
+        new_cfg.num_key_value_heads = keep_KV
+        new_cfg.head_dim = hd
     new = AutoModelForCausalLM.from_config(new_cfg, dtype=next(model.parameters()).dtype)
+    out_key = next((n for n, m in new.named_modules() if m is new.get_output_embeddings()), "lm_head") + ".weight"
     missing, unexpected = new.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not k.endswith("lm_head.weight")]
+    missing = [k for k in missing if k != out_key]
     if missing or unexpected:
         raise RuntimeError(f"structured pruning produced mismatched weights: missing {missing}, unexpected {unexpected}")
     if getattr(new_cfg, "tie_word_embeddings", False):
@@ -276,4 +298,28 @@ def sparse_speed_table(out: int = 1024, inp: int = 1024, tokens: int = 64,
         sparse = time_matmul(w.to_sparse_csr(), x, repeats)
         rows.append({"sparsity": s, "dense_ms": dense * 1e3, "csr_ms": sparse * 1e3,
                      "dense_vs_unpruned": base / dense, "csr_vs_unpruned": base / sparse})
+    return pd.DataFrame(rows)
+
+
+def sparse_speed_rounds(out: int = 1024, inp: int = 1024, tokens: int = 64, sparsities=(0.0, 0.5, 0.9, 0.99),
+                        rounds: int = 5, repeats: int = 5, seed: int = 0):
+    """The timing of :func:`sparse_speed_table`, taken *in turn*: each round times the unpruned dense weight,
+    then every sparsity as a dense weight with zeros and in CSR format (median of ``repeats`` calls each), so a
+    change in the machine's load hits every variant alike. Returns one row per round and variant: ``round``,
+    ``sparsity``, ``kernel`` ("dense" or "csr"), ``ms``; the unpruned weight is ``sparsity`` 0, kernel "dense"."""
+    import pandas as pd
+
+    g = torch.Generator().manual_seed(seed)
+    w0 = torch.randn(out, inp, generator=g)
+    x = torch.randn(tokens, inp, generator=g)
+    weights = {(0.0, "dense"): w0}
+    for s in sparsities:
+        w = w0 * magnitude_mask(w0, s)
+        weights.setdefault((float(s), "dense"), w)
+        weights[(float(s), "csr")] = w.to_sparse_csr()
+    rows = []
+    for r in range(rounds):
+        for (s, kernel), w in weights.items():
+            rows.append({"round": r, "sparsity": s, "kernel": kernel,
+                         "ms": 1e3 * time_matmul(w, x, repeats=repeats, warmup=1 if r else 3)})
     return pd.DataFrame(rows)

@@ -231,8 +231,46 @@ class QuantLinear(nn.Module):
 
 # ----------------------------------------------------------------------------- model-level helpers
 
+def is_conv1d(m) -> bool:
+    """Whether ``m`` is transformers' ``Conv1D`` (GPT-2's projections): a linear layer whose ``weight`` is stored
+    ``[in, out]`` (``y = x @ weight + bias``), the transpose of ``nn.Linear``'s."""
+    return type(m).__name__ == "Conv1D" and type(m).__module__.startswith("transformers")
+
+
+def linearize(model: nn.Module) -> nn.Module:
+    """Replace (in place) every transformers ``Conv1D`` of ``model`` by the ``nn.Linear`` that computes the same
+    (weight transposed, bias shared), so every method written for ``nn.Linear`` — RTN, GPTQ, AWQ, Wanda, 2:4,
+    torch.ao and torchao quantization — applies to GPT-2-style models too; returns the model. The model's own
+    forward is unchanged (it calls the layer). A linearized GPT-2 stores its weights ``[out, in]``: save it with
+    ``torch.save`` (or quantized, as any quantized model), not into a GPT-2 checkpoint, which expects ``[in, out]``."""
+    for name, m in list(model.named_modules()):
+        if is_conv1d(m):
+            w = m.weight
+            lin = nn.Linear(w.shape[0], w.shape[1], bias=m.bias is not None, device=w.device, dtype=w.dtype)
+            lin.weight = nn.Parameter(w.detach().t().contiguous(), requires_grad=w.requires_grad)
+            lin.bias = m.bias
+            _set_module(model, name, lin)
+    return model
+
+
+def as_conv1d(model: nn.Module, names) -> nn.Module:
+    """Undo :func:`linearize` for the layers ``names`` (float ``nn.Linear`` layers made from ``Conv1D`` ones): each
+    becomes a transformers ``Conv1D`` again, weight transposed back, so a pruned GPT-2 is a GPT-2 that saves and
+    reloads as one; returns the model."""
+    from transformers.pytorch_utils import Conv1D
+
+    for name in names:
+        lin = model.get_submodule(name)
+        conv = Conv1D(lin.out_features, lin.in_features).to(device=lin.weight.device, dtype=lin.weight.dtype)
+        conv.weight = nn.Parameter(lin.weight.detach().t().contiguous(), requires_grad=lin.weight.requires_grad)
+        conv.bias = lin.bias
+        _set_module(model, name, conv)
+    return model
+
+
 def linear_layers(model: nn.Module, skip=("lm_head",)) -> dict[str, nn.Linear]:
-    """Every ``nn.Linear`` of ``model`` by qualified name, except names containing a ``skip`` entry."""
+    """Every ``nn.Linear`` of ``model`` by qualified name, except names containing a ``skip`` entry (GPT-2's
+    ``Conv1D`` layers count once :func:`linearize` has made them ``nn.Linear``)."""
     return {n: m for n, m in model.named_modules()
             if isinstance(m, nn.Linear) and not any(s in n for s in skip)}
 
@@ -498,7 +536,7 @@ def quantize(model: nn.Module, bits: int = 8, group_size=128, scheme: str = "sym
     check_args(bits, group_size, scheme)
     if not inplace:
         model = copy.deepcopy(model)
-    layers = linear_layers(model, skip)
+    layers = linear_layers(linearize(model), skip)
     if not layers:
         raise ValueError("the model has no nn.Linear layers to quantize (after skipping "
                          f"{skip}); quantize works on models built from torch.nn.Linear")
@@ -555,6 +593,25 @@ def quantize(model: nn.Module, bits: int = 8, group_size=128, scheme: str = "sym
     return model, report
 
 
+@torch.no_grad()
+def rtn_weights(model: nn.Module, bits: int = 4, group_size=128, scheme: str = "sym", skip=("lm_head",)) -> nn.Module:
+    """A copy of ``model`` whose Linear weights hold exactly the values a round-to-nearest ``QuantLinear`` computes
+    with (:func:`fake_quantize`), kept unpacked in the model's dtype: the same outputs as ``quantize(model, bits,
+    group_size, scheme)`` (``F.linear`` of the same dequantized weight), without unpacking every weight on every
+    call — for measuring *quality* quickly. It stores no fewer bytes: measure size and speed on ``quantize``'s."""
+    layers = linear_layers(model, skip)
+    if not layers:
+        raise ValueError("the model has no nn.Linear layers to quantize")
+    for lin in layers.values():
+        check_args(bits, group_size, scheme, lin.in_features)
+    out = copy.deepcopy(model)
+    for name in layers:
+        lin = out.get_submodule(name)
+        g = check_args(bits, group_size, scheme, lin.in_features)
+        lin.weight.copy_(fake_quantize(lin.weight.detach(), bits, g if g else "tensor", scheme))
+    return out
+
+
 def layer_output_errors(model_fp: nn.Module, model_q: nn.Module, calib: torch.Tensor, skip=("lm_head",)):
     """Relative error of each layer's *output* (quantized vs original), both fed the original model's
     inputs: a DataFrame ``layer, rel_output_error`` (where the quantization error actually hurts)."""
@@ -609,13 +666,14 @@ def dynamic_int8(model: nn.Module, skip=("lm_head",)) -> nn.Module:
 
     from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
+    model = linearize(copy.deepcopy(model).cpu())
     layers = linear_layers(model, skip)
     if not layers:
         raise ValueError("the model has no nn.Linear layers to quantize")
     spec = {n: default_dynamic_qconfig for n in layers}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return quantize_dynamic(copy.deepcopy(model).cpu(), spec, dtype=torch.qint8)
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def _require_bnb():
@@ -670,7 +728,7 @@ def torchao_quantize(model: nn.Module, kind: str = "int8wo", group_size: int = 6
         raise ValueError("torchao int4 weight-only has no CPU packing format in this torchao version (its int4 "
                          "kernels are CUDA/XPU); move the model to a CUDA GPU, or use kind='int8wo' or "
                          "secbook's QuantLinear (quantize(model, bits=4)) on CPU")
-    m = copy.deepcopy(model)
+    m = linearize(copy.deepcopy(model))
     if kind == "int8wo":
         cfg = Int8WeightOnlyConfig()
     else:

@@ -177,21 +177,19 @@ class ModelShape:
 
 
 def shape_from_config(config, name: str = "") -> ModelShape:
-    """Count parameters of a Llama/Qwen2/Mistral-style config without building the model."""
+    """The shape of a config without building the model: parameters as :func:`secbook.memory.parameter_count`
+    counts them (exactly, for any architecture transformers knows), everything but the final norm and an untied
+    input embedding read as a matrix each token, KV elements per token from the attention heads."""
+    from .memory import parameter_count
+
     c = config
     h, L, v = c.hidden_size, c.num_hidden_layers, c.vocab_size
     heads = c.num_attention_heads
     kv = getattr(c, "num_key_value_heads", None) or heads
     hd = getattr(c, "head_dim", None) or h // heads
-    bias = 1 if getattr(c, "attention_bias", False) or getattr(c, "model_type", "") == "qwen2" else 0
-    attn = h * heads * hd + 2 * h * kv * hd + heads * hd * h + bias * (heads * hd + 2 * kv * hd)
-    mlp = 3 * h * c.intermediate_size
-    norms = 2 * h
-    layer = attn + mlp + norms
-    embed = v * h
     tied = bool(getattr(c, "tie_word_embeddings", False))
-    params = L * layer + embed + h + (0 if tied else embed)
-    matmul = L * layer + embed  # the LM head reads the (tied or own) v×h matrix
+    params = parameter_count(c)
+    matmul = params - h - (0 if tied else v * h)  # the LM head reads the (tied or own) v×h matrix
     return ModelShape(params=params, matmul_params=matmul, kv_per_token=2 * L * kv * hd,
                       attn_dim=L * heads * hd, layers=L, name=name or getattr(c, "name_or_path", "") or "")
 

@@ -3,6 +3,8 @@ callback is a plain function that validates its inputs, so it can be unit-tested
 Shared by every chapter: add your own functions below."""
 from __future__ import annotations
 
+from .measure import PPL_TOKENS
+
 
 # ------------------------------------------------------------------ chapter 4: the latency model
 LATENCY_RANGES = {"params_b": (0.01, 500.0), "bits": (1, 32), "batch": (1, 4096), "context": (1, 1_000_000),
@@ -155,7 +157,7 @@ def memory_fit_widget(gpu: str = "T4", model: str = "Llama-3.1-8B", dtype: str =
 
 
 # ------------------------------------------------------------------ chapter 1: latency panel
-LATENCY_PANEL_MODELS = ("tiny", "replica:smollm2-135m")
+LATENCY_PANEL_MODELS = ("tiny", "smollm2-135m-instruct", "replica:smollm2-135m")
 LATENCY_PANEL_RANGES = {"prompt_len": (1, 256), "new_tokens": (2, 64)}
 _PANEL_MODELS: dict = {}
 
@@ -266,13 +268,14 @@ COMPRESSION_GROUPS = (None, 32, 64, 128)
 
 
 def compression_update(method: str = "rtn", bits: int = 4, group_size=64, scheme: str = "sym",
-                       sparsity: float = 0.5, model_name: str = "tiny", eval_tokens: int = 1024, calib=None):
+                       sparsity: float = 0.5, model_name: str = "tiny", eval_tokens: int = PPL_TOKENS, calib=None):
     """The compression panel's callback: compress a fresh ``model_name`` and measure it live. ``method``
     is one of ``COMPRESSION_METHODS`` (quantizers use ``bits``, ``group_size``, ``scheme``; pruners use
     ``sparsity``). Returns ``(row dict, one-line text)`` with perplexity on ``eval_tokens`` held-out tokens,
     real bytes and prefill tokens/s."""
     from . import load
     from .compress import eval_ids, evaluate, forward_speed, model_size
+    from .measure import perplexity_protocol
     from .prune import prune
     from .quantize import SCHEMES, SUPPORTED_BITS, calibration_ids, quantize
 
@@ -301,7 +304,7 @@ def compression_update(method: str = "rtn", bits: int = 4, group_size=64, scheme
     ppl, _, _ = evaluate(model, eval_ids(tok, eval_tokens))
     row = {"variant": what, "perplexity": ppl, "bytes": model_size(model),
            "prefill_tokens_per_s": forward_speed(model, repeats=2)}
-    text = (f"{what}: perplexity {ppl:.2f} on {eval_tokens} held-out tokens · {row['bytes'] / 1e6:.2f} MB · "
+    text = (f"{what}: perplexity {ppl:.2f} ({perplexity_protocol(eval_tokens)}) · {row['bytes'] / 1e6:.2f} MB · "
             f"{row['prefill_tokens_per_s']:.0f} prefill tokens/s")
     return row, text
 
@@ -411,7 +414,7 @@ def generation_widget(batch: int = 4, context: int = 256, gamma: int = 4, attent
 PIPELINE_CHOICES = ("int4", "int8", "dynamic_int8", "prune", "fast_decode", "bf16", "device")
 
 
-def pipeline_update(model, tokenizer, steps, new_tokens: int = 8, ppl_tokens: int = 256):
+def pipeline_update(model, tokenizer, steps, new_tokens: int = 8, ppl_tokens: int = PPL_TOKENS):
     """The pipeline panel's callback without the widget: apply the named ``steps`` (from
     ``PIPELINE_CHOICES``, in order) to a copy of ``model`` and return the pipeline's summary table."""
     from .pipeline import Pipeline, summary

@@ -44,14 +44,14 @@ def test_unknown_model_one_line(capsys):
 
 
 def test_generate_suite_missing(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "secbook.generate", types.ModuleType("secbook.generate"))
+    monkeypatch.setitem(sys.modules, "secbook.ladder", types.ModuleType("secbook.ladder"))
     assert main(["bench", "--suite", "generate", "--no-save"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not available" in err
 
 
 def test_generate_suite_dispatch(capsys, monkeypatch, tmp_path):
-    fake = types.ModuleType("secbook.generate")
+    fake = types.ModuleType("secbook.ladder")
     seen = {}
 
     def run_generate_suite(args, save=True):
@@ -59,7 +59,7 @@ def test_generate_suite_dispatch(capsys, monkeypatch, tmp_path):
         return pd.DataFrame([{"loop": "hf", "tokens_per_s": 12.5}])
 
     fake.run_generate_suite = run_generate_suite
-    monkeypatch.setitem(sys.modules, "secbook.generate", fake)
+    monkeypatch.setitem(sys.modules, "secbook.ladder", fake)
     monkeypatch.setattr(paths, "RESULTS_DIR", tmp_path)
     assert main(["bench", "--suite", "generate", "--model", "tiny", "--out", "gen_unit"]) == 0
     assert seen["model"] == "tiny" and "12.5" in capsys.readouterr().out

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from secbook.generate import FastGenerator, StaticDecoder, apply_transform, fast_generate, hf_generate, sample
+from secbook.generate import FastGenerator, StaticDecoder, fast_generate, hf_generate, sample
+from secbook.ladder import apply_transform
 from secbook.measure import prompt_ids
 
 
@@ -46,11 +47,6 @@ def test_errors(tiny):
         g.generate(prompt_ids(tok, 32), 16)
     with pytest.raises(ValueError, match="does not fit"):
         g.prefill(prompt_ids(tok, 40))
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=64))
-    with pytest.raises(ValueError, match="llama.*qwen2.*mistral"):
-        FastGenerator(gpt2, max_len=16)
     with pytest.raises(ValueError, match="transform"):
         apply_transform(model, "int3")
 
@@ -75,11 +71,11 @@ def test_quantized_layers_drop_in(tiny):
     q = apply_transform(copy.deepcopy(model), "int8wo")
     assert isinstance(q.model.layers[0].mlp.up_proj, QuantLinear) and isinstance(q.lm_head, QuantLinear)
     dec = StaticDecoder(q, max_len=40)
-    assert isinstance(dec.gate_up[0], Int8WeightOnlyFused) and isinstance(dec.head, Int8WeightOnlyFused)
+    assert isinstance(dec.decoder.layers[0].up, Int8WeightOnlyFused) and isinstance(dec.decoder.head, Int8WeightOnlyFused)
     ids = prompt_ids(tok, 16)
     assert torch.equal(fast_generate(q, ids, 12), hf_generate(q, ids, 12))
     q4 = apply_transform(copy.deepcopy(model), "int4wo")
-    assert isinstance(StaticDecoder(q4, max_len=40).qkv[0], SeparateLinears)
+    assert isinstance(StaticDecoder(q4, max_len=40).decoder.layers[0].qkv, SeparateLinears)
     assert torch.equal(fast_generate(q4, ids, 8), hf_generate(q4, ids, 8))
 
 
@@ -132,7 +128,7 @@ def test_unfused_loop_and_dynamic_int8_fusion(tiny):
     assert torch.equal(FastGenerator(model, max_len=40, fuse=False).generate(ids, 12), hf_generate(model, ids, 12))
     q = apply_transform(copy.deepcopy(model), "dyn8")
     mlp = q.model.layers[0].mlp
-    fused = StaticDecoder(q, max_len=40).gate_up[0]
+    fused = StaticDecoder(q, max_len=40).decoder.layers[0].up
     assert isinstance(fused, Int8DynamicFused)
     x = torch.randn(1, 2, model.config.hidden_size)
     torch.testing.assert_close(fused(x), torch.cat([mlp.gate_proj(x), mlp.up_proj(x)], -1), rtol=1e-5, atol=1e-5)
@@ -179,62 +175,6 @@ def test_decode_read_bytes(tiny):
     assert decode_read_bytes(q) == model_bytes(q) - emb.numel() * 4 + emb.shape[1] * 4
 
 
-def test_generate_suite_rows_and_merge(monkeypatch, tmp_path):
-    """A short real ladder on the tiny model: side-by-side rows, lossless rungs agree 100%, speculative rungs
-    carry their acceptance rate; a full run replaces the model's earlier rows, a partial one only its rungs."""
-    import types
-
-    import pandas as pd
-
-    from secbook import paths
-    from secbook.generate import LADDER, run_generate_suite, save_ladder
-
-    monkeypatch.setattr(paths, "RESULTS_DIR", tmp_path)
-    pick = {"HF generate fp32 (baseline)", "our loop fp32, fused weights", "speculative, student draft, gamma=1",
-            "prompt lookup, gamma=4"}
-    args = types.SimpleNamespace(model="tiny", prompt_len=16, new_tokens=12, repeats=1)
-    df = run_generate_suite(args, rungs=[r for r in LADDER if r.name in pick], save=True)
-    assert list(df["rung"]) == [r.name for r in LADDER if r.name in pick]
-    assert df["speedup"].iloc[0] == 1.0 and (df["token_agreement"] == 1.0).all()
-    assert df["acceptance_rate"].iloc[2:].between(0, 1).all() and df["acceptance_rate"].iloc[:2].isna().all()
-    assert (df["mbu"] > 0).all() and (df["read_bytes_per_token"] > 0).all()
-    spec = df.iloc[2]  # MBU counts one weight read per target call, not per token
-    read_per_s = spec["read_bytes_per_token"] * spec["tok_s"] / spec["tokens_per_call"]
-    assert (df["bandwidth_max_GBs"] == df["bandwidth_GBs"].max()).all()  # one ceiling per run: its best reading
-    assert spec["mbu"] == pytest.approx(read_per_s / (df["bandwidth_GBs"].max() * 1e9))
-    assert df["mbu"].iloc[1] == pytest.approx(df["read_bytes_per_token"].iloc[1] * df["tok_s"].iloc[1]
-                                              / (df["bandwidth_max_GBs"].iloc[1] * 1e9))
-    stale = pd.DataFrame({"model": ["tiny", "other"], "rung": ["an old rung", "kept"], "tok_s": [1.0, 2.0]})
-    stale.to_csv(tmp_path / "generate_ladder.csv", index=False)
-    save_ladder(df.iloc[:2])
-    assert "an old rung" in set(pd.read_csv(tmp_path / "generate_ladder.csv")["rung"])
-    save_ladder(df, whole_model=True)
-    merged = pd.read_csv(tmp_path / "generate_ladder.csv")
-    assert set(merged["rung"]) == pick | {"kept"} and len(merged) == 5
-
-
-def test_int8_gemv_rates_small():
-    from secbook.generate import int8_gemv_rates
-
-    r = int8_gemv_rates(rows=256, in_features=64, n_weights=2, repeats=1)
-    from secbook import kernels
-
-    assert len(r) == (6 if kernels.available() else 4) and all(v > 0 for v in r.values())
-    assert ("int8 weight-only (compiled)", "from memory (many)") in r
-    with pytest.raises(ValueError):
-        int8_gemv_rates(rows=0)
-
-
-def test_gemv_layouts_small():
-    from secbook.generate import gemv_layouts
-
-    r = gemv_layouts(256, 128, repeats=3)
-    assert set(r["layouts"]) == {"[out, in]  F.linear(x, W)", "[in, out]  x @ W_t"}
-    assert all(v["GB/s"] > 0 for v in r["layouts"].values()) and r["speedup_transposed"] > 0
-    with pytest.raises(ValueError):
-        gemv_layouts(0, 8)
-
-
 def test_torchao_layers_are_not_fused(tiny):
     """torchao keeps nn.Linear with a quantized tensor-subclass weight: our loop must call those modules, not
     concatenate their weights."""
@@ -246,7 +186,7 @@ def test_torchao_layers_are_not_fused(tiny):
     model, tok = tiny
     q = torchao_quantize(copy.deepcopy(model), "int8wo")
     dec = StaticDecoder(q, max_len=40)
-    assert isinstance(dec.qkv[0], SeparateLinears) and isinstance(dec.gate_up[0], SeparateLinears)
+    assert isinstance(dec.decoder.layers[0].qkv, SeparateLinears) and isinstance(dec.decoder.layers[0].up, SeparateLinears)
     ids = prompt_ids(tok, 16)
     assert torch.equal(fast_generate(q, ids, 8), hf_generate(q, ids, 8))
 
@@ -280,190 +220,13 @@ def test_int8_fusion_of_per_tensor_layers(small_qwen):
     torch.testing.assert_close(twin(x), ref, rtol=0, atol=0)
 
 
-def test_int8_self_draft_keeps_target_tokens(tiny):
-    """Speculative decoding with the target's own dynamic-int8 copy as the draft: the fp32 target's tokens,
-    and a draft that is right most of the time."""
-    from secbook.generate import draft_for
-    from secbook.speculative import SpeculativeDecoder
-
-    model, tok = tiny
-    draft, label = draft_for(model, "int8-self")
-    assert "int8" in label and draft is not model
-    ids = prompt_ids(tok, 16)
-    res = SpeculativeDecoder(model, draft, gamma=4, max_len=48).generate(ids, 24)
-    assert torch.equal(res.ids, hf_generate(model, ids, 24))
-    assert res.acceptance_rate > 0.5
-
-
-@pytest.mark.parametrize("name", ["int8-self", "student"])
-def test_cpp_draft_keeps_target_tokens(tiny, name):
-    """A draft on the whole-step C++ decoder (int8 weights on our kernel): still exactly the fp32 target's greedy
-    tokens, with the target on the C++ step too; the int8 self-draft is right nearly always. A draft that is
-    neither our int8 nor fp32 is refused."""
-    from secbook import kernels
-    from secbook.generate import draft_for
-    from secbook.speculative import SpeculativeDecoder
-
-    if not kernels.available():
-        pytest.skip(kernels.unavailable_reason())
-    model, tok = tiny
-    draft, label = draft_for(model, name, loop="cpp")
-    assert "C++" in label
-    ids = prompt_ids(tok, 16)
-    dec = SpeculativeDecoder(model, draft, gamma=3, max_len=48, cpp_draft=True)
-    assert isinstance(dec.draft, kernels.CppDecoder)
-    res = dec.generate(ids, 24)
-    assert torch.equal(res.ids, hf_generate(model, ids, 24))
-    both = SpeculativeDecoder(model, draft, gamma=3, max_len=48, cpp_draft=True, cpp_target=True)
-    assert both.target.weights == "fp32"  # the fp32 target on the C++ step: still HF generate's tokens
-    assert torch.equal(both.generate(ids, 24).ids, res.ids)
-    if name == "int8-self":
-        assert res.acceptance_rate > 0.9
-    with pytest.raises(ValueError, match="int8k"):  # torch.ao's dynamic int8 is neither our int8 nor fp32
-        SpeculativeDecoder(model, draft_for(model, "int8-self")[0], gamma=3, max_len=48, cpp_draft=True)
-    with pytest.raises(ValueError, match="draft loop"):
-        draft_for(model, name, loop="gpu")
-
-
-def test_cpu_only_rungs_are_marked():
-    """The rungs on our C++ kernel or C++ step, and torch.ao's dynamic int8 (CPU kernels only), are the CPU-only
-    ones (a GPU run skips them instead of recording failures); every other rung runs anywhere."""
-    from secbook.generate import LADDER
-
-    assert {r.name for r in LADDER if r.cpu_only} == {
-        "speculative, int8 student on the C++ step, gamma=2", "speculative, int8 self-draft on the C++ step, gamma=8",
-        "our loop int8, C++ kernel + compile", "our loop int8, C++ kernel", "int8, whole decode step in C++",
-        "fp32, whole decode step in C++", "speculative, all on the C++ step: fp32 target, int8 self-draft, gamma=8",
-        "our loop dynamic int8 (torch.ao)", "our loop dynamic int8 + compile"}
-
-
-def test_plot_ladder_labels_the_machine():
-    """One panel per model; the title names the GPU the rows were recorded on, else the CPU."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    from secbook.generate import plot_ladder
-
-    rows = pd.DataFrame({"model": ["a", "a", "b"], "rung": ["HF generate fp32 (baseline)", "x", "y"],
-                         "tok_s": [1.0, 2.0, 3.0], "speedup": [1.0, 2.0, 1.0], "token_agreement": [1.0, 1.0, 0.5],
-                         "gpu": ["NVIDIA H200"] * 3, "cpu": ["some CPU"] * 3, "cores": [16] * 3})
-    fig = plot_ladder(rows)
-    assert len(fig.axes) == 2 and fig._suptitle.get_text() == "recorded on NVIDIA H200"
-    plt.close(fig)
-    fig = plot_ladder(rows.assign(gpu="none"))
-    assert fig._suptitle.get_text() == "recorded on some CPU, 16 cores"
-    plt.close(fig)
-    with pytest.raises(ValueError):
-        plot_ladder(rows.assign(tok_s=float("nan")))
-
-
-def test_ladder_summary_picks_from_the_rows():
-    """Best lossless = fp32 weights, all tokens equal, our loops only; best within budget = |tiny ppl| <= 1%."""
-    import pandas as pd
-
-    from secbook.generate import ladder_summary
-
-    rows = pd.DataFrame({
-        "model": ["m"] * 5, "tok_s": [10.0, 30.0, 50.0, 80.0, 40.0],
-        "rung": ["HF generate fp32 (baseline)", "ours fp32", "ours bf16", "ours int4", "lookup"],
-        "transform": ["none", "none", "bf16", "int4wo", "none"], "loop": ["hf", "ours", "ours", "ours", "lookup"],
-        "token_agreement": [1.0, 1.0, 0.9, 0.5, 1.0], "tiny_ppl_change": [0.0, 0.0, 0.001, 0.05, 0.0],
-        "speedup": [1.0, 3.0, 5.0, 8.0, 4.0], "mbu": [0.1, 0.3, 0.5, 0.6, 0.2], "bandwidth_max_GBs": [100.0] * 5,
-        "acceptance_rate": [None, None, None, None, 0.5]})
-    text = ladder_summary(rows)
-    assert "m: HF generate 10.0 tok/s" in text and "best lossless loop: ours fp32 3.00x (MBU 30.0%)" in text
-    assert "best within 1% ppl: ours bf16 5.00x (ppl +0.10%" in text  # int4 is faster but outside the budget
-    assert "lookup: 4.00x HF, agreement 1.00, acceptance 0.50" in text  # "lookup" is no ladder rung: no own loop
-    rows.loc[4, "rung"] = "prompt lookup, gamma=4"
-    rows.loc[1, "rung"] = "our loop fp32, fused weights"
-    text = ladder_summary(rows)
-    assert ("prompt lookup, gamma=4: 4.00x HF, 1.33x its own loop (our loop fp32, fused weights), agreement 1.00, "
-            "acceptance 0.50") in text
-
-
-def test_speculative_rows_are_compared_with_their_own_loop():
-    """A speculative rung's own loop is the same target loop without speculation; its speed-up over it is taken
-    within one run (same model and timestamp), never across runs; values already recorded are kept."""
-    import pandas as pd
-
-    from secbook.generate import LADDER, own_loop, with_own_loop_speedup
-
-    by = {r.name: r for r in LADDER}
-    assert own_loop(by["prompt lookup, gamma=4"]) == "our loop fp32, fused weights"
-    assert own_loop(by["speculative, int8 self-draft on the C++ step, gamma=8"]) == "our loop fp32, fused weights"
-    assert own_loop(by["speculative, all on the C++ step: fp32 target, int8 self-draft, gamma=8"]) == \
-        "fp32, whole decode step in C++"
-    assert own_loop(by["our loop bf16"]) is None
-    rows = pd.DataFrame({
-        "model": ["m", "m", "m", "m", "n"], "timestamp": ["t1", "t1", "t1", "t2", "t1"],
-        "rung": ["our loop fp32, fused weights", "prompt lookup, gamma=4", "fp32, whole decode step in C++",
-                 "speculative, all on the C++ step: fp32 target, int8 self-draft, gamma=8", "prompt lookup, gamma=4"],
-        "tok_s": [20.0, 30.0, 80.0, 120.0, 50.0]})
-    out = with_own_loop_speedup(rows)
-    assert out["speedup_vs_own_loop"].iloc[1] == 1.5  # 30 / 20, same run
-    assert out["speedup_vs_own_loop"].isna().tolist() == [True, False, True, True, True]  # t2, model n: no own loop
-    kept = with_own_loop_speedup(out.assign(speedup_vs_own_loop=[None, 9.0, None, None, None]))
-    assert kept["speedup_vs_own_loop"].iloc[1] == 9.0
-
-
-def test_ladder_prompt(tiny):
-    """A model without a chat template gets held-out text of the requested length; a chat model its chat turn."""
-    from secbook.generate import LADDER_QUESTION, ladder_prompt
-
-    ids, label = ladder_prompt(tiny[1], 24)
-    assert torch.equal(ids, prompt_ids(tiny[1], 24)) and "held-out" in label
-
-    class Chat:
-        chat_template = "{{ messages }}"
-
-        def apply_chat_template(self, messages, **kw):
-            assert messages == [{"role": "user", "content": LADDER_QUESTION}] and kw["add_generation_prompt"]
-            return {"input_ids": torch.tensor([[1, 2, 3]])}
-
-    ids, label = ladder_prompt(Chat(), 24)
-    assert ids.tolist() == [[1, 2, 3]] and LADDER_QUESTION in label and "3 tokens" in label
-
-
-def test_real_model_lossless_rungs_match_hf_generate(monkeypatch):
-    """On the real model (SmolLM2-135M-Instruct) and the ladder's chat prompt, every lossless rung that is not
-    compiled — our loop with module calls and fused, the speculative and prompt-lookup loops, the C++ step —
-    gives HF generate's greedy tokens, and the reply never reaches the end-of-sequence token (our loops do not
-    mask it, HF's min_new_tokens does), so a full-length run is the model's own greedy reply."""
-    import functools
-
-    from secbook import generate, kernels, pretrained
-    from secbook.generate import LADDER, _generate_fn, ladder_prompt
-
-    if not pretrained.is_fetched():
-        pytest.skip("the real model is not fetched: run `python -m secbook fetch` (or make fetch) once")
-    import secbook
-
-    # the two C++ self-draft rungs share one int8 draft: build it once (it takes seconds for a 135M model)
-    monkeypatch.setattr(generate, "draft_for", functools.lru_cache(generate.draft_for))
-    model, tok = secbook.load(pretrained.NAME)
-    ids, _ = ladder_prompt(tok)
-    n = 16
-    ref = hf_generate(model, ids, n)
-    rungs = [r for r in LADDER if r.transform == "none" and not r.compile and not r.tiny_only and r.loop != "hf"]
-    if not kernels.available():
-        rungs = [r for r in rungs if "cpp" not in (r.loop, r.draft_loop, r.target_loop)]
-    assert len(rungs) >= 4
-    for rung in rungs:
-        out = _generate_fn(rung, model, ids.shape[-1] + n)(ids, n)
-        assert torch.equal(out, ref), rung.name
-        assert tok.eos_token_id not in out[0, ids.shape[-1]:].tolist()
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_compiled_loop_and_self_draft_on_cuda(tiny):
     """On a GPU: our loop compiled with CUDA graphs (mode="reduce-overhead") gives HF generate's greedy tokens,
     call after call; the int8 self-draft there is our int8 weight-only copy, and speculation keeps the tokens."""
     import copy
 
-    from secbook.generate import draft_for
+    from secbook.ladder import draft_for
     from secbook.speculative import SpeculativeDecoder
 
     model, tok = tiny

@@ -1,10 +1,15 @@
 """secbook::int8_linear, our C++ int8 kernel: the same numbers as its PyTorch reference, close to the fp32
-product, fused layers, the decode loop's tokens, and its error messages.
+product, fused layers, the decode loop's tokens, and its error messages; the whole-step C++ decoder on every
+architecture it runs (Llama, Qwen2, Qwen3, Mistral); and the vector paths (AVX-512, AVX2, plain loops) against
+each other.
 
 The kernel is compiled on first use. These tests skip only where there is no C++ compiler at all; where one
-exists (CI) a failed build fails them.
+exists (CI) a failed build fails them. Besides the native build they build one forced path (AVX2 on an AVX-512
+CPU, else the plain loops); SECBOOK_TEST_ALL_SIMD=1 tests every path this CPU can run.
 """
 import copy
+import os
+import platform
 import shutil
 
 import pytest
@@ -19,15 +24,43 @@ pytestmark = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g+
 def test_kernel_builds():
     assert kernels.unavailable_reason() == ""
     assert kernels.available()
-    assert isinstance(kernels.has_vnni(), bool)
-    # a compile error in the AVX-512 code would make _build fall back to the flags without -march=native, which
-    # builds the plain loops instead: on a CPU with AVX-512 VNNI the fast path must be the one compiled
+    assert kernels.simd_path() in ("avx512-vnni", "avx512", "avx2", "neon", "scalar")
+    assert kernels.has_vnni() == (kernels.simd_path() == "avx512-vnni")
+    # a compile error in the vector code would make _build fall back to the flags without -march=native, which
+    # builds the plain loops instead: the native build must use the widest path this CPU has
     try:
-        flags = open("/proc/cpuinfo").read().split()
+        flags = set(open("/proc/cpuinfo").read().split())
     except OSError:
-        flags = []
-    if {"avx512_vnni", "avx512bw", "avx512vl"} <= set(flags):
-        assert kernels.has_vnni()
+        flags = set()
+    if os.environ.get("SECBOOK_SIMD", "native") != "native":
+        pass  # the default build was forced to another path
+    elif {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= flags:
+        assert kernels.simd_path() == "avx512-vnni"
+    elif {"avx512f", "avx512bw", "avx512vl"} <= flags:
+        assert kernels.simd_path() == "avx512"
+    elif {"avx2", "fma"} <= flags:
+        assert kernels.simd_path() == "avx2"
+    elif platform.machine() in ("aarch64", "arm64"):
+        assert kernels.simd_path() == "neon"
+
+
+def test_simd_argument_is_checked(monkeypatch):
+    default = kernels.default_simd()
+    assert kernels.available()  # the default build, loaded as torch.ops.secbook
+    monkeypatch.setenv("SECBOOK_SIMD", "avx3")
+    assert "SECBOOK_SIMD='avx3'" in kernels.unavailable_reason()
+    # a different default build asked for once one is loaded: one library per namespace, so refused, saying why
+    monkeypatch.setenv("SECBOOK_SIMD", "scalar" if default != "scalar" else "native")
+    assert "already loaded" in kernels.unavailable_reason() and "before" in kernels.unavailable_reason()
+    monkeypatch.undo()
+    assert kernels.available()
+    assert "use one of native, avx2, scalar" in kernels.unavailable_reason("avx3")
+    with pytest.raises(ValueError, match="avx3"):
+        kernels.ops("avx3")
+    assert "lacks avx2" in kernels._cpu_cannot_run("avx2", "flags : fpu sse2 fma")
+    assert "x86-64" in kernels._cpu_cannot_run("avx2", "Features : neon", machine="aarch64")
+    assert kernels._cpu_cannot_run("avx2", "flags : fpu avx2 fma", machine="x86_64") == ""
+    assert kernels._cpu_cannot_run("scalar", "", machine="aarch64") == ""
 
 
 def test_build_is_named_per_cpu():
@@ -37,7 +70,8 @@ def test_build_is_named_per_cpu():
     b = "model name\t: Some CPU\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
     assert kernels.cpu_tag(a) == kernels.cpu_tag(a) != kernels.cpu_tag(b)
     assert len(kernels.cpu_tag(a)) == 8
-    assert kernels._NAME.endswith(kernels.cpu_tag())
+    names = {kernels._build_name(simd, ns) for simd in ("native", "avx2") for ns in ("secbook", "secbook_avx2")}
+    assert len(names) == 4 and all(n.endswith(kernels.cpu_tag()) for n in names)
 
 
 # K not a multiple of 32 (masked tail) or of 256 (short last chunk), N not a multiple of 8, several rows of x
@@ -86,7 +120,7 @@ def test_quantize_activations_error_bound():
 
 def test_int8_linear_from_quant_linear_and_fuse(small_qwen):
     """Int8Linear holds the QuantLinear's integers; q/k/v fused (Qwen2 biases) = the three layers."""
-    from secbook.generate import fuse_linears
+    from secbook.linears import fuse_linears
     from secbook.quantize import QuantLinear
 
     model, _ = small_qwen
@@ -112,14 +146,15 @@ def test_int8_linear_from_quant_linear_and_fuse(small_qwen):
 def test_int8_kernel_decode_equals_hf_generate(tiny):
     """The tiny model on the kernel: our loop, eager and compiled, gives HF generate's tokens on the same
     model, and its held-out perplexity stays within 0.1% of the pure-PyTorch int8 weight-only model's."""
-    from secbook.generate import FastGenerator, StaticDecoder, apply_transform, hf_generate
+    from secbook.generate import FastGenerator, StaticDecoder, hf_generate
+    from secbook.ladder import apply_transform
     from secbook.measure import perplexity, prompt_ids
 
     model, tok = tiny
     k = apply_transform(copy.deepcopy(model), "int8k")
     assert isinstance(k.lm_head, kernels.Int8Linear) and isinstance(k.model.layers[0].mlp.down_proj,
                                                                     kernels.Int8Linear)
-    assert isinstance(StaticDecoder(k, max_len=24).qkv[0], kernels.Int8Linear)
+    assert isinstance(StaticDecoder(k, max_len=24).decoder.layers[0].qkv, kernels.Int8Linear)
     ids = prompt_ids(tok, 8)
     ref = hf_generate(k, ids, 10)
     assert torch.equal(FastGenerator(k, max_len=24).generate(ids, 10), ref)
@@ -137,7 +172,7 @@ def test_interleaved_ab_suite(capsys, monkeypatch, tmp_path):
 
     from secbook import paths
     from secbook.cli import main
-    from secbook.generate import interleaved_tok_s
+    from secbook.ladder import interleaved_tok_s
 
     df = interleaved_tok_s("tiny", ("int8wo", "int8k", "int8k-cpp"), rounds=2, prompt_len=8, new_tokens=6,
                            compile=False)
@@ -147,7 +182,7 @@ def test_interleaved_ab_suite(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(paths, "RESULTS_DIR", tmp_path)
     pd.DataFrame({"model": ["tiny", "tiny"], "transform": ["none", "int8k"], "tok_s": [1.0, 2.0]}).to_csv(
         tmp_path / "generate_ab.csv", index=False)
-    from secbook.generate import save_ladder
+    from secbook.ladder import save_ladder
 
     save_ladder(df, "generate_ab", key=("model", "transform"))
     merged = pd.read_csv(tmp_path / "generate_ab.csv")
@@ -187,7 +222,8 @@ def test_cpp_decoder_matches_python_loop(fixture, weights, request):
     or the model's own fp32 ones): prefill logits, the KV cache it writes, and three teacher-forced decode steps
     agree to rounding (the Qwen2 replica checks the q/k/v biases, the replicas grouped-query attention, "odd"
     the padding of blocks)."""
-    from secbook.generate import StaticDecoder, apply_transform
+    from secbook.generate import StaticDecoder
+    from secbook.ladder import apply_transform
 
     model, _ = odd_llama() if fixture == "odd" else request.getfixturevalue(fixture)
     k = apply_transform(copy.deepcopy(model), "int8k") if weights == "int8k" else model
@@ -216,7 +252,7 @@ def test_cpp_decoder_matches_python_loop(fixture, weights, request):
 def test_cpp_decoder_same_logits_for_any_split(tiny):
     """The packed weights hold one part per core; any number of parts, run on any number of threads, gives
     bit-identical logits (a row's arithmetic does not depend on which core computes it)."""
-    from secbook.generate import apply_transform
+    from secbook.ladder import apply_transform
 
     k = apply_transform(copy.deepcopy(tiny[0]), "int8k")
     ids = torch.randint(0, k.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(2))
@@ -238,7 +274,8 @@ def test_cpp_decoder_same_logits_for_any_split(tiny):
 def test_cpp_decoder_generates_hf_tokens_and_rejects_bad_input(tiny):
     """FastGenerator(cpp=True) on the tiny int8 model gives HF generate's greedy tokens on the same model, and
     every misuse gets an error that says what to do."""
-    from secbook.generate import FastGenerator, StaticDecoder, apply_transform, hf_generate
+    from secbook.generate import FastGenerator, StaticDecoder, hf_generate
+    from secbook.ladder import apply_transform
     from secbook.measure import prompt_ids
 
     model, tok = tiny
@@ -272,13 +309,22 @@ def test_cpp_decoder_generates_hf_tokens_and_rejects_bad_input(tiny):
         torch.ops.secbook.llama_step(*args[:5], d.sqkv[:, :-1].contiguous(), *args[6:])
     with pytest.raises(RuntimeError, match="llama_pack"):  # the parts of another split
         torch.ops.secbook.llama_step(*args[:4], d.packed + d.packed, *args[5:])
-    k.config.sliding_window = 16  # a Mistral-style window shorter than the cache: neither loop implements it
+    with pytest.raises(RuntimeError, match="sliding-window"):
+        torch.ops.secbook.llama_step(*args, None, [4])  # one window per layer, not one
+    with pytest.raises(RuntimeError, match="qk_norms"):
+        torch.ops.secbook.llama_step(*args, d.norms[:, None, :8].contiguous(), [])
+    # Llama has no sliding window (Hugging Face's Llama ignores config.sliding_window, and so does the C++ step)
+    k.config.sliding_window = 16
     try:
-        for build in (kernels.CppDecoder, StaticDecoder):
-            with pytest.raises(ValueError, match="sliding window"):
-                build(k, max_len=24)
+        assert kernels.sliding_windows(k) == [0] * k.config.num_hidden_layers
+        StaticDecoder(k, max_len=24)  # nor does our PyTorch loop: it reads windows from the family description
     finally:
         k.config.sliding_window = None
+    from secbook.families import tiny_model
+
+    for family in ("gemma3_text", "gpt2"):  # families the C++ step does not run: it names the Python loop
+        with pytest.raises(ValueError, match="C\\+\\+ decode step runs.*FastGenerator"):
+            kernels.CppDecoder(tiny_model(family), max_len=24)
 
 
 def test_cpp_decoder_bias_in_some_layers_only(tiny):
@@ -294,3 +340,126 @@ def test_cpp_decoder_bias_in_some_layers_only(tiny):
     with torch.no_grad():
         a, b = py(ids, torch.arange(8)), cpp(ids, torch.arange(8))
     assert (a - b).abs().max() <= 2e-5 * a.abs().max()
+
+
+# ----------------------------------------------------------------------------- the vector paths against each other
+@pytest.fixture(scope="session")
+def forced_builds():
+    """Builds of the kernels on another vector path than the native build's, which this CPU can run: AVX2 where the
+    native build is AVX-512, else the plain loops ("scalar") — one extra build (~10-20 s). With
+    SECBOOK_TEST_ALL_SIMD=1: every forced build this CPU can run (avx2 and scalar)."""
+    if os.environ.get("SECBOOK_TEST_ALL_SIMD"):
+        names = [s for s in ("avx2", "scalar") if not kernels._cpu_cannot_run(s)]
+    else:
+        names = ["avx2" if kernels.simd_path().startswith("avx512") and not kernels._cpu_cannot_run("avx2")
+                 else "scalar"]
+    for simd in names:  # where the CPU can run a path, its build must work, and run that path
+        assert kernels.unavailable_reason(simd) == ""
+        assert kernels.simd_path(simd) == simd
+    return names
+
+
+def test_forced_builds_give_the_same_int8_products(forced_builds):
+    """The int8 products are exact integer sums combined in one fixed order: every path gives the native build's
+    outputs to the bit (odd shapes: partial pieces, short chunks, fewer than 8 rows left)."""
+    g = torch.Generator().manual_seed(5)
+    for M, N, K in [(1, 3072, 576), (1, 5, 70), (3, 577, 1536), (2, 13, 31)]:
+        w = torch.randint(-128, 128, (N, K), dtype=torch.int8, generator=g)
+        s = torch.rand(N, generator=g) / 100
+        x = torch.randn(M, K, generator=g) * 3
+        y = kernels.int8_linear(x, w, s)
+        assert (y - kernels.int8_linear_reference(x, w, s)).abs().max() <= 1e-5 * y.abs().max()
+        for simd in forced_builds:
+            assert torch.equal(kernels.int8_linear(x, w, s, simd=simd), y), (simd, M, N, K)
+
+
+@pytest.mark.parametrize("weights", ["int8k", "fp32"])
+@pytest.mark.parametrize("fixture", ["tiny", "odd"])
+def test_forced_builds_decode_like_the_python_loop(fixture, weights, forced_builds, request):
+    """The C++ step on each forced path: logits within the tolerances of test_cpp_decoder_matches_python_loop
+    over a prefill and three decode steps, and HF generate's greedy tokens."""
+    from secbook.generate import FastGenerator, StaticDecoder, hf_generate
+    from secbook.ladder import apply_transform
+
+    model = odd_llama()[0] if fixture == "odd" else request.getfixturevalue(fixture)[0]
+    k = apply_transform(copy.deepcopy(model), "int8k") if weights == "int8k" else model
+    ids = torch.randint(0, k.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(1))
+    steps = [(ids, torch.arange(8))] + [(ids[:, i:i + 1], torch.tensor([8 + i])) for i in range(3)]
+    py = StaticDecoder(k, max_len=16)
+    with torch.no_grad():
+        ref = [py(x, pos) for x, pos in steps]
+    tol = 3e-4 if weights == "int8k" else 2e-5
+    want = hf_generate(k, ids, 12)
+    for simd in forced_builds:
+        cpp = kernels.CppDecoder(k, max_len=16, simd=simd)
+        assert cpp.simd == simd
+        with torch.no_grad():
+            for (x, pos), a in zip(steps, ref):
+                assert (cpp(x, pos) - a).abs().max() <= tol * a.abs().max(), (simd, pos)
+        gen = FastGenerator(k, max_len=20, cpp=True)
+        gen.decoder = kernels.CppDecoder(k, max_len=20, simd=simd)
+        assert torch.equal(gen.generate(ids, 12), want), simd
+
+
+# ----------------------------------------------------------------------------- architectures of the C++ step
+def random_decoder(arch: str):
+    """A 2-layer random model of each architecture the C++ step runs besides Llama, from transformers' own config
+    classes: Qwen3 (q/k head norms), Mistral (sliding window of 8 in every layer), Qwen2 with a sliding window in
+    its second layer only (layer_types). Norm weights are perturbed from 1, so that a missing norm shows."""
+    import transformers
+
+    shapes = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, max_position_embeddings=128)
+    torch.manual_seed(0)
+    if arch == "qwen3":
+        model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**shapes))
+    elif arch == "mistral":
+        model = transformers.MistralForCausalLM(transformers.MistralConfig(sliding_window=8, **shapes))
+    else:
+        model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(use_sliding_window=True, sliding_window=8,
+                                                                       max_window_layers=1, **shapes))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "mistral", "qwen2-window"])
+def test_cpp_decoder_other_architectures(arch, forced_builds):
+    """Qwen3 and Mistral (and Qwen2's per-layer sliding window) on the C++ step: logits within 1e-4 of HF's forward
+    over 26 positions (more than three windows of 8), HF generate's greedy tokens on fp32 and int8 weights, on
+    the native and the forced paths."""
+    from secbook.generate import FastGenerator, hf_generate
+    from secbook.ladder import apply_transform
+
+    model = random_decoder(arch)
+    d = kernels.CppDecoder(model, max_len=26)
+    assert (d.qk_norms is not None) == (arch == "qwen3")
+    assert d.windows == {"qwen3": [0, 0], "mistral": [8, 8], "qwen2-window": [0, 8]}[arch]
+    ids = torch.randint(0, 256, (1, 6), generator=torch.Generator().manual_seed(0))
+    want = hf_generate(model, ids, 20)
+    with torch.no_grad():
+        hf = model(want).logits
+        assert (d(want, torch.arange(26)) - hf).abs().max() <= 1e-4 * hf.abs().max()
+    k = apply_transform(copy.deepcopy(model), "int8k")
+    want8 = hf_generate(k, ids, 20)
+    for simd in [None] + forced_builds:
+        for m, ref in ((model, want), (k, want8)):
+            gen = FastGenerator(m, max_len=26, cpp=True)
+            if simd:
+                gen.decoder = kernels.CppDecoder(m, max_len=26, simd=simd)
+            assert torch.equal(gen.generate(ids, 20), ref), (simd, gen.decoder.weights)
+
+
+def test_cpp_decoder_refuses_other_architectures():
+    """A model the C++ step does not run (GPT-2 here) gets an error that names our PyTorch loop instead."""
+    import transformers
+
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
+    with pytest.raises(ValueError, match=r"model_type='gpt2'.*FastGenerator\(model, max_len\) without cpp=True"):
+        kernels.CppDecoder(gpt2, max_len=16)
+    model = random_decoder("mistral")
+    model.config.hidden_act = "gelu"
+    with pytest.raises(ValueError, match="SiLU.*FastGenerator"):
+        kernels.CppDecoder(model, max_len=16)

@@ -124,3 +124,22 @@ def test_exercise_checks(capsys):
         exercises.check_weights_fit_t4(17.2)
     with pytest.raises(AssertionError):
         exercises.check_allreduce_bytes(6144)
+
+
+@pytest.mark.parametrize("family", ["qwen3", "mistral", "gemma2", "gemma3_text", "phi3", "gpt2", "gpt_neox"])
+def test_estimates_right_for_each_family(family):
+    """Parameters from the config alone = the model's (q/k norms, 4 norms, fused or Conv1D projections, learned
+    positions, LayerNorm biases); the KV estimate = the bytes transformers' cache really holds, sliding-window
+    layers included (20 positions, windows of 6); the weight bytes = model_bytes (tied tensors once)."""
+    from secbook.families import prompt, tiny_model
+    from secbook.kvcache import measured_kv_bytes
+    from secbook.measure import model_bytes
+
+    model = tiny_model(family)
+    real = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    assert M.parameter_count(model.config) == M.parameter_count(model) == real
+    for n in (4, 20):
+        assert M.kv_cache_bytes(model.config, context=n, dtype="fp32") == measured_kv_bytes(model, prompt(length=n))
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    assert model_bytes(model) == 4 * real + buffers
+    assert M.estimate(model.config, dtype="fp32", context=20).weights == 4 * real

@@ -10,7 +10,9 @@ from secbook import paths
 from secbook.models import REPLICAS, replica_config
 
 # Parameter counts of the full public configs (tied embeddings counted once), in millions.
-FULL_PARAMS_M = {"smollm2-135m": 134.5, "qwen2.5-0.5b": 494.0, "llama-3.2-1b": 1235.8}
+FULL_PARAMS_M = {"smollm2-135m": 134.5, "qwen2.5-0.5b": 494.0, "llama-3.2-1b": 1235.8,
+                 "qwen3-0.6b": 596.0,  # model card: 0.6B, 0.44B without the 155.6M-parameter embedding
+                 "gemma-3-270m": 268.1}  # Google: 268M, 170M of them embeddings
 
 
 def n_params(model) -> int:
@@ -78,6 +80,25 @@ def test_full_replica_configs_have_the_published_parameter_counts(name):
     with torch.device("meta"):  # shapes only: no memory, no time
         model = AutoModelForCausalLM.from_config(replica_config(name))
     assert round(n_params(model) / 1e6, 1) == FULL_PARAMS_M[name]
+
+
+def test_new_architecture_replicas_as_published():
+    """Qwen3-0.6B: q/k norms and head_dim 128 (not hidden / heads); Gemma-3-270M: five 512-token sliding-window
+    layers with RoPE base 10k, then one global layer with base 1M, three times; the decoder description reads
+    that pattern."""
+    from transformers import AutoModelForCausalLM
+
+    from secbook.decoder import describe
+
+    q = replica_config("qwen3-0.6b")
+    assert q.head_dim == 128 and q.hidden_size // q.num_attention_heads == 64
+    g = replica_config("gemma-3-270m")
+    assert g.layer_types == (["sliding_attention"] * 5 + ["full_attention"]) * 3 and g.sliding_window == 512
+    assert g.rope_parameters["sliding_attention"]["rope_theta"] == 1e4
+    assert g.rope_parameters["full_attention"]["rope_theta"] == 1e6
+    with torch.device("meta"):
+        s = describe(AutoModelForCausalLM.from_config(replica_config("gemma-3-270m", num_hidden_layers=6)))
+    assert s.windows == (512,) * 5 + (None,) and s.family.q_norm and s.embed_scale == pytest.approx(640 ** 0.5)
 
 
 def test_unknown_replica_lists_the_replicas():

@@ -112,3 +112,57 @@ def test_bad_input(w):
         P.n_m_mask(torch.randn(3, 6))
     with pytest.raises(ValueError, match="calib"):
         P.prune(nn.Sequential(nn.Linear(4, 4)), 0.5, method="wanda")
+
+
+def test_gpt2_conv1d_layers_prune():
+    """Wanda and 2:4 on GPT-2's Conv1D layers (pruned as nn.Linear): the sparsity asked for, HF's tokens in our
+    loop; structured pruning removes MLP channels (Conv1D layout kept, so it saves and reloads as GPT-2) and
+    refuses heads, which a GPT-2 cannot lose."""
+    import copy
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    from secbook.families import prompt, tiny_model
+    from secbook.generate import fast_generate, hf_generate
+
+    model = tiny_model("gpt2")
+    calib, ids = prompt(length=32, batch=2, seed=5), prompt()
+    for method, pattern in (("wanda", "unstructured"), ("wanda", "2:4"), ("magnitude", "unstructured")):
+        pm, rep = P.prune(copy.deepcopy(model), 0.5, method, pattern, calib=calib)
+        assert rep["layers"] == 8 and abs(rep["sparsity"] - 0.5) < 0.01 and P.sparsity_of(pm) == rep["sparsity"]
+        convs = [m for m in pm.modules() if type(m).__name__ == "Conv1D"]  # still a GPT-2: Conv1D layers
+        assert len(convs) == 8 and len(linear_layers(pm)) == 0
+        if pattern == "2:4":  # 2 of every 4 consecutive inputs: the rows of a Conv1D's [in, out] weight
+            assert all(P.is_2_4(m.weight.t()) for m in convs)
+        assert torch.equal(fast_generate(pm, ids, 8), hf_generate(pm, ids, 8))
+    with tempfile.TemporaryDirectory() as d:  # unstructured: the pruned GPT-2 saves and reloads as a GPT-2
+        pm.save_pretrained(d)
+        assert torch.equal(AutoModelForCausalLM.from_pretrained(d)(calib).logits, pm(calib).logits)
+    small, rep = P.prune_structured(model, mlp_fraction=0.5, calib=calib)
+    assert small.config.n_inner == 48 and small.transformer.h[0].mlp.c_fc.weight.shape == (64, 48)
+    assert torch.equal(fast_generate(small, ids, 8), hf_generate(small, ids, 8))
+    with tempfile.TemporaryDirectory() as d:
+        small.save_pretrained(d)
+        again = AutoModelForCausalLM.from_pretrained(d)
+        assert torch.allclose(again(calib).logits, small(calib).logits, atol=1e-5)
+    with pytest.raises(ValueError, match="head_fraction=0"):
+        P.prune_structured(model, 0.5, 0.5, calib=calib)
+
+
+@pytest.mark.parametrize("family", ["phi3", "gemma3_text", "gpt_neox"])
+def test_structured_other_families(family):
+    """Fused q/k/v and gate/up (Phi-3), q/k norms and 4 norms per layer (Gemma 3), interleaved q/k/v (GPT-NeoX,
+    MLP only): smaller, HF runs it, our loop gives HF's tokens; fractions of 0 change nothing."""
+    from secbook.families import prompt, tiny_model
+    from secbook.generate import fast_generate, hf_generate
+
+    model = tiny_model(family)
+    calib, ids = prompt(length=32, batch=2, seed=5), prompt()
+    heads = 0.0 if family == "gpt_neox" else 0.5
+    small, rep = P.prune_structured(model, 0.5, heads, calib=calib)
+    assert rep["parameters_after"] < rep["parameters_before"]
+    assert (small.config.num_attention_heads == 2) == (heads > 0)
+    assert torch.equal(fast_generate(small, ids, 8), hf_generate(small, ids, 8))
+    same, _ = P.prune_structured(model, 0.0, 0.0, calib=calib)
+    assert torch.allclose(same(calib).logits, model(calib).logits, atol=1e-5)

@@ -149,3 +149,40 @@ def test_bnb_missing(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(ImportError, match="pip install bitsandbytes"):
         Q.bnb_quantize(nn.Linear(4, 4), mode="nf4")
+
+
+@pytest.mark.parametrize("method", Q.METHODS)
+def test_gpt2_conv1d_layers_quantize(method):
+    """GPT-2 stores its projections as transformers' Conv1D ([in, out] weights): every method quantizes them
+    (as the nn.Linear each one is), the quantized model runs in HF and in our loop with the same tokens, and
+    a first step's logits stay close to the fp32 model's."""
+    import copy
+
+    from secbook.families import prompt, tiny_model
+    from secbook.generate import fast_generate, hf_generate
+
+    model = tiny_model("gpt2")
+    calib = prompt(length=32, batch=2, seed=5)
+    q, rep = Q.quantize(copy.deepcopy(model), bits=8, group_size=16, method=method, calib=calib)
+    layers = [m for m in q.modules() if isinstance(m, Q.QuantLinear)]
+    assert len(layers) == 4 * 2 and len(rep.layers) == 8  # c_attn, c_proj, c_fc, c_proj per block
+    assert not any(Q.is_conv1d(m) for m in q.modules())
+    ids = prompt()
+    with torch.no_grad():
+        ref, out = model(ids).logits, q(ids).logits
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+    assert torch.equal(fast_generate(q, ids, 8), hf_generate(q, ids, 8))
+
+
+def test_linearize_keeps_the_function():
+    from secbook.families import prompt, tiny_model
+
+    model = tiny_model("gpt2")
+    ids = prompt()
+    with torch.no_grad():
+        ref = model(ids).logits
+        Q.linearize(model)
+        assert not any(Q.is_conv1d(m) for m in model.modules())
+        torch.testing.assert_close(model(ids).logits, ref, rtol=1e-5, atol=1e-5)
+    assert len(Q.linear_layers(model)) == 8
+    assert len(Q.linear_layers(Q.dynamic_int8(tiny_model("gpt2")), skip=("lm_head",))) == 0  # all now int8

@@ -116,8 +116,13 @@ def execute(path: str | Path, timeout: int = 900) -> float:
     """Execute a notebook in place with the current Python environment; return the seconds it took."""
     from nbclient import NotebookClient
 
+    import os
+
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
+    # the kernel runs in chapters/: put this checkout first on its path, so it imports this checkout's secbook even
+    # where an editable install points at another clone or worktree
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     t0 = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     seconds = time.perf_counter() - t0

@@ -1,8 +1,11 @@
-// secbook::llama_step — the whole forward of a Llama-layout decoder (Llama, SmolLM, Qwen2, Mistral) over T new
-// tokens at positions pos .. pos+T-1, in ONE call. The weights are int8 with one fp32 scale per row, multiplied
-// with the int8 x int16 arithmetic of int8_gemv.h, or fp32 (scales of 1), multiplied in fp32; everything else
-// (RMSNorm, RoPE, the KV-cache writes, attention, SiLU) runs as fp32 loops (16 numbers at a time with AVX-512
-// where the CPU has it, plain loops elsewhere).
+// secbook::llama_step — the whole forward of a Llama-layout decoder (Llama, SmolLM, Qwen2, Qwen3, Mistral) over T
+// new tokens at positions pos .. pos+T-1, in ONE call. The weights are int8 with one fp32 scale per row,
+// multiplied with the int8 x int16 arithmetic of int8_gemv.h, or fp32 (scales of 1), multiplied in fp32;
+// everything else (RMSNorm, RoPE, the KV-cache writes, attention, SiLU) runs as fp32 loops, written with the
+// vector operations of simd.h (16 numbers at a time with AVX-512, 8 with AVX2, plain loops elsewhere). Two
+// variations of the layer are options: Qwen3's RMSNorm of each query and key head before RoPE (`qk_norms`), and
+// Mistral's sliding-window attention (`windows`: per layer, how many of the latest positions a query sees; 0 =
+// all of them).
 //
 // Why: a compiled PyTorch decode step for a 135M-parameter model makes ~120 matrix products and hundreds of
 // small operations per token, and between them runs Python (the compiled graph's wrapper, its guards). For one
@@ -25,7 +28,8 @@
 // Inputs (prepared by secbook.kernels.CppDecoder): `packed` from llama_pack; fp32 row scales sqkv [L, (H +
 // 2 KV) hd] (q, k, v rows), so [L, D], sgu [L, 2F] (gate, up rows), sd [L, D], shead [V], optional fp32 biases of
 // the same shapes; norms [2L + 1, D] (input and post-attention norm of each layer, then the final norm); cos, sin
-// [max_len, hd] (the model's own RoPE tables); the KV cache kc, vc [L, KV, max_len, hd], written in place.
+// [max_len, hd] (the model's own RoPE tables); the KV cache kc, vc [L, KV, max_len, hd], written in place;
+// optional qk_norms [L, 2, hd] (the q and k head norms of each layer) and windows [L] (or empty: no windows).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -44,23 +48,15 @@
 
 #include "int8_gemv.h"
 
+#ifndef SECBOOK_NS
+#define SECBOOK_NS secbook
+#endif
+
 namespace {
 
-using secbook::kChunk;
+using namespace secbook;
 
-// sum_j a[j] b[j] with 16 separate partial sums: the compiler turns them into one vector register (one
-// running sum would be a chain of dependent additions, which it may not reorder: ~2.5x slower here).
-inline float dot(const float* a, const float* b, int64_t n) {
-  float part[16] = {0.f};
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int u = 0; u < 16; u++) part[u] += a[j + u] * b[j + u];
-  float d = 0.f;
-  for (; j < n; j++) d += a[j] * b[j];
-  for (int u = 0; u < 16; u++) d += part[u];
-  return d;
-}
-
+// y = w * x / rms(x); y may be x itself
 void rms_norm(const float* x, const float* w, int64_t D, double eps, float* y) {
   const float r = float(1.0 / std::sqrt(double(dot(x, x, D)) / D + eps));
   for (int64_t k = 0; k < D; k++) y[k] = w[k] * (x[k] * r);
@@ -124,67 +120,24 @@ struct Input {
 };
 
 // The 8 dot products of one packed block with input row m: piece g of row r (inputs 32g .. 32g+31) is at
-// blk + 256 g + 32 r.
-#if SECBOOK_VNNI
+// blk + 256 g + 32 r; Kp is a multiple of 32, so there is no partial piece.
 inline void dot_block(const int8_t* blk, int64_t Kp, const Input& in, int64_t m, float* out) {
-  const int16_t* xq = in.xq + m * Kp;
-  const float* sx = in.sx + m * ((Kp + kChunk - 1) / kChunk);
-  __m512 facc[8];
-  for (int r = 0; r < 8; r++) facc[r] = _mm512_setzero_ps();
-  for (int64_t c = 0; c < Kp; c += kChunk) {
-    const int64_t e = std::min(Kp, c + kChunk);
-    __m512i acc[8];
-    for (int r = 0; r < 8; r++) acc[r] = _mm512_setzero_si512();
-    for (int64_t k = c; k < e; k += 32) {
-      const __m512i xv = _mm512_loadu_si512(xq + k);
-      const int8_t* piece = blk + k * 8;
-      for (int r = 0; r < 8; r++)
-        acc[r] = _mm512_dpwssd_epi32(acc[r], _mm512_cvtepi8_epi16(_mm256_loadu_si256(
-                                                 reinterpret_cast<const __m256i*>(piece + 32 * r))), xv);
-    }
-    const __m512 s = _mm512_set1_ps(sx[c / kChunk]);
-    for (int r = 0; r < 8; r++) facc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r]), s, facc[r]);
-  }
-  for (int r = 0; r < 8; r++) out[r] = _mm512_reduce_add_ps(facc[r]);
+  dot8_int8([&](int r, int64_t k) { return blk + k * 8 + 32 * r; }, [&](int r) { return blk; }, Kp, Kp,
+            in.xq + m * Kp, in.sx + m * ((Kp + kChunk - 1) / kChunk), out);
 }
-#else
-inline void dot_block(const int8_t* blk, int64_t Kp, const Input& in, int64_t m, float* out) {
-  const int16_t* xq = in.xq + m * Kp;
-  const float* sx = in.sx + m * ((Kp + kChunk - 1) / kChunk);
-  for (int r = 0; r < 8; r++) {
-    float acc = 0.f;
-    for (int64_t c = 0; c < Kp; c += kChunk) {
-      int32_t part = 0;
-      for (int64_t k = c; k < std::min(Kp, c + kChunk); k++)
-        part += int32_t(blk[k / 32 * 256 + 32 * r + k % 32]) * xq[k];
-      acc += float(part) * sx[c / kChunk];
-    }
-    out[r] = acc;
-  }
-}
-#endif
 
 // The same for fp32 weights and fp32 inputs: piece g of row r (inputs 16g .. 16g+15) is at blk + 128 g + 16 r.
 inline void dot_block(const float* blk, int64_t Kp, const Input& in, int64_t m, float* out) {
+  static_assert(16 % kW == 0, "a piece of 16 inputs must be whole vectors");
   const float* x = in.xf + m * Kp;
-#if SECBOOK_VNNI
-  __m512 acc[8];
-  for (int r = 0; r < 8; r++) acc[r] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < Kp; k += 16) {
-    const __m512 xv = _mm512_loadu_ps(x + k);
-    for (int r = 0; r < 8; r++) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(blk + k * 8 + 16 * r), xv, acc[r]);
-  }
-  for (int r = 0; r < 8; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
-#else
-  for (int r = 0; r < 8; r++) {
-    float part[16] = {0.f};
-    for (int64_t k = 0; k < Kp; k += 16)
-      for (int u = 0; u < 16; u++) part[u] += blk[k * 8 + 16 * r + u] * x[k + u];
-    float acc = 0.f;
-    for (int u = 0; u < 16; u++) acc += part[u];
-    out[r] = acc;
-  }
-#endif
+  VF acc[8];
+  for (int r = 0; r < 8; r++) acc[r] = vzero();
+  for (int64_t k = 0; k < Kp; k += 16)
+    for (int h = 0; h < 16; h += kW) {
+      const VF xv = vload(x + k + h);
+      for (int r = 0; r < 8; r++) acc[r] = vfma(vload(blk + k * 8 + 16 * r + h), xv, acc[r]);
+    }
+  for (int r = 0; r < 8; r++) out[r] = vsum(acc[r]);
 }
 
 // One core's share of a product: y[m, row] = scale[row] * sum_k x[m, k] w[row, k] + bias[row] for the blocks
@@ -220,83 +173,68 @@ int team_size() {
 #endif
 }
 
-#if SECBOOK_VNNI
-// e^x for 16 floats at once: x = n ln2 + r with n = round(x / ln2) and |r| <= ln2 / 2 (ln2 in two parts, so
-// that n ln2 is exact enough), e^r from its Taylor series up to r^6 (relative error < 2e-7 for such r), then
-// times 2^n with vscalefps. std::exp, one number at a time, made SiLU and softmax ~10% of a decode step.
-inline __m512 exp16(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.f)), _mm512_set1_ps(88.f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682e-6f), r);
-  __m512 e = _mm512_set1_ps(1.f / 720);
-  for (float c : {1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(c));
-  return _mm512_scalef_ps(e, n);
-}
-#endif
-
 // out[j] = silu(g[j]) * u[j] = g[j] / (1 + e^-g[j]) * u[j] for j < n
 void silu_mul(const float* g, const float* u, int64_t n, float* out) {
-  int64_t j = 0;
-#if SECBOOK_VNNI
-  for (; j < n; j += 16) {
-    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
-    const __m512 gv = _mm512_maskz_loadu_ps(m, g + j), uv = _mm512_maskz_loadu_ps(m, u + j);
-    const __m512 den = _mm512_add_ps(_mm512_set1_ps(1.f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv)));
-    _mm512_mask_storeu_ps(out + j, m, _mm512_div_ps(_mm512_mul_ps(gv, uv), den));
+  for (int64_t j = 0; j < n; j += kW) {
+    const VF gv = vloadn(g + j, n - j, 0.f), uv = vloadn(u + j, n - j, 0.f);
+    vstoren(out + j, vdiv(vmul(gv, uv), vadd(vset(1.f), vexp(vsub(vzero(), gv)))), n - j);
   }
-#endif
-  for (; j < n; j++) out[j] = g[j] / (1.f + std::exp(-g[j])) * u[j];
 }
 
-// softmax(q . k_s * scaling, s = 0 .. p) weighted sum of v_s, for one query head; k, v: [max_len, hd].
-void attend(const float* q, const float* k, const float* v, int64_t p, int64_t hd, float scaling, float* scores,
-            float* out) {
-#if SECBOOK_VNNI
-  if (hd % 16 == 0) {  // 16 lanes at a time: each score one vector sum, each output lane a sum kept in a register
-    const int64_t nv = hd / 16;
-    __m512 mx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    for (int64_t s = 0; s <= p; s++) {
-      __m512 acc = _mm512_setzero_ps();
-      for (int64_t c = 0; c < nv; c++)
-        acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + 16 * c), _mm512_loadu_ps(k + s * hd + 16 * c), acc);
-      scores[s] = _mm512_reduce_add_ps(acc) * scaling;
-    }
-    for (int64_t s = 0; s <= p; s += 16) {
-      const __mmask16 m = p + 1 - s >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (p + 1 - s)) - 1);
-      mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, scores + s));
-    }
-    const __m512 mxv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t s = 0; s <= p; s += 16) {
-      const __mmask16 m = p + 1 - s >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (p + 1 - s)) - 1);
-      const __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, scores + s), mxv)));
-      _mm512_mask_storeu_ps(scores + s, m, e);
-      sum = _mm512_add_ps(sum, e);
-    }
-    const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(sum));
-    for (int64_t c = 0; c < nv; c++) {
-      __m512 acc = _mm512_setzero_ps();
-      for (int64_t s = 0; s <= p; s++)
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(scores[s]), _mm512_loadu_ps(v + s * hd + 16 * c), acc);
-      _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc, inv));
+// a[s] <- e^(a[s] - max a) for s < n; returns their sum
+float exp_shifted(float* a, int64_t n) {
+  VF mx = vset(-std::numeric_limits<float>::infinity());
+  for (int64_t s = 0; s < n; s += kW) mx = vmax(mx, vloadn(a + s, n - s, -std::numeric_limits<float>::infinity()));
+  const VF m = vset(vhmax(mx));
+  VF sum = vzero();
+  for (int64_t s = 0; s < n; s += kW) {
+    vstoren(a + s, vexp(vsub(vloadn(a + s, n - s, 0.f), m)), n - s);
+    sum = vadd(sum, vloadn(a + s, n - s, 0.f));  // the lanes past n count as 0
+  }
+  return vsum(sum);
+}
+
+// out[c .. c + NV kW) = inv * sum_s a[s] v[s, c ..] for s < n; v: rows of hd; the NV sums stay in registers
+template <int NV>
+void weighted_rows(const float* a, const float* v, int64_t n, int64_t hd, float inv, float* out) {
+  VF acc[NV];
+  for (int u = 0; u < NV; u++) acc[u] = vzero();
+  for (int64_t s = 0; s < n; s++) {
+    const VF as = vset(a[s]);
+    for (int u = 0; u < NV; u++) acc[u] = vfma(as, vload(v + s * hd + u * kW), acc[u]);
+  }
+  for (int u = 0; u < NV; u++) vstore(out + u * kW, vmul(acc[u], vset(inv)));
+}
+
+// softmax(q . k_s * scaling, s = s0 .. p) weighted sum of v_s, for one query head; k, v: [max_len, hd]. The
+// positions before s0 are outside the sliding window (or s0 = 0).
+void attend(const float* q, const float* k, const float* v, int64_t s0, int64_t p, int64_t hd, float scaling,
+            float* scores, float* out) {
+  const int64_t n = p + 1 - s0;
+  k += s0 * hd, v += s0 * hd;
+  for (int64_t s = 0; s < n; s++) scores[s] = dot(q, k + s * hd, hd) * scaling;
+  const float inv = 1.f / exp_shifted(scores, n);
+  if (hd % kW == 0) {  // up to 8 vectors of the output at a time, their sums in registers
+    for (int64_t c = 0; c < hd; c += 8 * kW) {
+      const float *vc = v + c;
+      float* oc = out + c;
+      switch (std::min<int64_t>(8, (hd - c) / kW)) {
+        case 1: weighted_rows<1>(scores, vc, n, hd, inv, oc); break;
+        case 2: weighted_rows<2>(scores, vc, n, hd, inv, oc); break;
+        case 3: weighted_rows<3>(scores, vc, n, hd, inv, oc); break;
+        case 4: weighted_rows<4>(scores, vc, n, hd, inv, oc); break;
+        case 5: weighted_rows<5>(scores, vc, n, hd, inv, oc); break;
+        case 6: weighted_rows<6>(scores, vc, n, hd, inv, oc); break;
+        case 7: weighted_rows<7>(scores, vc, n, hd, inv, oc); break;
+        default: weighted_rows<8>(scores, vc, n, hd, inv, oc); break;
+      }
     }
     return;
   }
-#endif
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t s = 0; s <= p; s++) {
-    scores[s] = dot(q, k + s * hd, hd) * scaling;
-    mx = std::max(mx, scores[s]);
-  }
-  float sum = 0.f;
-  for (int64_t s = 0; s <= p; s++) sum += (scores[s] = std::exp(scores[s] - mx));
   for (int64_t j = 0; j < hd; j++) out[j] = 0.f;
-  for (int64_t s = 0; s <= p; s++) {
-    const float a = scores[s] / sum;
-    for (int64_t j = 0; j < hd; j++) out[j] += a * v[s * hd + j];
-  }
+  for (int64_t s = 0; s < n; s++)
+    for (int64_t j = 0; j < hd; j++) out[j] += scores[s] * v[s * hd + j];
+  for (int64_t j = 0; j < hd; j++) out[j] *= inv;
 }
 
 void check(const at::Tensor& t, at::ScalarType dtype, const char* name) {
@@ -360,6 +298,8 @@ struct Model {
   int64_t T, V, D, L, F, KV, S, hd, H, HD, Nqkv, Vh, pos, first, n_out;
   const int64_t* ids;
   const float *embed, *norms, *cos, *sin, *sqkv, *so, *sgu, *sd, *shead, *bqkv, *bo, *bgu, *bd;
+  const float* qk_norms;  // [L, 2, hd] or null
+  const int64_t* windows;  // [L] or null
   float *kc, *vc;
   double eps;
   float scaling;
@@ -390,7 +330,7 @@ void run_step(const Model& md, const std::vector<Mat>& mats, at::TensorList pack
       const int64_t Kp = (K + kPiece<W> - 1) / kPiece<W> * kPiece<W>;
       for (int64_t m = 0; m < M; m++)
         if constexpr (sizeof(W) == 1) {
-          secbook::quantize_row(src + m * K, K, xq.data() + m * Kp, sx.data() + m * ((Kp + kChunk - 1) / kChunk));
+          quantize_row(src + m * K, K, xq.data() + m * Kp, sx.data() + m * ((Kp + kChunk - 1) / kChunk));
         } else {
           std::copy(src + m * K, src + (m + 1) * K, xf.data() + m * Kp);
           std::fill(xf.data() + m * Kp + K, xf.data() + (m + 1) * Kp, 0.f);  // padding: zero weights x zero
@@ -411,11 +351,12 @@ void run_step(const Model& md, const std::vector<Mat>& mats, at::TensorList pack
       prepare(h.data(), T, D);
       run(4 * l, T, md.sqkv + l * Nqkv, at_layer(md.bqkv, l * Nqkv), qkv.data());
 #pragma omp barrier
-      {  // RoPE on every query and key head, then the keys and values into the cache
+      {  // (Qwen3: RMSNorm of each head, then) RoPE on every query and key head, the keys and values into the cache
         auto [b, e] = split(T * (H + KV));
         for (int64_t ti = b; ti < e; ti++) {
           const int64_t t = ti / (H + KV), i = ti % (H + KV), p = pos + t;
           float* row = &qkv[t * Nqkv];  // H query heads, KV key heads, KV value heads
+          if (md.qk_norms) rms_norm(row + i * hd, md.qk_norms + (2 * l + (i >= H)) * hd, hd, md.eps, row + i * hd);
           rope(row + i * hd, cp + p * hd, sp + p * hd, hd);
           if (i >= H) {
             const int64_t g = i - H, off = ((l * KV + g) * S + p) * hd;
@@ -427,9 +368,12 @@ void run_step(const Model& md, const std::vector<Mat>& mats, at::TensorList pack
 #pragma omp barrier
       {  // (token, head) pairs split over the cores; query head i reads key/value head i / rep (grouped-query)
         auto [b, e] = split(T * H);
+        const int64_t window = md.windows ? md.windows[l] : 0;
         for (int64_t th = b; th < e; th++) {
-          const int64_t t = th / H, i = th % H, base = (l * KV + i / rep) * S * hd;
-          attend(&qkv[t * Nqkv + i * hd], kp + base, vp + base, pos + t, hd, md.scaling, scores.data(),
+          const int64_t t = th / H, i = th % H, base = (l * KV + i / rep) * S * hd, p = pos + t;
+          // a window of w positions: the query at p sees p - w + 1 .. p (Mistral; Hugging Face's mask is the same)
+          const int64_t s0 = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
+          attend(&qkv[t * Nqkv + i * hd], kp + base, vp + base, s0, p, hd, md.scaling, scores.data(),
                  &att[th * hd]);
         }
       }
@@ -464,7 +408,8 @@ at::Tensor llama_step(const at::Tensor& ids, int64_t pos, const at::Tensor& embe
                       const at::Tensor& so, const std::optional<at::Tensor>& bo, const at::Tensor& sgu,
                       const std::optional<at::Tensor>& bgu, const at::Tensor& sd, const std::optional<at::Tensor>& bd,
                       const at::Tensor& shead, const at::Tensor& cos, const at::Tensor& sin, at::Tensor kc,
-                      at::Tensor vc, int64_t n_heads, double eps, double scaling, bool last_only) {
+                      at::Tensor vc, int64_t n_heads, double eps, double scaling, bool last_only,
+                      const std::optional<at::Tensor>& qk_norms, at::IntArrayRef windows) {
   check(ids, at::kLong, "ids");
   for (auto [t, name] : {std::pair{&embed, "embed"}, {&norms, "norms"}, {&sqkv, "sqkv"}, {&so, "so"},
                          {&sgu, "sgu"}, {&sd, "sd"}, {&shead, "shead"}, {&cos, "cos"}, {&sin, "sin"},
@@ -495,6 +440,14 @@ at::Tensor llama_step(const at::Tensor& ids, int64_t pos, const at::Tensor& embe
                   kc.size(0) == L && vc.sizes() == kc.sizes() && cos.size(0) >= S && cos.size(1) == md.hd &&
                   sin.sizes() == cos.sizes() && sgu.size(1) % 2 == 0,
               "secbook::llama_step: the scale, norm, cache and RoPE shapes do not fit together");
+  if (qk_norms.has_value()) {
+    check(*qk_norms, at::kFloat, "qk_norms");
+    TORCH_CHECK(qk_norms->dim() == 3 && qk_norms->size(0) == L && qk_norms->size(1) == 2 &&
+                    qk_norms->size(2) == md.hd, "secbook::llama_step: qk_norms must be [layers, 2, head_dim]");
+  }
+  TORCH_CHECK(windows.empty() || int64_t(windows.size()) == L,
+              "secbook::llama_step: windows must hold one sliding-window length per layer (0: none), or none");
+  for (int64_t w : windows) TORCH_CHECK(w >= 0, "secbook::llama_step: a sliding window cannot be negative");
   const int64_t P = packed.size();
   TORCH_CHECK(P >= 1 && (packed[0].scalar_type() == at::kChar || packed[0].scalar_type() == at::kFloat),
               "secbook::llama_step: packed int8 or float32 weights from secbook::llama_pack expected");
@@ -519,6 +472,7 @@ at::Tensor llama_step(const at::Tensor& ids, int64_t pos, const at::Tensor& embe
   md.sgu = sgu.data_ptr<float>(), md.sd = sd.data_ptr<float>(), md.shead = shead.data_ptr<float>();
   md.bqkv = ptr(bqkv), md.bo = ptr(bo), md.bgu = ptr(bgu), md.bd = ptr(bd);
   md.kc = kc.data_ptr<float>(), md.vc = vc.data_ptr<float>(), md.eps = eps, md.scaling = float(scaling);
+  md.qk_norms = ptr(qk_norms), md.windows = windows.empty() ? nullptr : windows.data();
   md.first = last_only ? T - 1 : 0, md.n_out = T - md.first;
   at::Tensor logits = at::empty({md.n_out, md.Vh}, embed.options());
   if (dt == at::kChar)
@@ -530,15 +484,15 @@ at::Tensor llama_step(const at::Tensor& ids, int64_t pos, const at::Tensor& embe
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(secbook, m) {
+TORCH_LIBRARY_FRAGMENT(SECBOOK_NS, m) {
   m.def("llama_pack(Tensor wqkv, Tensor wo, Tensor wgu, Tensor wd, Tensor whead, int parts) -> Tensor[]");
   m.def("llama_step(Tensor ids, int pos, Tensor embed, Tensor norms, Tensor[] packed, Tensor sqkv, "
         "Tensor? bqkv, Tensor so, Tensor? bo, Tensor sgu, Tensor? bgu, Tensor sd, Tensor? bd, Tensor shead, "
         "Tensor cos, Tensor sin, Tensor(a!) kc, Tensor(b!) vc, int n_heads, float eps, float scaling, "
-        "bool last_only) -> Tensor");
+        "bool last_only, Tensor? qk_norms=None, int[] windows=[]) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(secbook, CPU, m) {
+TORCH_LIBRARY_IMPL(SECBOOK_NS, CPU, m) {
   m.impl("llama_pack", llama_pack);
   m.impl("llama_step", llama_step);
 }

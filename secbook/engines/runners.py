@@ -130,7 +130,8 @@ class CppRunner(Runner):
         import torch
 
         from .. import load
-        from ..generate import FastGenerator, apply_transform
+        from ..generate import FastGenerator
+        from ..ladder import apply_transform
         from ..measure import decode_read_bytes
 
         if precision not in ("fp32", "int8"):

@@ -2,7 +2,7 @@
 import sys
 
 sys.path.insert(0, "tools")
-from nb import code, md, solution  # noqa: E402
+from nb import answer, code, exercise, md, opening, solution, summary  # noqa: E402
 
 NAME = "01_why_latency"
 
@@ -34,6 +34,13 @@ with a scale and a minimum; chapter 3.1 reads that format), and the set-up (`mak
 converts it back to ordinary fp32 weights: a real model that answers questions, though not bit for bit the
 original bf16 weights.
 """),
+    opening(["tell inference from training, and prefill from decode",
+             "measure time to first token (TTFT), time per output token (TPOT) and tokens/s without fooling yourself "
+             "(warm-up, medians, the first call apart)",
+             "predict end-to-end latency from TTFT and TPOT, and check the prediction against a measurement",
+             "stream a real chat model's reply and see when each token arrives"],
+            ["Python and a first idea of what a neural network is",
+             "no GPU: everything runs on a laptop CPU"], 25),
     code(r"""
 import secbook
 machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
@@ -42,6 +49,7 @@ import matplotlib.pyplot as plt
 from transformers import TextStreamer
 from secbook import widgets
 from secbook.measure import time_generation, prompt_ids
+from secbook.claims import say, guard, times
 print("measured on:", machine)
 """),
     md(r"""
@@ -97,13 +105,22 @@ numbers in brackets are milliseconds since the request, stamped when that text w
 from secbook import apps
 r = apps.stream(real, rtok, "Why do large language models generate text one token at a time? Two sentences.",
                 new_tokens=48, on_text=apps.live_printer(6), chat=True)
-print(f"\n\nfirst token after {r.ttft_s * 1e3:.0f} ms (TTFT), first text on screen after {r.first_text_s * 1e3:.0f} ms, "
-      f"then one token every {r.tpot_s * 1e3:.0f} ms (median gap, {r.tokens_per_s:.1f} tokens/s) for {len(r.tokens)} tokens")
+print()
 """),
     md(r"""
-The first text can appear a little after the first token: a streamer prints whole words, and a word may take
-several tokens. Both moments are measured above, in the same run as the stamps.
+A streamer prints whole words, and a word may take several tokens, so the first text can reach the screen a
+little after the first token. The first bracket above is the moment the first text was printed; the sentence
+below is computed from the same run.
 """),
+    code(r"""
+lag_ms = 1e3 * (r.first_text_s - r.ttft_s)
+guard(abs(lag_ms) < 1e-6 or lag_ms > 0, "the first text is printed no earlier than the first token",
+      f"first token {1e3 * r.ttft_s:.0f} ms, first text {1e3 * r.first_text_s:.0f} ms")
+when = ("at the same moment" if lag_ms < 0.5 else f"{lag_ms:.0f} ms later, when the first whole word was complete")
+say(f"The first token arrived after **{r.ttft_s * 1e3:.0f} ms** (the TTFT of this reply) and the first text reached "
+    f"the screen {when} (the first stamp, [{r.first_text_s * 1e3:.0f} ms]). After that one token arrived every "
+    f"**{r.tpot_s * 1e3:.0f} ms** (the median gap, {r.tokens_per_s:.1f} tokens/s) for {len(r.tokens)} tokens.");
+""", tags=("remove-input",)),
     md(r"""
 ## Measuring TTFT, TPOT and tokens/s honestly
 
@@ -123,11 +140,14 @@ print("measured on:", secbook.describe_machine())
 table[["model", "ttft_s", "tpot_s", "tokens_per_s", "latency_s", "first_call_s"]].round(4)
 """),
     code(r"""
-ratio = table.set_index("model").tokens_per_s
-print(f"The tiny model decodes {ratio['tiny'] / ratio['smollm2-135m-instruct']:.1f}x faster than the "
-      f"135M-parameter real model on this machine, with "
-      f"{sum(p.numel() for p in real.parameters()) / sum(p.numel() for p in tiny.parameters()):.0f}x fewer parameters.")
-"""),
+speed = table.set_index("model").tokens_per_s
+size = sum(p.numel() for p in real.parameters()) / sum(p.numel() for p in tiny.parameters())
+ratio = speed["tiny"] / speed["smollm2-135m-instruct"]
+say(f"The tiny model decoded at {times(ratio)} the speed of the real model, which has {size:.0f}x as many "
+    f"parameters" + (" — less than the ratio of sizes: a small model's step is dominated by fixed costs per "
+                     "layer and per call, not by its arithmetic (chapter 4 separates the two)." if ratio < size / 2
+                     else "."));
+""", tags=("remove-input",)),
     md(r"""
 ## Latency grows with the answer
 
@@ -160,15 +180,18 @@ fit = []
 for name, grp in curve.groupby("model", sort=False):
     pred = grp.ttft_ms.median() + (grp.new_tokens - 1) * grp.tpot_ms.median()
     fit.append((name, float((abs(grp.latency_ms - pred) / grp.latency_ms).max())))
-for name, worst in fit:
-    print(f"{name}: the formula is within {100 * worst:.0f}% of every measured point")
-"""),
+worst = max(w for _, w in fit)
+say("The largest gap between the formula TTFT + (n − 1)·TPOT and a measured point was "
+    + " and ".join(f"{100 * w:.0f}% ({n})" for n, w in fit) + ". "
+    + ("The points fall on the dashed lines: after the first token, each further token costs about the same."
+       if worst < 0.1 else "Some points fall off the dashed lines: the timings scattered in this run (other work "
+       "on the machine; medians over repeats reduce such noise but cannot remove it). Run the cell again, on a "
+       "quieter machine if you can, to check the straight line."));
+""", tags=("remove-input",)),
     md(r"""
-Where the formula is within a few percent of every point, the measured points fall on the dashed lines: after the
-first token, each further token costs about the same (where points scatter, other programs were competing for the
-CPU during the run: medians over repeats reduce that noise but cannot remove it). That is why the later
-chapters attack the two terms separately — the prefill (TTFT) and, above all, the per-token decode cost (TPOT),
-which for a batch of one is limited by how fast the weights can be read from memory (chapter 4).
+That is why the later chapters attack the two terms separately — the prefill (TTFT) and, above all, the
+per-token decode cost (TPOT). For a model large enough, a decode step at batch size one is limited by how fast
+its weights can be read from memory; chapter 4 measures where that starts.
 
 ## Try it
 
@@ -181,42 +204,78 @@ display(panel)
 timing, text = widgets.latency_update("tiny", 64, 16)
 print(text)
 """),
+    summary(["Inference produces a reply one token at a time: one prefill over the prompt, then one decode step per "
+             "new token.",
+             "TTFT (the prefill plus the first step) and TPOT (the pace after it) are the two numbers a user feels; "
+             "end-to-end latency ≈ TTFT + (n − 1)·TPOT, and tokens/s is 1 / TPOT at batch size one.",
+             "Measure honestly: warm up, take medians over repeats, report the first call apart and name the "
+             "machine; every number in this book is measured when the page is built.",
+             "A real 135M-parameter chat model answers a question correctly on a CPU, streaming its reply; the book's "
+             "tiny model is there when speed of experimentation matters."]),
     md(r"""
 ## Exercises
-
-**Exercise 1.** From the table in section 3, predict the end-to-end latency of generating **100** tokens with the
-tiny model, then check your formula with `secbook.exercises.check_latency_prediction(answer_s, ttft_s, tpot_s, 100)`.
+"""),
+    exercise(1, r"""
+From the timing table above, predict the end-to-end latency of generating **100** tokens with the tiny model,
+then check your formula with `secbook.exercises.check_latency_prediction(answer_s, ttft_s, tpot_s, 100)`.
 """),
     solution(r"""
 from secbook.exercises import check_latency_prediction
 row = table.set_index("model").loc["tiny"]
-answer = row.ttft_s + 99 * row.tpot_s
-check_latency_prediction(answer, row.ttft_s, row.tpot_s, 100)
+answer_s = row.ttft_s + 99 * row.tpot_s          # TTFT + (n - 1) x TPOT
+check_latency_prediction(answer_s, row.ttft_s, row.tpot_s, 100)
 """),
-    md(r"""
-**Exercise 2.** Which of TTFT and TPOT grows when the *prompt* gets longer? Measure the tiny model with prompts of 8
-and 256 tokens (16 new tokens) and explain.
+    exercise(2, r"""
+Which of TTFT and TPOT grows when the *prompt* gets longer? Measure the tiny model with prompts of 8 and 256 tokens
+(16 new tokens) and explain.
 """),
     solution(r"""
-for p in (8, 256):
-    tg = time_generation(tiny, tok, prompt_len=p, new_tokens=16, repeats=3)
+t = {p: time_generation(tiny, tok, prompt_len=p, new_tokens=16, repeats=3) for p in (8, 256)}
+for p, tg in t.items():
     print(f"prompt {p:>3}: TTFT {tg.ttft_s * 1e3:6.1f} ms, TPOT {tg.tpot_s * 1e3:5.1f} ms")
+g_ttft, g_tpot = t[256].ttft_s / t[8].ttft_s, t[256].tpot_s / t[8].tpot_s
+print(f"32x the prompt: TTFT x{g_ttft:.2f}, TPOT x{g_tpot:.2f}.")
 print("TTFT carries the prefill, which processes every prompt token, so it grows with the prompt; a decode step")
-print("handles one new token and only its attention over the cached prompt grows, so TPOT grows far less.")
+print("handles one new token and only its attention over the cached prompt grows, so TPOT should grow far less.")
+if g_tpot >= g_ttft:
+    print("(In this run TPOT grew as much as TTFT: the timings were disturbed by other work on the machine; run again.)")
 """),
-    md(r"""
-**Exercise 3.** The table reports `first_call_s` apart from the median latency. Why should the first call never be
-mixed into the median? Measure it again for a freshly loaded replica with 2 layers (`secbook.load("replica:smollm2-135m",
+    exercise(3, r"""
+The table reports `first_call_s` apart from the median latency. Why should the first call never be mixed into the
+median? Measure it again for a freshly loaded replica with 2 layers (`secbook.load("replica:smollm2-135m",
 num_hidden_layers=2)`) and compare with its median.
 """),
     solution(r"""
 small, stok = secbook.load("replica:smollm2-135m", num_hidden_layers=2)
 tg = time_generation(small, stok, prompt_len=32, new_tokens=16, repeats=3)
 ratio = tg.first_call_s / tg.latency_s
-print(f"first call {tg.first_call_s * 1e3:.1f} ms vs median {tg.latency_s * 1e3:.1f} ms: the first call took "
-      f"{ratio:.2f}x the median" + (" this time." if ratio > 1 else " this time: the one-off costs were small here, "
-      "but they are not guaranteed to be (a first torch.compile call takes seconds to minutes)."))
+print(f"first call {tg.first_call_s * 1e3:.1f} ms vs median {tg.latency_s * 1e3:.1f} ms: {ratio:.2f}x the median.")
+if ratio <= 1.05:
+    print("Here the first call was not slower: eager PyTorch on a CPU has few one-off costs for a model this small.")
 print("The first call can pay one-off costs (memory allocation, lazy initialisation, kernel selection; compilation")
-print("with torch.compile). A user pays them once; mixing them into the median would misreport the steady state.")
+print("with torch.compile, which takes seconds to minutes). A user pays them once; mixing them into the median")
+print("would misreport the steady state, and a median over repeats hides a one-off cost whichever way it falls.")
+"""),
+    exercise(4, r"""
+Ask the real model a question of your own with `apps.stream(real, rtok, question, new_tokens=48,
+on_text=apps.live_printer(6), chat=True)`. Is its TTFT longer for a longer question? Try a one-line question and
+one of about five lines.
+"""),
+    solution(r"""
+short = "What is a tokenizer?"
+long = ("I am reading a book about running language models fast. It says that a model first reads the whole prompt "
+        "and then writes one token at a time, and that the first part is called prefill. It also says that a long "
+        "prompt makes the first token come later, but not the later tokens. Is that right, and why? Please answer "
+        "in two sentences.")
+res = {}
+for name, q in (("short", short), ("long", long)):
+    res[name] = apps.stream(real, rtok, q, new_tokens=16, on_text=lambda t, s: None, chat=True)
+    n = chat_ids(rtok, q).shape[1]
+    print(f"{name:>5} question ({n} prompt tokens): TTFT {res[name].ttft_s * 1e3:.0f} ms, TPOT {res[name].tpot_s * 1e3:.0f} ms")
+g = res["long"].ttft_s / res["short"].ttft_s
+print(f"The long question's TTFT was {g:.2f}x the short one's.", "As expected:" if g > 1.05 else
+      "Not clearly longer in this run (one reply each is a noisy measurement; repeat it). In principle:")
+print("the prefill reads every prompt token, so a longer question delays the first token; the later tokens each cost")
+print("one decode step whatever the prompt's length (only the attention over the cache grows, slowly).")
 """),
 ]

@@ -1,18 +1,23 @@
-"""Chapter 3.1.1 — Quantization: round-to-nearest from scratch, GPTQ, AWQ, and the libraries that prove it."""
+"""Chapter 3.1.1 — Quantization: round-to-nearest from scratch, GPTQ, AWQ, a real model's Q4_1 file read by hand,
+the question set on quantized variants of that model, and the libraries timed in turn."""
 import sys
 
 sys.path.insert(0, "tools")
-from nb import code, md, solution  # noqa: E402
+from nb import answer, code, exercise, md, opening, solution, summary  # noqa: E402
 
 NAME = "03_1a_quantization"
 
 SETUP = r"""
 import secbook
 machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
-import torch, pandas as pd, matplotlib.pyplot as plt
-from secbook import quantize as Q
-from secbook.compress import eval_ids, evaluate, forward_speed, model_size, EVAL_TOKENS
-from secbook.measure import describe_machine, load_results
+import copy, warnings
+import numpy as np, torch, pandas as pd, matplotlib.pyplot as plt
+from secbook import quantize as Q, tasks, pretrained
+from secbook import ggml_blocks as G
+from secbook.claims import say, guard, compare, times
+from secbook.compress import eval_ids, evaluate, forward_speed_in_turn, model_size
+from secbook.measure import (describe_machine, load_results, perplexity_protocol, PPL_TOKENS, hf_generate_fn,
+                             tok_s_in_turn, model_bytes)
 pd.set_option("display.width", 140); pd.set_option("display.precision", 3)
 print("measured on:", machine)
 """
@@ -24,14 +29,23 @@ CELLS = [
 A weight stored in 32-bit floating point costs 4 bytes; the same weight as an 8-bit integer costs 1, as a
 4-bit integer half a byte. Decoding reads every weight once per token, so fewer bytes means less memory
 traffic — and, when the kernels are right, more tokens per second. The price is rounding error. This
-section builds weight quantization from scratch on the book's tiny model (5.8 M parameters, trained on
-the Python standard library), measures what each choice costs in held-out perplexity, then checks the
-results against the libraries that do it for production: `torch.ao`, bitsandbytes and torchao.
+section builds weight quantization from scratch on the book's tiny model (5.8 M parameters, trained here in full
+precision on the Python standard library), measures what each choice costs in held-out perplexity, then turns to a
+real model: it reads the 4-bit file that SmolLM2-135M-Instruct comes in, block by block, asks quantized variants
+of it the book's 30 questions, and times the production libraries — `torch.ao`, bitsandbytes and torchao — on it.
 
 The integer-plus-scale scheme used everywhere below is the affine quantization of {cite}`jacob2018quantization`:
 a weight $w$ is stored as an integer $q$ and recovered as $\hat w = (q - z)\,s$ with a scale $s$ and a
 zero point $z$.
 """),
+    opening(["quantize a weight matrix symmetrically or asymmetrically, per tensor, per channel or per group, and "
+             "count the bytes it really takes",
+             "explain how GPTQ and AWQ improve on rounding each weight to the nearest level",
+             "read llama.cpp's Q4_1 blocks (scale, minimum, 4-bit codes) from a real GGUF file and decode them by hand",
+             "judge a quantized model by its answers as well as by its perplexity, and say when a difference is noise",
+             "compare quantization libraries by size and by speed timed in turn"],
+            ["chapter 1 (tokens/s, how timing is done) and chapter 2 (the pipeline)",
+             "what perplexity is (glossary); a little linear algebra (matrix times vector)"], 45),
     code(SETUP),
     md(r"""
 ## Round-to-nearest, one layer at a time
@@ -52,11 +66,21 @@ for bits in Q.SUPPORTED_BITS:
         err = {g if g else "channel": float((Q.fake_quantize(w, bits, g, scheme) - w).norm() / w.norm())
                for g in ("tensor", None, 128, 64, 32)}
         rows.append({"bits": bits, "scheme": scheme, **err})
-pd.DataFrame(rows)
+errors = pd.DataFrame(rows); errors
 """),
+    code(r"""
+e = errors.set_index(["bits", "scheme"])
+step = [e.loc[(b, "sym"), "channel"] / e.loc[(b + 1, "sym"), "channel"] for b in (2, 3)]
+finer = bool((e[["channel", 128, 64, 32]].diff(axis=1).iloc[:, 1:] <= 0).all().all())
+asym = bool((e.xs("asym", level="scheme")["channel"] <= e.xs("sym", level="scheme")["channel"]).all())
+say(f"Going from 4 to 3 bits multiplied this layer's error by {step[1]:.1f}, from 3 to 2 bits by {step[0]:.1f} "
+    f"(one bit fewer halves the number of levels, so about doubles the step). "
+    + ("Finer groups lowered the error at every bit width" if finer else "Finer groups mostly lowered the error")
+    + (", and the asymmetric scheme was better than the symmetric one in every row." if asym else
+       "; the asymmetric scheme was not better in every row."));
+""", tags=("remove-input",)),
     md(r"""
-Each bit removed roughly doubles the error; finer groups and the asymmetric scheme each buy back part
-of it. The histogram shows why: the weights are bell-shaped, and at 3 bits only eight levels (vertical
+The histogram shows why so few bits hurt: the weights are bell-shaped, and at 3 bits only eight levels (vertical
 lines, one row's symmetric grid) cover them.
 """),
     code(r"""
@@ -74,9 +98,9 @@ plt.show()
 
 A quantized model is only smaller if the integers are *stored* small. `Q.pack` puts two 4-bit values in a
 byte (four 2-bit values; eight 3-bit values in three bytes), and `Q.QuantLinear` keeps the packed bytes
-plus fp16 scales, dequantizes in `forward` and calls `F.linear`. Its `storage_bytes()` reports what it
-really holds, and `secbook.measure.model_bytes` uses it. The output below is checked by the book's tests
-on every build.
+plus fp16 scales (and one byte of zero point per group in the asymmetric scheme), dequantizes in `forward` and
+calls `F.linear`. Its `storage_bytes()` reports what it really holds, and `secbook.measure.model_bytes` uses it.
+The output below is checked by the book's tests on every build.
 """),
     code(r"""
 # NBVAL_CHECK_OUTPUT
@@ -91,44 +115,69 @@ for bits in (8, 4, 3, 2):
 ## The whole model
 
 `Q.quantize(model, bits, group_size, scheme)` swaps every decoder `nn.Linear` (not the tied embedding /
-`lm_head`) for a `QuantLinear` and returns a report. Each variant is scored on the first
-{glue}`n_eval` tokens of the held-out text: perplexity, *agreement* (the fraction of positions where the
-greedy next token is the fp32 model's) and real bytes.
+`lm_head`) for a `QuantLinear` and returns a report. Each variant is scored with the book's perplexity protocol
+(printed below) and, in the same pass, by its *top-1 match*: the fraction of held-out positions where its most
+likely next token is the fp32 model's (each position seeing the true text before it).
 """),
     code(r"""
-from myst_nb import glue
-ids = eval_ids(tok, EVAL_TOKENS); glue("n_eval", len(ids), display=False)
+ids = eval_ids(tok, PPL_TOKENS)
 ppl0, _, ref = evaluate(model, ids)
-results = [{"variant": "fp32", "perplexity": ppl0, "agreement": 1.0, "MB": model_size(model) / 1e6}]
+results = [{"variant": "fp32", "perplexity": ppl0, "top-1 match": 1.0, "MB": model_size(model) / 1e6}]
 for bits, g in [(8, None), (4, 64), (3, 64), (3, None), (2, 64)]:
     qm, rep = Q.quantize(secbook.load("tiny")[0], bits, g)
-    ppl, agree, _ = evaluate(qm, ids, ref)
+    ppl, match, _ = evaluate(qm, ids, ref)
     results.append({"variant": f"rtn int{bits} {'pc' if g is None else f'g{g}'}", "perplexity": ppl,
-                    "agreement": agree, "MB": model_size(qm) / 1e6, "layers_vs_fp32": rep.ratio})
-live = pd.DataFrame(results).assign(increase_pct=lambda d: 100 * (d.perplexity / ppl0 - 1)); live
+                    "top-1 match": match, "MB": model_size(qm) / 1e6, "layers_vs_fp32": rep.ratio})
+live = pd.DataFrame(results).assign(increase_pct=lambda d: 100 * (d.perplexity / ppl0 - 1))
+print(perplexity_protocol(len(ids)))
+live
 """),
+    code(r"""
+inc = live.set_index("variant").increase_pct
+lay = live.set_index("variant").layers_vs_fp32
+say(f"Relative to fp32, held-out perplexity changed by {inc['rtn int8 pc']:+.3f} % at int8 per channel, "
+    f"{inc['rtn int4 g64']:+.1f} % at int4 g64, {inc['rtn int3 g64']:+.1f} % at int3 g64 and {inc['rtn int2 g64']:+.0f} % "
+    f"at int2 g64: " + ("plain rounding to 2 bits breaks the model. " if inc["rtn int2 g64"] > 25 else "")
+    + f"The quantized layers shrank to {lay['rtn int4 g64']:.3f}x their fp32 bytes at int4 g64 (scales included), "
+      f"the whole model only to {live.set_index('variant').MB['rtn int4 g64'] / live.MB[0]:.2f}x, because the "
+      f"{model.config.vocab_size} × {model.config.hidden_size} embedding stays in fp32.");
+""", tags=("remove-input",)),
     md(r"""
-Eight bits are free; 4 bits with groups of 64 cost little; 3 bits start to hurt, and 2 bits with plain
-rounding break the model. The quantized layers shrink to about an eighth at 4 bits (scales included);
-the whole model shrinks less, because the 4096 × 256 embedding stays in fp32.
-
 ## Where the error comes from
 
-The report keeps each layer's relative weight error; `Q.activation_stats` records the largest |input| of
-every input channel. A few channels with inputs far above the rest — *outlier features*
-{cite}`dettmers2022llmint8` — are what make activation quantization hard, and what AWQ exploits below.
+The report keeps each layer's relative weight error; `Q.activation_stats` records the largest |input| of every
+input channel. A few channels with inputs far above the rest — *outlier features* {cite}`dettmers2022llmint8` —
+are what make *activation* quantization hard, and what AWQ exploits below. They are a property of trained
+transformers that grows with scale, so the real model is measured beside the tiny one: the count is of channels
+whose largest input exceeds 6 times the layer's median channel.
 """),
     code(r"""
 qm, rep = Q.quantize(secbook.load("tiny")[0], 3, 64)
 calib = Q.calibration_ids(tok, 8, 256)
 amax = Q.activation_stats(model, calib)
-fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.2))
-rep.frame().plot.bar(x="layer", y="rel_error", ax=a, legend=False, xticks=[]); a.set(title="int3 g64: relative error per layer", xlabel="42 layers, in model order")
+real, rtok = secbook.load("smollm2-135m-instruct")
+ramax = Q.activation_stats(real, Q.calibration_ids(rtok, 4, 128))
+fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.2))
+rep.frame().plot.bar(x="layer", y="rel_error", ax=a, legend=False, xticks=[])
+a.set(title="tiny, int3 g64: relative error per layer", xlabel=f"{len(rep.layers)} layers, in model order")
 name = "model.layers.0.mlp.down_proj"
-b.plot(amax[name].numpy()); b.set(title=f"max |input| per channel: {name}", xlabel="channel")
-plt.show()
-print({n: Q.outlier_channels(v)[:8] for n, v in amax.items() if "layers.0." in n})
+b.plot(amax[name].numpy()); b.set(title=f"tiny: max |input| per channel\n{name}", xlabel="channel")
+rname = "model.layers.0.self_attn.q_proj"
+c.plot(ramax[rname].numpy(), color="tab:orange")
+c.set(title=f"smollm2-135m-instruct: max |input| per channel\n{rname}", xlabel="channel")
+plt.tight_layout(); plt.show()
+count = lambda stats: sum(len(Q.outlier_channels(v)) for v in stats.values())
+outliers = pd.DataFrame([{"model": "tiny", "layers": len(amax), "outlier channels": count(amax)},
+                         {"model": "smollm2-135m-instruct", "layers": len(ramax), "outlier channels": count(ramax)}])
+outliers
 """),
+    code(r"""
+o = outliers.set_index("model")["outlier channels"]
+say(f"Outlier channels (largest input above 6x the layer's median channel): {o['tiny']} in the tiny model, "
+    f"{o['smollm2-135m-instruct']} in the real one"
+    + (" — the real model has many; LLM.int8() found that such outliers emerge as trained transformers grow."
+       if o["smollm2-135m-instruct"] > 2 * max(o["tiny"], 1) else "."));
+""", tags=("remove-input",)),
     md(r"""
 ## GPTQ: rounding with error feedback
 
@@ -144,12 +193,19 @@ sees the inputs produced by the already-quantized ones. Calibration: 32 windows 
     code(r"""
 calib = Q.calibration_ids(tok, 32, 256)
 gq, grep = Q.quantize(secbook.load("tiny")[0], 3, 64, method="gptq", calib=calib)
-ppl_g, agree_g, _ = evaluate(gq, ids, ref)
+ppl_g, match_g, _ = evaluate(gq, ids, ref)
 rtn3 = live.set_index("variant").loc["rtn int3 g64"]
-pd.DataFrame([{"variant": "rtn int3 g64", "perplexity": rtn3.perplexity, "agreement": rtn3.agreement},
-              {"variant": "gptq int3 g64", "perplexity": ppl_g, "agreement": agree_g}]
-             ).assign(increase_pct=lambda d: 100 * (d.perplexity / ppl0 - 1))
+gptq_vs = pd.DataFrame([{"variant": "rtn int3 g64", "perplexity": rtn3.perplexity, "top-1 match": rtn3["top-1 match"]},
+                        {"variant": "gptq int3 g64", "perplexity": ppl_g, "top-1 match": match_g}]
+                       ).assign(increase_pct=lambda d: 100 * (d.perplexity / ppl0 - 1)); gptq_vs
 """),
+    code(r"""
+better = ppl_g < rtn3.perplexity
+say(f"At 3 bits, GPTQ's perplexity increase was {100 * (ppl_g / ppl0 - 1):.1f} % against round-to-nearest's "
+    f"{100 * (rtn3.perplexity / ppl0 - 1):.1f} %" + (": error feedback recovered most of what rounding lost."
+    if better and (ppl_g - ppl0) < 0.5 * (rtn3.perplexity - ppl0) else
+    ": better, but not by half." if better else ": no better here."));
+""", tags=("remove-input",)),
     md(r"""
 ## AWQ: protect the salient channels
 
@@ -161,85 +217,314 @@ per-channel input scale. The recorded sweep below compares it with RTN and GPTQ 
 
 ## The recorded sweep: every bit width, every method
 
-`python -m secbook compress-sweep` runs the whole grid offline and writes
-`data/results/compress_sweep.csv` (machine columns included). The perplexities are on the same
-{glue}`n_eval` held-out tokens as above, so the live rows can be compared with the recorded ones. (The
-CSV also has speed columns, but they were taken one variant after another on a machine shared with other
-jobs, so they are not comparable across rows; the speeds this chapter quotes are measured side by side.)
+`python -m secbook compress-sweep` runs the whole grid offline and writes `data/results/compress_sweep.csv`
+(machine columns and the number of held-out tokens scored included). Its perplexities can be compared with the
+live rows above only if both used the same protocol; the cell below checks. (The CSV's speed columns were timed
+one variant after another, not in turn, so they are not compared across rows; the speeds this chapter quotes are
+timed in turn.)
 """),
     code(r"""
 sweep = load_results("compress_sweep")
-print("recorded on:", sweep.cpu.iloc[0], "|", sweep.torch.iloc[0] if "torch" in sweep else "")
+rec_tokens = int(sweep.eval_tokens.iloc[0])
+rec_fp = sweep[sweep.family == "fp32"].perplexity.iloc[0]
+print("recorded on:", sweep.cpu.iloc[0], "|", sweep.timestamp.iloc[0][:10], "| torch", sweep.torch.iloc[0],
+      "|", perplexity_protocol(rec_tokens))
 qcols = ["variant", "perplexity", "ppl_increase_pct", "agreement", "size_vs_fp32"]
 quant = sweep[sweep.family.isin(["fp32", "rtn", "gptq", "awq"])]
-quant[qcols]
+quant[qcols].rename(columns={"agreement": "top-1 match"})
 """),
+    code(r"""
+if rec_tokens == len(ids):
+    say(f"Same protocol as the live rows: the recorded fp32 perplexity is {rec_fp:.2f}, the live one {ppl0:.2f}.")
+else:
+    say(f"The sweep was recorded with a different protocol ({perplexity_protocol(rec_tokens)}) from the live rows "
+        f"({perplexity_protocol(len(ids))}): its fp32 perplexity is {rec_fp:.2f}, the live one {ppl0:.2f}. Compare "
+        f"perplexities within one table only; the increases in % are comparable in trend.")
+""", tags=("remove-input",)),
     code(r"""
 fig, ax = plt.subplots(figsize=(7, 3.5))
 for fam, mk in (("rtn", "o"), ("gptq", "s"), ("awq", "^")):
     d = quant[(quant.family == fam) & (quant.group_size == 64) & (quant.scheme == "sym")].sort_values("bits")
     ax.plot(d.bits, d.perplexity, marker=mk, label=f"{fam} g64")
-ax.axhline(quant[quant.family == "fp32"].perplexity.iloc[0], color="k", ls="--", label="fp32")
+ax.axhline(rec_fp, color="k", ls="--", label="fp32")
 ax.set(xlabel="bits per weight", ylabel="held-out perplexity (log)", yscale="log", xticks=[2, 3, 4],
-       title="recorded: perplexity vs bits")
+       title=f"recorded sweep, tiny model ({sweep.cpu.iloc[0]})")
 ax.legend(); plt.show()
 """),
     md(r"""
-## The libraries
+## A real 4-bit file: llama.cpp's Q4_1, block by block
 
-**Dynamic int8 (`torch.ao`).** PyTorch's dynamic quantization stores int8 weights and quantizes the
-*activations* on the fly, batch by batch, so the matrix multiply itself runs in int8 (FBGEMM / oneDNN on
-x86). It is the one path here that changes the kernel, not just the storage — so it is the one to time.
-The two speeds below are measured side by side, prefill of 2 × 256 tokens.
+The real model of this book reaches us as llama.cpp's GGUF file, quantized to **Q4_1** ({cite}`llamacpp`).
+Its weights are cut into *blocks* of 32 consecutive inputs of one row, and each block is stored in 20 bytes: an
+fp16 scale $d$, an fp16 minimum $m$, and 32 unsigned 4-bit codes $q \in \{0, \dots, 15\}$, two per byte (byte
+$j$ holds code $j$ in its low four bits and code $j + 16$ in its high four bits). A weight is
+$$\hat w = d\,q + m,$$
+the asymmetric scheme above, with a *float* minimum in place of an integer zero point. The set-up
+(`python -m secbook fetch`) turned these blocks into the fp32 weights that `secbook.load` returns. The `gguf`
+package reads the file; `secbook.ggml_blocks` splits its bytes by hand. First, what the file holds:
 """),
     code(r"""
-dq = Q.dynamic_int8(model)
-ppl_d, agree_d, _ = evaluate(dq, ids, ref)
-speed = {"fp32": forward_speed(model), "torch.ao dynamic int8": forward_speed(dq)}
-pd.DataFrame([{"variant": k, "prefill_tokens_per_s": v} for k, v in speed.items()]).assign(
-    perplexity=[ppl0, ppl_d], agreement=[1.0, agree_d])
+gguf_file = pretrained.gguf_path()
+formats = G.tensor_formats(gguf_file)
+print(gguf_file.name, f"({gguf_file.stat().st_size:,} bytes)")
+formats
+"""),
+    code(r"""
+f = formats.set_index("format")
+say(f"{f.loc['Q4_1', 'tensors']} matrices are stored as Q4_1 at {f.loc['Q4_1', 'bits_per_weight']:.2f} bits per weight. "
+    + (f"The token embedding (tied to the output layer) is the one Q8_0 tensor: 8-bit codes with one fp16 scale per "
+       f"block of 32, {f.loc['Q8_0', 'bits_per_weight']:.2f} bits per weight. " if "Q8_0" in f.index else "")
+    + (f"The {f.loc['F32', 'tensors']} normalisation vectors stay in fp32." if "F32" in f.index else ""));
+""", tags=("remove-input",)),
+    md(r"""
+Now one block: the first 32 weights of row 0 of layer 0's `down_proj` (`blk.0.ffn_down.weight` in llama.cpp's
+names). The attention query and key rows are permuted by the conversion (llama.cpp orders them for its rotary
+embedding), so a projection that is not permuted is the one to compare.
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+fmt, raw = G.read_tensor(gguf_file, "blk.0.ffn_down.weight")
+print(fmt, "rows x bytes per row:", raw.shape, "=", raw.shape[1] // 20, "blocks of 20 bytes per row")
+block = raw[0, :20]
+print("the 20 bytes:", " ".join(f"{b:02x}" for b in block))
+d, m, q = G.q4_1_split(block)
+print(f"scale d = {d.item():.6f} (bytes {block[0]:02x} {block[1]:02x}), minimum m = {m.item():.6f} "
+      f"(bytes {block[2]:02x} {block[3]:02x})")
+print("codes q:", q[0].tolist())
+"""),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+by_hand = d * q[0].float() + m                         # w = d * q + m
+held = real.model.layers[0].mlp.down_proj.weight[0, :32].detach()
+print("by hand:", [round(v, 4) for v in by_hand[:8].tolist()], "...")
+print("model:  ", [round(v, 4) for v in held[:8].tolist()], "...")
+print("identical:", torch.equal(by_hand, held))
+"""),
+    code(r"""
+all_q41 = G.q4_1_dequantize(*G.q4_1_split(raw))
+guard(torch.equal(all_q41, real.model.layers[0].mlp.down_proj.weight.detach()),
+      "the converted model holds exactly the weights the Q4_1 blocks decode to")
+say(f"Decoded by hand, all {all_q41.numel():,} weights of this matrix equal the converted model's fp32 weights "
+    f"exactly. Every one of them lies on its block's grid of 16 levels m, m + d, …, m + 15·d.");
+""", tags=("remove-input",)),
+    md(r"""
+### Our asymmetric int4 with groups of 32, on the same weights
+
+Our `rtn int4 g32 asym` has the same grouping, but stores an fp16 scale and a one-byte *integer* zero point per
+group (19 bytes per 32 weights), and it stretches each group's range to include 0. Quantizing the converted fp32
+weights with it shows two things at once: how close it comes to Q4_1's own values, and what re-quantizing an
+already-4-bit model can show. As a control, the Q4_1 quantizer itself (`G.q4_1_quantize`: minimum and
+(maximum − minimum)/15 per block, rounded to fp16) is applied to the same weights.
+"""),
+    code(r"""
+rows = []
+for name, lin in Q.linear_layers(real).items():
+    wt = lin.weight.detach()
+    ours = Q.fake_quantize(wt, 4, 32, "asym")
+    again = G.q4_1_dequantize(*G.q4_1_quantize(wt))
+    rows.append({"layer": name, "weights": wt.numel(), "ours_same": int((ours == wt).sum()),
+                 "q4_1_same": int((again == wt).sum()), "err2": float((ours - wt).pow(2).sum()),
+                 "norm2": float(wt.pow(2).sum())})
+rq = pd.DataFrame(rows)
+lin0 = real.model.layers[0].mlp.down_proj
+bpw = {"Q4_1 (llama.cpp)": 8 * 20 / 32, "ours: rtn int4 g32 asym": 8 * Q.QuantLinear.from_linear(lin0, 4, 32, "asym").storage_bytes() / lin0.weight.numel()}
+requant = pd.DataFrame([
+    {"quantizer": "Q4_1 again (control)", "bits per weight": bpw["Q4_1 (llama.cpp)"],
+     "weights unchanged": rq.q4_1_same.sum() / rq.weights.sum(), "relative error": 0.0},
+    {"quantizer": "ours: rtn int4 g32 asym", "bits per weight": bpw["ours: rtn int4 g32 asym"],
+     "weights unchanged": rq.ours_same.sum() / rq.weights.sum(), "relative error": (rq.err2.sum() / rq.norm2.sum()) ** 0.5}])
+requant
+"""),
+    code(r"""
+fixed = requant.set_index("quantizer").loc["Q4_1 again (control)", "weights unchanged"]
+ours = requant.set_index("quantizer").loc["ours: rtn int4 g32 asym"]
+tiny_err = errors.set_index(["bits", "scheme"]).loc[(4, "asym"), 32]
+guard(fixed > 0.999, "re-quantizing Q4_1 weights with Q4_1 leaves them (almost) all unchanged", f"{fixed:.4%}")
+say(f"Q4_1 applied again left {fixed:.2%} of the weights unchanged: a 4-bit grid re-quantized onto itself is a "
+    f"fixed point, so it says nothing about what 4 bits cost this model. Our int4 g32 changed "
+    f"{1 - ours['weights unchanged']:.0%} of them, with a relative error of {ours['relative error']:.3f} — of the "
+    f"same order as its error on the tiny model's full-precision weights ({tiny_err:.3f} in the first table): its "
+    f"integer zero point puts the 16 levels at multiples of the scale, where Q4_1's float minimum put them "
+    f"anywhere, so most weights fall between two of our levels. It stores "
+    f"{ours['bits per weight']:.2f} bits per weight against Q4_1's {bpw['Q4_1 (llama.cpp)']:.2f}.");
+""", tags=("remove-input",)),
+    md(r"""
+What this can and cannot show. The original bf16 weights are not in the file, so the cost of Q4_1 itself — how
+much the model lost when llama.cpp quantized it — cannot be measured here; everything measured on this model
+starts from the Q4_1 values. Re-quantizing them measures only the *extra* error of a second quantizer on top of the
+first. That is why the experiments on methods (bits, groups, GPTQ, AWQ) stay on the tiny model, trained here in
+full precision. What the real model can show is whether a quantized variant still *answers* — next.
+
+## Does it still answer? The question set
+
+`secbook.tasks` holds 30 questions written for this book — facts, small arithmetic, Python — each with the
+strings that count as a correct answer. Each variant of the real model answers all 30 greedily (at most 24 new
+tokens, in one batch), and a reply is correct if it contains an expected string. The variants:
+
+* **fp32** — the converted model as loaded; **bf16** — weights and arithmetic in bfloat16;
+* **int8 rtn** — our int8 per-channel weights (symmetric), arithmetic in fp32;
+* **int8 torch.ao** — dynamic int8: int8 weights *and* activations quantized on the fly, int8 matrix products;
+* **int4 rtn g32** — our asymmetric int4 with groups of 32 (the comparison with Q4_1 above);
+* **int4 rtn per-channel** — int4 with one scale per row, a much coarser grid.
+
+The rtn variants are built with `Q.rtn_weights`, which keeps the dequantized values unpacked so that the 30
+replies take seconds: a `QuantLinear` model computes exactly the same (checked below on one layer).
+"""),
+    code(r"""
+lq = Q.QuantLinear.from_linear(lin0, 4, 32, "asym")
+guard(torch.equal(lq.dequantize(), Q.fake_quantize(lin0.weight.detach(), 4, 32, "asym")),
+      "rtn_weights' values are exactly what QuantLinear computes with")
+variants = {"fp32": lambda: real, "bf16": lambda: copy.deepcopy(real).to(torch.bfloat16),
+            "int8 rtn": lambda: Q.rtn_weights(real, 8, None, "sym"), "int8 torch.ao": lambda: Q.dynamic_int8(real),
+            "int4 rtn g32": lambda: Q.rtn_weights(real, 4, 32, "asym"),
+            "int4 rtn per-channel": lambda: Q.rtn_weights(real, 4, None, "sym")}
+scores = {}
+for name, build in variants.items():
+    m = build()
+    scores[name] = tasks.score(m, rtok, max_new_tokens=24, batch_size=30)
+    del m
+acc = pd.DataFrame([{"variant": k, **{r.kind: f"{r.correct}/{r.total}" for r in tasks.summary(v).itertuples()},
+                     "accuracy": v.correct.mean()} for k, v in scores.items()]); acc
+"""),
+    code(r"""
+fig, ax = plt.subplots(figsize=(6.5, 3.2))
+d = acc.sort_values("accuracy")
+ax.barh(d.variant, 100 * d.accuracy, color=["tab:gray" if v == "fp32" else "tab:blue" for v in d.variant])
+ax.axvline(100 * acc.set_index("variant").accuracy["fp32"], color="k", lw=0.8, ls="--")
+for y, v in enumerate(d.accuracy):
+    ax.text(100 * v + 0.5, y, f"{round(30 * v)}/30", va="center", fontsize=8)
+ax.set(xlabel="questions answered correctly (%)", xlim=(0, 100),
+       title="smollm2-135m-instruct (from Q4_1): 30 questions, greedy")
+plt.tight_layout(); plt.show()
+"""),
+    code(r"""
+a = acc.set_index("variant").accuracy
+base = round(30 * a["fp32"])
+far = {k: round(30 * v) - base for k, v in a.items() if k != "fp32" and abs(round(30 * v) - base) > 2}
+near = [k for k in a.index if k != "fp32" and k not in far]
+changed = {k: int((scores[k].reply != scores["fp32"].reply).sum()) for k in a.index if k != "fp32"}
+say(f"With 30 questions one answer is about 3 percentage points, so a difference of one or two answers is noise. "
+    f"fp32 answered {base}/30. " + (f"Within two answers of it: {', '.join(near)}. " if near else "")
+    + (" ".join(f"**{k}** answered {base + dv}/30 ({dv:+d}), a difference larger than that noise." for k, dv in far.items())
+       if far else "No variant differed from fp32 by more than two answers.")
+    + " How many of the 30 replies changed at all, right or wrong: "
+    + ", ".join(f"{k} {n}" for k, n in changed.items()) + ".");
+""", tags=("remove-input",)),
+    code(r"""
+from torch.ao.quantization import default_dynamic_qconfig
+wq, aq = default_dynamic_qconfig.weight(), default_dynamic_qconfig.activation()
+g32, tiny4 = a["int4 rtn g32"], live.set_index("variant").increase_pct["rtn int4 g64"]
+notes = []
+if round(30 * g32) < base - 2:
+    same = abs(ours["relative error"] / tiny_err - 1) < 0.2
+    notes.append(f"The second rounding to int4 g32 cost this model {base - round(30 * g32)} answers, with a relative "
+                 f"weight error of {ours['relative error']:.3f}" + (f", about the same as on the tiny model ({tiny_err:.3f}), "
+                 f"where 4 bits changed perplexity by only {tiny4:+.1f} %" if same else "") + ". The error of a second "
+                 f"4-bit rounding adds to that of the first, which these weights already carry, and a small model may "
+                 f"have little redundancy to absorb both. It is a measured effect of quantizing twice — not a measure "
+                 f"of what 4 bits cost a model trained in full precision.")
+if round(30 * a["int8 torch.ao"]) < base - 2 and round(30 * a["int8 rtn"]) >= base - 2:
+    notes.append(f"int8 itself is not the problem — our per-channel int8 weights answered {round(30 * a['int8 rtn'])}/30. "
+                 f"torch.ao's default dynamic configuration quantizes the weights per tensor ({wq.qscheme}) and each "
+                 f"activation tensor with one scale ({aq.qscheme}, {aq.dtype}): with the outlier channels counted "
+                 f"above, one scale per tensor leaves few levels for all the other channels.")
+say(" ".join(notes) if notes else "No quantized variant lost more than two answers against fp32.");
+""", tags=("remove-input",)),
+    md(r"""
+A changed reply is not always a wrong one: greedy decoding follows the most likely token, and a small change in
+the weights can tip a near-tie into a different wording that still contains the answer. The replies of two
+variants side by side, where they differ:
+"""),
+    code(r"""
+worst = "int4 rtn g32"
+diff = pd.DataFrame({"question": scores["fp32"].prompt, "fp32": scores["fp32"].reply, worst: scores[worst].reply,
+                     "correct (fp32 → " + worst + ")": [f"{x} → {y}" for x, y in zip(scores["fp32"].correct, scores[worst].correct)]})
+changed_rows = diff[scores["fp32"].reply != scores[worst].reply]
+if len(changed_rows):
+    with pd.option_context("display.max_colwidth", 60):
+        display(changed_rows.head(6))
+else:
+    print(f"No reply of {worst} differed from fp32's.")
 """),
     md(r"""
-**bitsandbytes.** LLM.int8() {cite}`dettmers2022llmint8` and the 4-bit NF4/FP4 formats of QLoRA
-{cite}`dettmers2023qlora` load through transformers' `BitsAndBytesConfig`; with bitsandbytes ≥ 0.45 they
-run on CPU too (slowly: the CPU kernels are fallbacks). NF4 uses blocks of 64 weights with an absmax
-scale — the same grouping as our `rtn int4 g64`, with a different set of 16 levels.
+## The libraries, on the real model
+
+**Dynamic int8 (`torch.ao`).** PyTorch's dynamic quantization stores int8 weights and quantizes the *activations*
+on the fly, batch by batch, so the matrix multiply itself runs in int8 (FBGEMM / oneDNN on x86) — it changes the
+kernel, not just the storage.
+
+**bitsandbytes.** LLM.int8() {cite}`dettmers2022llmint8` and the 4-bit NF4 format of QLoRA
+{cite}`dettmers2023qlora` load through transformers' `BitsAndBytesConfig`; bitsandbytes ≥ 0.45 runs them on a CPU
+too, where its kernels are fallbacks written for correctness more than speed. NF4 uses blocks of 64 weights with
+an absmax scale and 16 levels placed at the quantiles of a normal distribution.
+
+**torchao** provides weight-only int8 (`Int8WeightOnlyConfig`) as a tensor subclass that `torch.compile` can fuse;
+its int4 weight-only kernels are for CUDA.
+
+All are applied to the real model and measured on the same chat prompt: stored bytes, and decode tokens/s (8 new
+tokens, Hugging Face `generate`) timed in turn — every variant once per round, five rounds — so that the machine's
+load hits them alike.
 """),
     code(r"""
-bnb_rows = []
+libs = {"fp32": real, "bf16": copy.deepcopy(real).to(torch.bfloat16), "torch.ao dynamic int8": Q.dynamic_int8(real),
+        "torchao int8 weight-only": Q.torchao_quantize(real, "int8wo")}
 for mode in ("int8", "nf4"):
-    bm = Q.bnb_quantize("tiny", mode)
-    p, a, _ = evaluate(bm, ids, ref)
-    bnb_rows.append({"variant": f"bitsandbytes {mode}", "perplexity": p, "agreement": a})
-ours = live.set_index("variant").loc[["rtn int8 pc", "rtn int4 g64"]].reset_index()[["variant", "perplexity", "agreement"]]
-cmp = pd.concat([pd.DataFrame(bnb_rows), ours]).assign(increase_pct=lambda d: 100 * (d.perplexity / ppl0 - 1)); cmp
+    try:
+        libs[f"bitsandbytes {mode}"] = Q.bnb_quantize(str(pretrained.model_dir()), mode)
+    except Exception as e:  # a library path that does not run here is a result too
+        print(f"bitsandbytes {mode} did not load here: {type(e).__name__}: {e}")
+prompt = pretrained.chat_ids(rtok, "Name three primary colours.")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    lib_speed = tok_s_in_turn({k: hf_generate_fn(m) for k, m in libs.items()}, prompt, 8, rounds=5)
+lib_table = pd.DataFrame([{"variant": k, "MB": model_bytes(m) / 1e6, "size vs fp32": model_bytes(m) / model_bytes(real),
+                           "decode tok/s (median)": np.median(lib_speed[k]), "min": min(lib_speed[k]), "max": max(lib_speed[k])}
+                          for k, m in libs.items()]).sort_values("decode tok/s (median)", ascending=False)
+print("measured on:", describe_machine()); lib_table
 """),
+    code(r"""
+fig, ax = plt.subplots(figsize=(6.5, 3.2))
+d = lib_table.sort_values("decode tok/s (median)")
+ax.barh(d.variant, d["decode tok/s (median)"], xerr=[d["decode tok/s (median)"] - d["min"], d["max"] - d["decode tok/s (median)"]],
+        color=["tab:gray" if v == "fp32" else "tab:blue" for v in d.variant])
+for y, (v, mb) in enumerate(zip(d["decode tok/s (median)"], d.MB)):
+    ax.text(v, y + 0.3, f" {mb:.0f} MB", fontsize=7)
+ax.set(xlabel="decode tokens/s, median of 5 rounds in turn (bars: min-max)", title="smollm2-135m-instruct, batch 1")
+fig.text(0.01, 0.01, describe_machine(), fontsize=6); plt.tight_layout(); plt.show()
+"""),
+    code(r"""
+verdicts = [compare(lib_speed, k, "fp32") for k in libs if k != "fp32"]
+smallest = lib_table.sort_values("MB").iloc[0]
+emb = real.model.embed_tokens.weight
+fastest = lib_table.iloc[0].variant
+answered = {"torch.ao dynamic int8": "int8 torch.ao", "bf16": "bf16", "fp32": "fp32"}
+say("Against fp32 on this machine, timed in turn: " + "; ".join(c.words() for c in verdicts) + ". "
+    f"The smallest variant was {smallest.variant} at {smallest['size vs fp32']:.2f}x the fp32 bytes"
+    + (f" — not the eighth that 4 bits promise, because the {emb.shape[0]:,} × {emb.shape[1]} embedding "
+       f"({emb.numel() / sum(p.numel() for p in real.parameters()):.0%} of the parameters) is left in full "
+       f"precision by every library here" if smallest["size vs fp32"] > 0.25 else "") + ". "
+    + (f"The fastest, {fastest}, is the variant that answered {round(30 * a[answered[fastest]])}/30 questions "
+       f"above: speed and size say nothing about answers." if fastest in answered and fastest != "fp32" else "")
+    + " Fewer bytes become speed only where a kernel computes in the smaller type faster than it would read the "
+      "larger one.");
+""", tags=("remove-input",)),
     md(r"""
-On a GPU (Colab) the same call with `device="cuda"` uses the real int8 / 4-bit CUDA kernels. The cell
-below runs only there.
+On a GPU the same calls use the CUDA kernels of bitsandbytes and torchao (and torchao's int4). The cell below
+runs only there.
 """),
     code(r"""
 if not torch.cuda.is_available():
-    print("No CUDA GPU here: on a GPU this cell loads the tiny model in nf4 on cuda and times decoding.")
+    print("No CUDA GPU here: on a GPU this cell loads the real model in nf4 on cuda and times its decoding.")
 else:
     from secbook.measure import time_generation
-    g4 = Q.bnb_quantize("tiny", "nf4", device="cuda")
-    print(time_generation(g4, tok).as_dict())
-"""),
-    md(r"""
-**torchao** provides weight-only int8 and int4 (`Int8WeightOnlyConfig`, `Int4WeightOnlyConfig`) for
-`torch.compile`d models; `Q.torchao_quantize` applies them. The recorded sweep has its row (and an
-`error` column for any library path that does not run on the recording machine):
-"""),
-    code(r"""
-lib = sweep[sweep.family.isin(["dynamic_int8", "bnb", "torchao"])]
-lib[[c for c in ("variant", "perplexity", "ppl_increase_pct", "agreement", "size_vs_fp32", "error") if c in lib]]
+    g4 = Q.bnb_quantize(str(pretrained.model_dir()), "nf4", device="cuda")
+    print(time_generation(g4, rtok).as_dict())
 """),
     md(r"""
 ## Try it
 
 The panel quantizes a fresh copy of the tiny model with the chosen method, bits, group size and scheme
-and measures it live (perplexity on 1024 held-out tokens, real bytes, prefill speed). The line under it
+and measures it live (perplexity with the book's protocol, real bytes, prefill speed). The line under it
 is one run of the same update, so the static page shows a result too.
 """),
     code(r"""
@@ -248,18 +533,29 @@ panel = compression_panel(method="rtn", bits=3, group_size=64)
 display(panel)
 print(panel.update()[1])
 """),
+    summary(["Quantization stores each weight as a small integer and a shared scale (and zero point or minimum); "
+             "fewer bits mean a coarser grid and a larger rounding error, finer groups and the asymmetric scheme a "
+             "smaller one.",
+             "A model is only smaller if the integers are packed; scales, zero points and layers left in full "
+             "precision (the embedding) count too.",
+             "GPTQ feeds each column's rounding error forward to the columns not yet quantized; AWQ protects the "
+             "weights that multiply large activations. Both need a little calibration text.",
+             "llama.cpp's Q4_1 stores blocks of 32 weights as an fp16 scale, an fp16 minimum and 4-bit codes (5 bits "
+             "per weight); the real model of this book is those values, so its own quantization cost cannot be "
+             "measured from it, and method experiments need a model trained in full precision.",
+             "Judge a quantized model by its answers as well as its perplexity, and remember that with 30 questions "
+             "one answer is about 3 points.",
+             "Quantizing an already-quantized model adds a second rounding error to the first; per-tensor scales "
+             "for activations with outlier channels waste most of their levels.",
+             "Smaller storage turns into speed only with a kernel that computes in the smaller type; compare speeds "
+             "timed in turn."]),
     md(r"""
 ## Exercises
-
-1. **Symmetric int8, per channel.** Write `my_quant(w)` returning `(q, scale)`: one scale per output row,
-   $s = \max|w_{row}| / 127$, $q = \mathrm{round}(w / s)$. Check it with
-   `secbook.exercises.check_int8_per_channel(my_quant)`.
-2. **Bytes of a real layer.** How many bytes does a 4096 × 4096 layer take at int4 with groups of 128
-   (fp16 scales, symmetric)? Check your number with `Q.QuantLinear.from_linear(torch.nn.Linear(4096, 4096,
-   bias=False), 4, 128).storage_bytes()`.
-3. **Asymmetric at 2 bits.** Using the table of section 1, why does the asymmetric scheme help most at
-   2 bits? Quantize the model with `scheme="asym"` at int2 g64 and compare with the recorded rows.
-4. **GPTQ without act-order.** Re-run section 5 with `act_order=False`. What changes?
+"""),
+    exercise(1, r"""
+**Symmetric int8, per channel.** Write `my_quant(w)` returning `(q, scale)`: one scale per output row,
+$s = \max|w_{row}| / 127$, $q = \mathrm{round}(w / s)$. Check it with
+`secbook.exercises.check_int8_per_channel(my_quant)`.
 """),
     solution(r"""
 from secbook.exercises import check_int8_per_channel
@@ -271,9 +567,72 @@ def my_quant(w):
 
 check_int8_per_channel(my_quant)
 """),
+    exercise(2, r"""
+**Bytes of a real layer.** How many bytes does a 4096 × 4096 layer take at int4 with groups of 128 (fp16 scales,
+symmetric)? And in llama.cpp's Q4_1? Check the first with `Q.QuantLinear.from_linear(torch.nn.Linear(4096, 4096,
+bias=False), 4, 128).storage_bytes()`.
+"""),
     solution(r"""
-# 16.8 M weights x 0.5 byte + (4096 x 32 groups) fp16 scales
-print(4096 * 4096 // 2 + 4096 * (4096 // 128) * 2,
-      Q.QuantLinear.from_linear(torch.nn.Linear(4096, 4096, bias=False), 4, 128).storage_bytes())
+ours = 4096 * 4096 // 2 + 4096 * (4096 // 128) * 2          # half a byte per weight + one fp16 scale per group
+print(ours, Q.QuantLinear.from_linear(torch.nn.Linear(4096, 4096, bias=False), 4, 128).storage_bytes())
+q4_1 = 4096 * (4096 // 32) * 20                              # 20 bytes per block of 32
+print(f"int4 g128: {ours:,} bytes ({8 * ours / 4096**2:.3f} bits/weight); Q4_1: {q4_1:,} bytes "
+      f"({8 * q4_1 / 4096**2:.3f} bits/weight)")
+"""),
+    exercise(3, r"""
+**Asymmetric at 2 bits.** Using the first table, why does the asymmetric scheme help most at 2 bits? Quantize the
+tiny model with `scheme="asym"` at int2 g64 and compare its perplexity with the symmetric int2 g64 row.
+"""),
+    solution(r"""
+qa, _ = Q.quantize(secbook.load("tiny")[0], 2, 64, "asym")
+ppl_a, _, _ = evaluate(qa, ids, ref)
+sym2 = live.set_index("variant").perplexity["rtn int2 g64"]
+print(f"int2 g64: symmetric {sym2:.2f}, asymmetric {ppl_a:.2f} (fp32 {ppl0:.2f}; {perplexity_protocol(len(ids))})")
+print("A symmetric 2-bit grid has levels -2, -1, 0, 1 times the scale, with the scale set by max|w|: one side")
+print("of the range gets a single level and much of the grid can fall where a group has no weights. The")
+print("asymmetric grid spans [min, max] with all four levels, which matters most when there are only four.")
+"""),
+    exercise(4, r"""
+**GPTQ without act-order.** Re-run the GPTQ section with `act_order=False` (`Q.quantize(..., method="gptq",
+act_order=False)`). What changes, and why might the order of the columns matter?
+"""),
+    solution(r"""
+gn, _ = Q.quantize(secbook.load("tiny")[0], 3, 64, method="gptq", calib=calib, act_order=False)
+ppl_n, match_n, _ = evaluate(gn, ids, ref)
+print(f"int3 g64 GPTQ: act-order {ppl_g:.2f}, in order {ppl_n:.2f}; round-to-nearest {rtn3.perplexity:.2f} "
+      f"(fp32 {ppl0:.2f})")
+print("GPTQ can only push a column's error onto the columns after it. Visiting the columns with the largest")
+print("Hessian diagonal (the inputs with the most energy) first quantizes the most important ones while the")
+print("most columns are left to absorb their error; in plain order they may come last, with little left to")
+print("compensate. How much it matters depends on how uneven the input energies are.")
+"""),
+    exercise(5, r"""
+**Another block.** Decode block 5 of row 100 of `blk.3.ffn_up.weight` by hand and compare it with the converted
+model's `model.layers[3].mlp.up_proj.weight`. Which weights of the block sit exactly at its minimum?
+"""),
+    solution(r"""
+fmt5, raw5 = G.read_tensor(gguf_file, "blk.3.ffn_up.weight")
+d5, m5, q5 = G.q4_1_split(raw5[100, 5 * 20:6 * 20])
+w5 = d5 * q5[0].float() + m5
+held5 = real.model.layers[3].mlp.up_proj.weight[100, 5 * 32:6 * 32].detach()
+print(fmt5, "identical:", torch.equal(w5, held5), "| at the minimum (code 0):", torch.nonzero(q5[0] == 0).flatten().tolist())
+"""),
+    exercise(6, r"""
+**Which scale hurts torch.ao's int8?** Build the dynamic int8 model again with one weight scale per output channel
+(`torch.ao.quantization.per_channel_dynamic_qconfig`) and ask it the 30 questions. Does it recover the answers
+that the default (per-tensor) configuration lost? What is left quantized per tensor?
+"""),
+    solution(r"""
+from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+spec = {n: per_channel_dynamic_qconfig for n in Q.linear_layers(real)}
+pc = quantize_dynamic(copy.deepcopy(real), spec, dtype=torch.qint8)
+n_pc = int(tasks.score(pc, rtok, max_new_tokens=24, batch_size=30).correct.sum())
+n_default, n_fp32 = int(scores["int8 torch.ao"].correct.sum()), int(scores["fp32"].correct.sum())
+print(f"torch.ao dynamic int8, per-tensor weights: {n_default}/30; per-channel weights: {n_pc}/30; fp32: {n_fp32}/30")
+print("Recovered to within two answers of fp32." if n_pc >= n_fp32 - 2 else
+      "Still more than two answers below fp32: the weights' scale was not the whole story.")
+print("The activations are still quantized with one scale per tensor, recomputed for every batch: an outlier")
+print("channel sets that scale, and the ordinary channels share the few levels left (LLM.int8() keeps outlier")
+print("channels in 16 bits for that reason).")
 """),
 ]

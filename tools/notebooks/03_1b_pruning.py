@@ -2,7 +2,7 @@
 import sys
 
 sys.path.insert(0, "tools")
-from nb import code, md, solution  # noqa: E402
+from nb import answer, code, exercise, md, opening, solution, summary  # noqa: E402
 
 NAME = "03_1b_pruning"
 
@@ -13,18 +13,26 @@ CELLS = [
 Pruning removes parts of a trained network. *Unstructured* pruning zeroes individual weights anywhere;
 *semi-structured* (2:4) pruning zeroes two weights out of every four consecutive ones; *structured*
 pruning deletes whole attention heads or MLP channels, so the matrices themselves get smaller. This
-section measures, on the tiny model, what each costs in held-out perplexity — and what each buys in
-speed on this CPU. The second question has a surprising answer for the first kind.
+section measures, on the tiny model (trained here in full precision), what each costs in held-out perplexity —
+and what each buys in speed on the machine that builds the page. The second question has a surprising answer for
+the first kind.
 """),
+    opening(["prune a model by magnitude or by Wanda's weight-times-activation score, unstructured or 2:4",
+             "explain why zeros in a dense matrix do not make it faster, and when a sparse format does",
+             "remove whole MLP channels and attention heads so that the matrices really shrink",
+             "compare speeds timed in turn and word the result from the measurement"],
+            ["section 3.1.1 (quantization: perplexity, top-1 match, the recorded sweep)",
+             "chapter 1 (how timing is done)"], 30),
     code(r"""
 import secbook
 machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import tempfile
-import torch, pandas as pd, matplotlib.pyplot as plt
+import numpy as np, torch, pandas as pd, matplotlib.pyplot as plt
 from secbook import prune as P
 from secbook.quantize import calibration_ids
-from secbook.compress import eval_ids, evaluate, forward_speed, model_size, EVAL_TOKENS
-from secbook.measure import describe_machine, load_results
+from secbook.claims import say, guard, compare, times
+from secbook.compress import eval_ids, evaluate, forward_speed_in_turn, model_size
+from secbook.measure import describe_machine, load_results, perplexity_protocol, PPL_TOKENS
 pd.set_option("display.width", 140); pd.set_option("display.precision", 3)
 print("measured on:", machine)
 """),
@@ -54,49 +62,86 @@ multiply the largest inputs.
 ## Pruning the tiny model
 
 `P.prune(model, sparsity, method, pattern)` zeroes every decoder `nn.Linear`; Wanda collects the input
-norms block by block on 16 calibration windows of the *training* text. Scores: perplexity and greedy
-agreement with the dense model on the first {glue}`n_eval_p` held-out tokens.
+norms block by block on 16 calibration windows of the *training* text. Scores: held-out perplexity (the book's
+protocol, printed below) and top-1 match — the fraction of held-out positions where the pruned model's most likely
+next token is the dense model's.
 """),
     code(r"""
-from myst_nb import glue
 model, tok = secbook.load("tiny")
-ids = eval_ids(tok, EVAL_TOKENS); glue("n_eval_p", len(ids), display=False)
+ids = eval_ids(tok, PPL_TOKENS)
 calib = calibration_ids(tok, 16, 256)
 ppl0, _, ref = evaluate(model, ids)
-rows = [{"variant": "dense", "sparsity": 0.0, "perplexity": ppl0, "agreement": 1.0}]
+rows = [{"variant": "dense", "sparsity": 0.0, "perplexity": ppl0, "top-1 match": 1.0}]
 for method, pattern in [("magnitude", "unstructured"), ("wanda", "unstructured"), ("magnitude", "2:4"), ("wanda", "2:4")]:
     pm, rep = P.prune(secbook.load("tiny")[0], 0.5, method, pattern, calib=calib)
-    ppl, agree, _ = evaluate(pm, ids, ref)
-    rows.append({"variant": f"{method} {pattern}", "sparsity": rep["sparsity"], "perplexity": ppl, "agreement": agree})
-live = pd.DataFrame(rows).assign(increase_pct=lambda d: 100 * (d.perplexity / ppl0 - 1)); live
+    ppl, match, _ = evaluate(pm, ids, ref)
+    rows.append({"variant": f"{method} {pattern}", "sparsity": rep["sparsity"], "perplexity": ppl, "top-1 match": match})
+live = pd.DataFrame(rows).assign(increase_pct=lambda d: 100 * (d.perplexity / ppl0 - 1))
+print(perplexity_protocol(len(ids)))
+live
 """),
+    code(r"""
+inc = live.set_index("variant").increase_pct
+wanda_better = [p for p in ("unstructured", "2:4") if inc[f"wanda {p}"] < inc[f"magnitude {p}"]]
+say(f"At 50 % sparsity, perplexity rose by {inc['magnitude unstructured']:.1f} % (magnitude) and "
+    f"{inc['wanda unstructured']:.1f} % (Wanda) unstructured, and by {inc['magnitude 2:4']:.1f} % and "
+    f"{inc['wanda 2:4']:.1f} % with the 2:4 pattern, which constrains where the zeros may go. "
+    + (f"Wanda was the better criterion for {' and '.join(wanda_better)}." if wanda_better else
+       "Wanda was not better than magnitude here."));
+""", tags=("remove-input",)),
     md(r"""
 ## Zeros are not speed
 
 A dense matrix multiply does the same work whatever the values are: a zero is multiplied like any other
-number. The timing below multiplies 64 tokens by a 1024 × 1024 weight with 0 – 99 % of its entries zero,
-once as a dense tensor and once in PyTorch's compressed sparse row (CSR) format.
+number. The timing below multiplies 64 tokens by a 1024 × 1024 weight with 0 – 99 % of its entries zero, once as a
+dense tensor and once in PyTorch's compressed sparse row (CSR) format, which stores only the non-zeros and their
+column indices. Every variant is timed once per round, five rounds in turn, so that the machine's load hits them
+alike; the plot shows the medians and the spread.
 """),
     code(r"""
-sp = P.sparse_speed_table(sparsities=(0.0, 0.5, 0.9, 0.99))
-fig, ax = plt.subplots(figsize=(6, 3))
-ax.plot(sp.sparsity, sp.dense_ms, "o-", label="dense kernel, zeros inside")
-ax.plot(sp.sparsity, sp.csr_ms, "s-", label="sparse CSR kernel")
-ax.set(xlabel="fraction of zero weights", ylabel="ms per matmul", title="64 × 1024 @ 1024 × 1024, this CPU"); ax.legend()
-plt.show(); sp
+sp = P.sparse_speed_rounds(sparsities=(0.0, 0.5, 0.9, 0.99), rounds=5)
+med = sp.groupby(["kernel", "sparsity"]).ms.agg(["median", "min", "max"]).reset_index()
+fig, ax = plt.subplots(figsize=(6.5, 3.2))
+for kernel, mk, label in (("dense", "o-", "dense kernel, zeros inside"), ("csr", "s-", "sparse CSR kernel")):
+    d = med[med.kernel == kernel]
+    ax.errorbar(d.sparsity, d["median"], yerr=[d["median"] - d["min"], d["max"] - d["median"]], fmt=mk, capsize=3, label=label)
+ax.set(xlabel="fraction of zero weights", ylabel="ms per matmul (median, min-max)", yscale="log",
+       title="64 × 1024 @ 1024 × 1024")
+ax.legend(); fig.text(0.01, 0.01, describe_machine(), fontsize=6); plt.tight_layout(); plt.show()
+med.pivot(index="sparsity", columns="kernel", values="median").round(3)
 """),
+    code(r"""
+name = lambda k, s: ("the dense kernel" if k == "dense" else "the CSR kernel") + (f" at {100 * s:g} % zeros" if s else " without zeros")
+per_round = {name(k, s): g.sort_values("round").ms.tolist() for (k, s), g in sp.groupby(["kernel", "sparsity"])}
+base = name("dense", 0)
+vs = lambda k, s: compare(per_round, name(k, s), base, higher_is_better=False)
+csr_wins = [s for s in (0.5, 0.9, 0.99) if vs("csr", s).verdict == "faster"]
+say(f"Time per matmul, in turn: {vs('dense', 0.5).words()}; {vs('csr', 0.5).words()}. "
+    + (f"The CSR kernel was faster than the dense one in every round only at "
+       f"{' and '.join(f'{100 * s:g} %' for s in csr_wins)} zeros" if csr_wins else
+       "The CSR kernel was not faster in every round at any sparsity tried")
+    + " — a sparse format trades regular, vectorised memory access for index chasing, and pays only far beyond "
+      "the 50 % where the model still works.");
+""", tags=("remove-input",)),
     md(r"""
-The dense time does not move. The sparse format pays only at very high sparsity — far beyond the 50 %
-where the model still works — because it trades regular, vectorised memory access for index chasing.
-The same holds for the whole model: a 50 %-zero model runs exactly as fast as the dense one.
+The whole model behaves the same way. Below, the dense model and the same model with 50 % of its weights zeroed
+(magnitude, unstructured) run a prefill of 2 × 256 tokens, in turn, five rounds:
 """),
     code(r"""
 pm50, _ = P.prune(secbook.load("tiny")[0], 0.5, "magnitude")
-pd.DataFrame([{"model": "dense", "prefill_tokens_per_s": forward_speed(model)},
-              {"model": "50% zeros (unstructured)", "prefill_tokens_per_s": forward_speed(pm50)}])
+zeros_speed = forward_speed_in_turn({"the dense model": model, "the model with 50 % zeros": pm50}, rounds=5)
+pd.DataFrame(zeros_speed).describe().loc[["50%", "min", "max"]].rename(index={"50%": "median"}).round(0)
 """),
+    code(r"""
+c = compare(zeros_speed, "the model with 50 % zeros", "the dense model")
+say(f"Prefill tokens/s: {c.words()}. "
+    + ("Zeros bought no speed: the dense kernels multiply them like any other number."
+       if c.verdict != "faster" else
+       "It was faster in every round — unexpected for dense kernels; a change of load between rounds can do this, "
+       "so run the cell again before believing it."));
+""", tags=("remove-input",)),
     md(r"""
-## Structured pruning: smaller matrices, real speed
+## Structured pruning: smaller matrices
 
 Speed on dense hardware comes from *smaller* matrices. `P.prune_structured` removes whole MLP channels
 (a row of `gate_proj` and `up_proj` and the matching column of `down_proj`) and whole query heads (with
@@ -111,26 +156,34 @@ small, rep = P.prune_structured(model, mlp_fraction=0.5, head_fraction=0.5, cali
 from transformers import AutoModelForCausalLM
 with tempfile.TemporaryDirectory() as d:
     small.save_pretrained(d); reloaded = AutoModelForCausalLM.from_pretrained(d)
-ppl_s, agree_s, _ = evaluate(small, ids, ref)
-speeds = {"dense": forward_speed(model), "structured": forward_speed(small)}
-print(rep)
-pd.DataFrame([{"model": "dense", "MB": model_size(model) / 1e6, "perplexity": ppl0, "prefill_tokens_per_s": speeds["dense"]},
+ppl_s, match_s, _ = evaluate(small, ids, ref)
+struct_speed = forward_speed_in_turn({"the dense model": model, "the structured-pruned model": reloaded}, rounds=5)
+print({k: v for k, v in rep.items() if k != "seconds"})
+pd.DataFrame([{"model": "dense", "MB": model_size(model) / 1e6, "perplexity": ppl0, "top-1 match": 1.0,
+               "prefill tok/s (median)": np.median(struct_speed["the dense model"])},
               {"model": "structured -50% MLP, -50% heads", "MB": model_size(reloaded) / 1e6, "perplexity": ppl_s,
-               "prefill_tokens_per_s": speeds["structured"]}]).assign(speedup=lambda d: d.prefill_tokens_per_s / speeds["dense"])
+               "top-1 match": match_s, "prefill tok/s (median)": np.median(struct_speed["the structured-pruned model"])}])
 """),
+    code(r"""
+c = compare(struct_speed, "the structured-pruned model", "the dense model")
+say(f"Timed in turn (the pruned model after a save and reload, as a plain Hugging Face model): "
+    f"{c.words()}, with {model_size(reloaded) / model_size(model):.2f}x the bytes. "
+    f"Its perplexity rose by {100 * (ppl_s / ppl0 - 1):.0f} % without retraining"
+    + (" — a large cost." if ppl_s > 1.25 * ppl0 else "."));
+""", tags=("remove-input",)),
     md(r"""
-The speed-up is real and measured side by side; so is the perplexity cost, which is large without
-retraining. Structured pruning is usually followed by some training to recover — or replaced by
-distillation into a smaller model (next section).
+Structured pruning is usually followed by some training to recover the quality — or replaced by distillation into
+a smaller model (next section).
 
 ## The recorded curves
 
-`python -m secbook compress-sweep` recorded every method from 30 % to 90 % sparsity (and three structured
-sizes) on the same held-out tokens:
+`python -m secbook compress-sweep` recorded every method from 30 % to 90 % sparsity (and four structured variants);
+its protocol is printed with it.
 """),
     code(r"""
 sweep = load_results("compress_sweep")
-print("recorded on:", sweep.cpu.iloc[0])
+rec_tokens = int(sweep.eval_tokens.iloc[0])
+print("recorded on:", sweep.cpu.iloc[0], "|", sweep.timestamp.iloc[0][:10], "|", perplexity_protocol(rec_tokens))
 pr = sweep[sweep.family == "prune"]
 fig, ax = plt.subplots(figsize=(7, 3.5))
 fp = sweep[sweep.family == "fp32"].perplexity.iloc[0]
@@ -139,18 +192,27 @@ for m, mk in (("magnitude", "o"), ("wanda", "s")):
     ax.plot([0] + d.sparsity.tolist(), [fp] + d.perplexity.tolist(), marker=mk, label=m)
     ax.scatter([0.5], pr[(pr.method == m) & (pr.pattern == "2:4")].perplexity, marker="*", s=120, label=f"{m} 2:4")
 ax.axhline(2 * fp, color="gray", ls=":", label="2 × dense")
-ax.set(xlabel="sparsity", ylabel="held-out perplexity (log)", yscale="log", title="recorded: sparsity vs perplexity")
+ax.set(xlabel="sparsity", ylabel="held-out perplexity (log)", yscale="log",
+       title=f"recorded sweep, tiny model ({sweep.cpu.iloc[0]})")
 ax.legend(); plt.show()
 """),
     code(r"""
 cols = ["variant", "perplexity", "ppl_increase_pct", "agreement", "size_vs_fp32"]
-sweep[sweep.family.isin(["fp32", "prune", "structured"])][cols]
+sweep[sweep.family.isin(["fp32", "prune", "structured"])][cols].rename(columns={"agreement": "top-1 match"})
 """),
+    code(r"""
+if rec_tokens != len(ids):
+    say(f"The sweep used a different perplexity protocol ({perplexity_protocol(rec_tokens)}) from the live rows "
+        f"above ({perplexity_protocol(len(ids))}): its dense perplexity is {fp:.2f}, the live one {ppl0:.2f}. "
+        f"Compare perplexities within one table.")
+else:
+    say(f"Same protocol as the live rows: recorded dense perplexity {fp:.2f}, live {ppl0:.2f}.")
+""", tags=("remove-input",)),
     md(r"""
 ## Try it
 
-Pick a pruning method and a sparsity; the panel prunes a fresh copy and measures it live (perplexity on
-1024 held-out tokens). The line under it is one run of the update for the static page.
+Pick a pruning method and a sparsity; the panel prunes a fresh copy and measures it live (perplexity with the
+book's protocol). The line under it is one run of the update for the static page.
 """),
     code(r"""
 from secbook.widgets import compression_panel
@@ -158,26 +220,100 @@ panel = compression_panel(method="wanda", sparsity=0.6)
 display(panel)
 print(panel.update()[1])
 """),
+    summary(["Unstructured pruning zeroes individual weights; Wanda scores each by its magnitude times the norm of "
+             "its input and compares within each output row, which keeps the weights that multiply large "
+             "activations.",
+             "2:4 sparsity (two zeros in every four) is what sparse tensor cores accelerate; it constrains where the "
+             "zeros go, so it costs more quality than unstructured pruning at the same 50 %.",
+             "Zeros in a dense matrix cost the same time as any other value; sparse formats pay only at very high "
+             "sparsity, where the model no longer works.",
+             "Structured pruning removes whole channels and heads: smaller matrices, so less work for any dense kernel, but "
+             "a large quality loss without recovery training.",
+             "Speeds are compared only from measurements taken in turn; the words come from the rounds."]),
     md(r"""
 ## Exercises
-
-1. **When does perplexity double?** From the recorded magnitude curve, estimate the sparsity at which the
-   held-out perplexity reaches twice the dense value; check it with
-   `secbook.exercises.check_sparsity_doubling(answer, "magnitude")`, then do the same for Wanda.
-2. **Why per row?** Wanda compares scores within each output row, magnitude pruning across the whole
-   layer. Prune with Wanda scores but a layer-wide threshold (`P.magnitude_mask(P.wanda_score(w, norm), s)`)
-   for one layer and compare its output error with the per-row version.
-3. **How sparse must CSR be?** Extend `P.sparse_speed_table` to find the sparsity at which the CSR kernel
-   beats the dense one on this machine for 1 token (decode) and for 256 tokens (prefill).
-4. **Heads only.** Run `P.prune_structured(model, 0.0, 0.5, calib=calib)`: how much speed and how much
-   perplexity do the heads alone account for?
+"""),
+    exercise(1, r"""
+**When does perplexity double?** From the recorded magnitude curve, estimate the sparsity at which the held-out
+perplexity reaches twice the dense value; check it with `secbook.exercises.check_sparsity_doubling(answer,
+"magnitude")`, then do the same for Wanda.
 """),
     solution(r"""
 from secbook.exercises import check_sparsity_doubling
-import numpy as np
-d = pr[(pr.method == "magnitude") & (pr.pattern == "unstructured")].sort_values("sparsity")
-guess = float(np.interp(np.log(2 * fp), np.log([fp] + d.perplexity.tolist()), [0] + d.sparsity.tolist()))
-print(f"estimate: {guess:.2f}")
-check_sparsity_doubling(guess, "magnitude")
+
+def doubling(method):
+    d = pr[(pr.method == method) & (pr.pattern == "unstructured")].sort_values("sparsity")
+    return float(np.interp(np.log(2 * fp), np.log([fp] + d.perplexity.tolist()), [0] + d.sparsity.tolist()))
+
+for method in ("magnitude", "wanda"):
+    guess = doubling(method)
+    print(f"{method}: estimate {guess:.2f}")
+    check_sparsity_doubling(guess, method)
+"""),
+    exercise(2, r"""
+**Why per row?** Wanda compares scores within each output row, magnitude pruning across the whole layer. Prune one
+layer with Wanda scores but a layer-wide threshold (`P.magnitude_mask(P.wanda_score(w, norm), s)`) and compare its
+output error with the per-row version.
+"""),
+    solution(r"""
+lin = model.model.layers[2].mlp.down_proj
+x = []
+h = lin.register_forward_hook(lambda mod, args, out: x.append(args[0].detach().reshape(-1, lin.in_features)))
+with torch.no_grad():
+    model(input_ids=calib[:4])
+h.remove()
+X = torch.cat(x)
+norm = X.norm(dim=0)
+wl = lin.weight.detach()
+score = P.wanda_score(wl, norm)
+err = {}
+for name, mask in (("per row", P.row_mask(score, 0.5)), ("layer-wide", P.magnitude_mask(score, 0.5))):
+    err[name] = float((X @ (wl * mask).T - X @ wl.T).norm() / (X @ wl.T).norm())
+    print(f"{name:>10}: relative output error {err[name]:.3f}, fewest weights kept in a row: "
+          f"{int(mask.sum(1).min())} of {lin.in_features}")
+print("A layer-wide threshold can strip the rows whose scores are all small of most of their weights; per-row")
+print("pruning keeps the same number in every row, so no output loses more than half its inputs.")
+if err["per row"] < 0.95 * err["layer-wide"]:
+    print("Here that protected the outputs: the per-row error is clearly lower.")
+else:
+    print("In this layer it made little difference: its rows have similar scores, so a layer-wide threshold already")
+    print("kept nearly half of each row. The Wanda paper found the per-output comparison matters in large LLMs, whose")
+    print("rows differ more; try other layers (attention o_proj, gate_proj) to find one where it matters.")
+"""),
+    exercise(3, r"""
+**How sparse must CSR be?** Use `P.sparse_speed_rounds` to find the sparsity from which the CSR kernel beats the
+dense one in every round, for 1 token (decode) and for 256 tokens (prefill).
+"""),
+    solution(r"""
+levels = (0.5, 0.8, 0.9, 0.95, 0.99)
+for tokens in (1, 256):
+    t = P.sparse_speed_rounds(tokens=tokens, sparsities=levels, rounds=3, repeats=3)
+    r = {f"{k} {s:g}": g.sort_values("round").ms.tolist() for (k, s), g in t.groupby(["kernel", "sparsity"])}
+    wins = [s for s in levels if compare(r, f"csr {s:g}", "dense 0", higher_is_better=False).verdict == "faster"]
+    print(f"{tokens:>3} token(s): CSR faster in every round from {wins[0]:.0%} zeros" if wins else
+          f"{tokens:>3} token(s): CSR never faster in every round up to {levels[-1]:.0%}")
+print("The crossing point depends on the two kernels, not only on the zeros: with one token the dense kernel is a")
+print("matrix-vector product limited by reading the weight, and CSR must read an index per non-zero as well; with")
+print("many tokens CSR reuses each index for every token, while the dense kernel still multiplies every zero. Which")
+print("effect wins, and where, is specific to the libraries and the CPU: the numbers above are this machine's.")
+"""),
+    exercise(4, r"""
+**Heads only.** Run `P.prune_structured(model, 0.0, 0.5, calib=calib)`: how much speed and how much perplexity do
+the heads alone account for?
+"""),
+    solution(r"""
+heads, rep_h = P.prune_structured(model, 0.0, 0.5, calib=calib)
+ppl_h, _, _ = evaluate(heads, ids, ref)
+s = forward_speed_in_turn({"dense": model, "heads -50%": heads}, rounds=5)
+c = compare(s, "heads -50%", "dense")
+print(f"heads -50% only: perplexity {ppl_h:.2f} vs dense {ppl0:.2f} ({100 * (ppl_h / ppl0 - 1):+.0f} %), and "
+      f"{ppl_s:.2f} ({100 * (ppl_s / ppl0 - 1):+.0f} %) with half the MLP removed as well.")
+print(f"Speed: {c.words()}.")
+print(f"Parameters {rep_h['parameters_before']:,} -> {rep_h['parameters_after']:,} (both halved: "
+      f"{rep['parameters_after']:,}): the query and output projections of half the heads are a small part of each")
+print("block next to the MLP, so the heads alone remove few weights" + (" and bought little speed here." if c.median < 1.2 else "."))
+share = (ppl_h - ppl0) / (ppl_s - ppl0)
+print(f"The heads account for {share:.0%} of the perplexity increase of the combined pruning: "
+      + ("most of the damage." if share > 0.5 else "less than half of the damage."))
 """),
 ]

@@ -36,6 +36,7 @@ machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import os
 import torch, pandas as pd, matplotlib.pyplot as plt
 from secbook import attention, batching, hardware, kvcache, generate, speculative, onnx_export, widgets, exercises
+import secbook.ladder  # the optimization ladder: its rungs, suite, plots (secbook/ladder.py)
 from secbook.measure import time_generation, prompt_ids, token_agreement, describe_machine, load_results
 print("measured on:", machine)
 """),
@@ -91,7 +92,7 @@ for name in ("tiny", "replica:qwen2.5-0.5b"):
 """),
     md(r"""
 **Grouped-query attention** (GQA, {cite}`ainslie2023gqa`) lets several query heads share one key/value head, which
-divides the cache by `heads / kv_heads` at little cost in quality. All three real architectures we replicate use it:
+divides the cache by `heads / kv_heads` at little cost in quality. All the real architectures we replicate use it:
 """),
     code(r"""
 from secbook.models import REPLICAS, replica_config
@@ -176,9 +177,10 @@ ladder[ladder["compiled"] == True][cols].round(3)
 
 `secbook.generate.FastGenerator` does what gpt-fast does: it pre-allocates the cache, runs the prompt once (the
 prefill), then loops a single-token decode step that writes one key/value per layer at `input_pos` and attends over
-the whole cache with a mask hiding the positions not written yet. The decoder forward is ~30 lines over the model's
-own Hugging Face weights, norms and rotary embedding, so it works for any Llama-layout model (Llama, SmolLM, Qwen2,
-Mistral) and for quantized layers that replace `nn.Linear`. No logits processors, no stopping criteria, no mask rebuilt per step. Greedy output
+the whole cache with a mask hiding the positions not written yet. The decoder forward (`secbook.decoder`) is a few
+dozen lines over the model's own Hugging Face weights, norms and rotary embedding, with what differs between
+architecture families written as data, so it works for Llama, SmolLM, Qwen2/2.5, Qwen3, Mistral, Gemma 2/3, Phi-3,
+GPT-2 and GPT-NeoX, and for quantized layers that replace `nn.Linear`. No logits processors, no stopping criteria, no mask rebuilt per step. Greedy output
 must be identical to `generate()`:
 """),
     code(r"""
@@ -197,7 +199,7 @@ the same product becomes a sum of scaled rows, which streams memory differently.
 one matrix larger than the CPU's cache:
 """),
     code(r"""
-lay = generate.gemv_layouts()
+lay = secbook.ladder.gemv_layouts()
 lay_df = pd.DataFrame(lay["layouts"]).T
 print(f"{lay['matrix_MiB']:.0f} MiB fp32 matrix; transposed layout {lay['speedup_transposed']:.2f}x the speed of nn.Linear's")
 lay_df.round(5)
@@ -264,7 +266,7 @@ best (the highest read bandwidth the ladder run measured), then memory is not wh
 cache and the memory of a shared server are shared too, so these figures move with the neighbours' load:
 """),
     code(r"""
-rates = generate.int8_gemv_rates()  # an 8192 x 576 matrix; 16 different copies for the memory case
+rates = secbook.ladder.int8_gemv_rates()  # an 8192 x 576 matrix; 16 different copies for the memory case
 bw_now = hardware.read_bandwidth() / 1e9
 r = pd.Series({f"{k}, {s}": v for (k, s), v in rates.items()}, name="weight GB/s").round(1)
 print(r.to_string(), f"\nread bandwidth measured now: {bw_now:.1f} GB/s")
@@ -324,7 +326,7 @@ The ladder runs its rungs one after another, minutes apart, and this shared mach
 (compare the `bandwidth_GBs` column), so two rungs within ~20% of each other can swap places from one run to the
 next. For a close comparison, measure *in turn*: `python -m secbook bench --suite ab --transforms int8wo int8k
 int8k-cpp dyn8` builds our compiled loop under each transform (`int8k-cpp`: the C++ step of the next section) and then, round after round, runs each once
-(`generate.interleaved_tok_s`); `ratio` is the median over rounds of each one's speed ÷ the first one's in the same
+(`secbook.ladder.interleaved_tok_s`); `ratio` is the median over rounds of each one's speed ÷ the first one's in the same
 round. Its `tok_s` is new tokens ÷ the time of the whole `generate` call, prompt included, so it is lower than the
 ladder's decode-only `tok_s`. Recorded:
 """),
@@ -376,7 +378,7 @@ def in_turn(loops, expect):
           f"{np.median(np.array(sb) / np.array(sa)):.1f}x (medians of 5 rounds; tokens identical to HF generate)")
 
 if kernels.available():
-    k_model = generate.apply_transform(secbook.load("tiny")[0], "int8k")
+    k_model = secbook.ladder.apply_transform(secbook.load("tiny")[0], "int8k")
     in_turn({"Python loop + kernel": generate.FastGenerator(k_model, max_len=96).generate,
              "whole step in C++": generate.FastGenerator(k_model, max_len=96, cpp=True).generate},
             expect=generate.hf_generate(k_model, ids, 64))  # HF generate on the same int8 weights
@@ -434,7 +436,7 @@ costs about $\gamma c + 1$ target steps, so the predicted speed-up over the targ
 $\frac{1-\alpha^{\gamma+1}}{(1-\alpha)(\gamma c + 1)}$ {cite}`leviathan2023fast`. First $c$, measured with our loop:
 """),
     code(r"""
-draft, draft_name = generate.draft_for(model)
+draft, draft_name = secbook.ladder.draft_for(model)
 print("draft:", draft_name, f"({sum(p.numel() for p in draft.parameters()):,} parameters, {draft.config.num_hidden_layers} layers)")
 t_draft = time_generation(draft, tok, new_tokens=64, repeats=3, generate_fn=generate.FastGenerator(draft, max_len=96).generate)
 c = t_draft.tpot_s / t_ours.tpot_s
@@ -469,7 +471,7 @@ the target verifies them, the output is still exactly the fp32 target's. On the 
 much cheaper (a step is mostly overhead); the recorded ladder below shows it on the memory-bound replica too.
 """),
     code(r"""
-self_draft, label = generate.draft_for(model, "int8-self")
+self_draft, label = secbook.ladder.draft_for(model, "int8-self")
 sd = speculative.SpeculativeDecoder(model, self_draft, gamma=4, max_len=96)
 r = sd.generate(ids, 64)
 t_sd = time_generation(model, tok, new_tokens=64, repeats=3, generate_fn=lambda x, n: sd.generate(x, n).ids)
@@ -490,7 +492,7 @@ is read once for all of them:
 if kernels.available():
     rows_cpp = []
     for name, cpp_target in (("student", False), ("int8-self", False), ("int8-self", True)):
-        d_cpp, label = generate.draft_for(model, name, loop="cpp")
+        d_cpp, label = secbook.ladder.draft_for(model, name, loop="cpp")
         dec = speculative.SpeculativeDecoder(model, d_cpp, gamma=4, max_len=96, cpp_draft=True, cpp_target=cpp_target)
         label += " + fp32 target on the C++ step" if cpp_target else ""
         r = dec.generate(ids, 64)
@@ -560,7 +562,7 @@ per token × tokens/s ÷ the best read bandwidth measured during that run. Grey 
 added later by a partial run (`--rungs`) is compared with the baseline re-measured beside it, never across runs.
 """),
     code(r"""
-generate.plot_ladder(ladder)
+secbook.ladder.plot_ladder(ladder)
 plt.show()
 """),
     code(r"""
@@ -581,7 +583,7 @@ neighbours' load (the `bandwidth_GBs` column), so MBU divides by the highest val
 ceiling, and a momentary dip never flatters a rung:
 """),
     code(r"""
-print(generate.ladder_summary(ladder))
+print(secbook.ladder.ladder_summary(ladder))
 """),
     md(r"""
 Speculation is listed apart because its gain depends on the text, not only on the machine. Prompt lookup shines on
@@ -604,8 +606,9 @@ from types import SimpleNamespace
 from secbook.paths import RESULTS_DIR
 if torch.cuda.is_available():
     args = SimpleNamespace(model="replica:llama-3.2-1b", device="cuda", prompt_len=32, new_tokens=64, repeats=3)
-    quick = [generate.LADDER[0]] + [r for r in generate.LADDER if r.name in generate.GPU_QUICK_RUNGS]
-    gpu = generate.run_generate_suite(args, rungs=quick, save=False)
+    rungs = secbook.ladder.LADDER
+    quick = [rungs[0]] + [r for r in rungs if r.name in secbook.ladder.GPU_QUICK_RUNGS]
+    gpu = secbook.ladder.run_generate_suite(args, rungs=quick, save=False)
     title = f"measured now on {torch.cuda.get_device_name(0)}"
 elif (RESULTS_DIR / "generate_ladder_cuda.csv").exists():
     print("No CUDA GPU here: the 1B replica's ladder as recorded on a GPU.")
@@ -615,8 +618,8 @@ else:
     gpu = None
     print("No CUDA GPU here, and no GPU ladder recorded yet (bash tools/gpu_ladder.sh on a GPU machine makes one).")
 if gpu is not None:
-    generate.plot_ladder(gpu, title); plt.show()
-    print(generate.ladder_summary(gpu))
+    secbook.ladder.plot_ladder(gpu, title); plt.show()
+    print(secbook.ladder.ladder_summary(gpu))
     display(gpu[["rung", "tok_s", "speedup", "token_agreement", "tiny_ppl_change", "mbu", "first_call_s"]].round(3))
 """),
     md(r"""
