@@ -5,7 +5,8 @@ Each module is one idea of the book: ``models`` (what to run), ``measure`` (how 
 description of every architecture family's decoder and its KV-cache interface), ``generate`` (fast generation
 loops; ``ladder`` measures them), ``families`` (which models work), ``pretrained`` (the real model from the
 package index), ``tasks`` (a question set: does the model still answer?), ``kernels`` (a C++ int8 kernel and a
-whole decode step in C++ of our own), ``hardware`` (devices, dtypes, memory), ``widgets`` (the interactive
+whole decode step in C++ of our own), ``engines`` (llama.cpp, CTranslate2 and ONNX Runtime GenAI on the
+same weights, timed beside ours), ``hardware`` (devices, dtypes, memory), ``widgets`` (the interactive
 panels).
 """
 __version__ = "0.1.0"

@@ -74,17 +74,32 @@ def add_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--technique", nargs="+", default=["none"], metavar="T", choices=list(TECHNIQUES),
                    help=f"one or more techniques, measured side by side (default: none). {techniques}")
     b.add_argument("--prompt-len", type=_positive_int(1), default=32, help="prompt tokens per sequence (default 32)")
-    b.add_argument("--new-tokens", type=_positive_int(2), default=32, help="tokens to generate, >= 2 (default 32)")
+    b.add_argument("--new-tokens", type=_positive_int(2), default=None,
+                   help="tokens to generate, >= 2 (default 32; 64 for the engines suite)")
     b.add_argument("--batch", type=_positive_int(1), default=1, help="sequences per batch (default 1)")
-    b.add_argument("--repeats", type=_positive_int(1), default=3, help="timed repeats after warm-up; medians are reported (default 3)")
+    b.add_argument("--repeats", type=_positive_int(1), default=None,
+                   help="timed repeats (rounds in turn for the ab and engines suites) after warm-up; medians are "
+                        "reported (default 3; 5 for the engines suite)")
     b.add_argument("--warmup", type=_positive_int(1), default=1, help="warm-up rounds, not timed into the medians (default 1)")
     b.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="dtype to load the model in (default fp32)")
     b.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu", help="device (default cpu)")
     b.add_argument("--layers", type=_positive_int(1), default=None, help="replicas only: override num_hidden_layers")
-    b.add_argument("--suite", choices=["model", "generate", "ab"], default="model",
+    b.add_argument("--suite", choices=["model", "generate", "ab", "engines"], default="model",
                    help="'model' (default): time the model under each technique; 'generate': the generation-loop "
                         "suite of secbook.ladder.run_generate_suite; 'ab': our compiled loop under --transforms, "
-                        "timed in turn round by round (secbook.ladder.interleaved_tok_s)")
+                        "timed in turn round by round (secbook.ladder.interleaved_tok_s); 'engines': HF generate, "
+                        "our C++ step, llama.cpp, CTranslate2 and ONNX Runtime GenAI on the same weights, timed in "
+                        "turn (secbook.engines.suite; writes data/results/engines.csv; the engines come from "
+                        "`make engines`, missing ones are skipped)")
+    b.add_argument("--models", nargs="+", default=None, metavar="M",
+                   help="engines suite only: the models (default: smollm2-135m-instruct tiny)")
+    b.add_argument("--engines", nargs="+", default=None, metavar="E",
+                   help="engines suite only: entries as engine or engine:precision, e.g. hf cpp:int8 llama:Q8_0 ct2 "
+                        "ort:int4 (default: all)")
+    b.add_argument("--no-questions", action="store_true",
+                   help="engines suite only: skip the question set (secbook.tasks) on each entry")
+    b.add_argument("--prepare-only", action="store_true",
+                   help="engines suite only: convert the models for every installed engine (cached), time nothing")
     b.add_argument("--transforms", nargs="+", default=["int8wo", "int8k"], metavar="T",
                    help="ab suite only: weight transforms of secbook.ladder.apply_transform, or int8k-cpp (the int8k "
                         "weights on the whole-step C++ decoder) (default: int8wo int8k)")
@@ -185,17 +200,52 @@ def _fail(msg: str, code: int = 2) -> int:
     return code
 
 
+def run_engines_suite(args: argparse.Namespace):
+    """The engines suite (:mod:`secbook.engines.suite`) from the command line's arguments; None with --prepare-only."""
+    from .engines import runners, suite
+
+    models = tuple(args.models or suite.MODELS)
+    entries = runners.parse_entries(args.engines) if args.engines else runners.ENTRIES
+    if args.prepare_only:
+        suite.prepare(models, entries)
+        return None
+    if args.batch != 1:
+        raise ValueError("the engines suite runs batch 1 (one user, as llama.cpp on a laptop)")
+    return suite.run(models, entries, rounds=args.repeats, warmup=args.warmup, prompt_len=args.prompt_len,
+                     new_tokens=args.new_tokens, threads=args.threads, questions=not args.no_questions)
+
+
 def run_cli(args: argparse.Namespace) -> int:
     from .measure import describe_machine, save_results
 
+    engines = args.suite == "engines"
+    if args.new_tokens is None:
+        args.new_tokens = 64 if engines else 32
+    if args.repeats is None:
+        args.repeats = 5 if engines else 3
+    if not engines and (args.models or args.engines or args.no_questions or args.prepare_only):
+        return _fail("--models, --engines, --no-questions and --prepare-only belong to --suite engines")
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in args.model)
-    name = args.out or f"bench_{safe}_{args.suite}"
+    name = args.out or ("engines" if engines else f"bench_{safe}_{args.suite}")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     try:
-        if args.suite == "generate":
+        if engines:
+            from .engines import EngineMissing
+
+            try:
+                df = run_engines_suite(args)
+            except EngineMissing as e:
+                return _fail(str(e), 1)
+            if df is None:
+                print("prepared: every conversion is in the cache")
+                return 0
+            from .engines.suite import table as engines_table
+
+            table = engines_table(df).to_string(index=False)
+        elif args.suite == "generate":
             try:
                 from .ladder import run_generate_suite
             except (ImportError, AttributeError) as e:

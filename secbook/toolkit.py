@@ -2,7 +2,8 @@
 
 The source names six tools (PyTorch, TensorFlow, TensorRT, ONNX Runtime, NVIDIA GPUs, Google TPUs); the
 table here adds the ones an LLM practitioner reaches for today (vLLM with PagedAttention, Kwon et al. 2023;
-llama.cpp; torchao; bitsandbytes, Dettmers et al. 2022) and says which this machine has. ONNX Runtime is
+llama.cpp; CTranslate2; ONNX Runtime GenAI; torchao; bitsandbytes, Dettmers et al. 2022) and says which this
+machine has (``secbook.engines`` runs the CPU engines side by side). ONNX Runtime is
 exercised live: the model's forward pass is exported with ``torch.onnx.export`` (the dynamo exporter), run
 with ``onnxruntime`` on the CPU, and checked against PyTorch (logits, greedy next tokens) and timed with the
 same harness. TensorRT needs an NVIDIA GPU; ``tensorrt_providers`` says what is present.
@@ -43,8 +44,18 @@ TOOLS: list[tuple[str, str, str, str, str, str | None]] = [
      "NVIDIA/AMD GPUs (CPU backend exists)", "serving many concurrent users: throughput at acceptable latency",
      "vllm"),
     ("llama.cpp", "C/C++ inference engine (added)",
-     "GGUF format, 2-8-bit quantized kernels for CPUs and GPUs, no Python",
-     "laptops, phones, CPU servers, Apple silicon, GPUs", "one user, local or offline, little memory", None),
+     "GGUF files with 2-8-bit block formats and kernels for CPUs and GPUs, no Python; the engine inside Ollama and "
+     "LM Studio",
+     "laptops, phones, CPU servers, Apple silicon, GPUs", "one user, local or offline, little memory",
+     "llama-cpp-python"),
+    ("CTranslate2", "C++ inference engine (added)",
+     "converts transformers models to its own format (float32/float16/int8/int16 weights); fast CPU and GPU decoders",
+     "x86 and ARM CPUs, NVIDIA GPUs", "a small model served from Python on CPUs, int8 without a GGUF toolchain",
+     "ctranslate2"),
+    ("ONNX Runtime GenAI", "generation loop for ONNX Runtime (added)",
+     "a model builder (fp32/fp16/int4 ONNX graphs with the KV cache inside) and a C++ generate loop",
+     "CPU, CUDA, DirectML, mobile", "generation in an app that already ships ONNX Runtime (C#, Java, C, Python)",
+     "onnxruntime-genai"),
     ("torchao", "PyTorch quantization library (added)",
      "int8/int4 weight-only and dynamic quantization, float8, sparsity; composes with torch.compile",
      "CPU, NVIDIA GPU", "quantize a PyTorch model and stay in PyTorch (pairs with torch.compile)", "torchao"),

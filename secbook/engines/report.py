@@ -1,0 +1,160 @@
+"""Reading an engines comparison: live or recorded, a figure, and the verdict on our C++ step against llama.cpp.
+
+A comparison is the frame :func:`secbook.engines.suite.run` returns (or ``data/results/engines.csv``, the last
+recorded one). Decode speed is bytes over time: one decode step reads the weights once, so
+``tokens/s = (bytes read per second) / (bytes per token)``, and the ratio of two entries' speeds splits exactly into
+the ratio of the bytes each reads per token and the ratio of how fast each reads them (:func:`split`). That is the
+"why" a verdict prints: a format that stores fewer bits per weight wins on the first factor, a better kernel or
+threading on the second.
+"""
+from __future__ import annotations
+
+from ..claims import compare, times
+from .suite import RESULTS, run
+
+OURS = "secbook C++ step"
+# matched precisions: (our entry, llama.cpp's entry with the same nominal bits per weight)
+MATCHED = (("secbook C++ step fp32", "llama.cpp F32"), ("secbook C++ step int8", "llama.cpp Q8_0"))
+
+
+def recorded():
+    """The last recorded comparison (``data/results/engines.csv``), or None if there is none."""
+    from .. import paths
+    from ..measure import load_results
+
+    if not paths.find_result(f"{RESULTS}.csv").exists():
+        return None
+    return load_results(RESULTS)
+
+
+def provenance(df) -> str:
+    """Where a comparison was measured: CPU, cores, date (UTC) and the load average at the time."""
+    row = df.iloc[0]
+    load = f", load average {row['load_avg_1m']:g}" if "load_avg_1m" in df and row["load_avg_1m"] == \
+        row["load_avg_1m"] else ""
+    return (f"{row['cpu']} ({row['cores']} cores, vector instructions {row['cpu_isa']}), "
+            f"{str(row['timestamp'])[:10]}{load}")
+
+
+def comparison(live: bool | None = None, model: str | None = None, rounds: int = 3, new_tokens: int = 32):
+    """``(frame, sentence)``: the comparison run now on ``model`` (every installed engine, ``rounds`` rounds of
+    ``new_tokens`` tokens, no question set) when ``live`` (default: when all engines are installed), else the
+    recorded one; the sentence says which. ``(None, sentence)`` when there is neither."""
+    from .. import pretrained
+    from . import missing
+
+    model = model or pretrained.NAME
+    if live is None:
+        live = not missing()
+    if live:
+        df = run(models=(model,), rounds=rounds, new_tokens=new_tokens, questions=False, progress=False)
+        return df, (f"Measured live in this run: {len(df)} entries on {model}, {rounds} rounds in turn of "
+                    f"{new_tokens} new tokens each, {int(df['threads'].iloc[0])} threads ({provenance(df)}).")
+    df = recorded()
+    if df is None:
+        return None, (f"The engines are not installed here ({', '.join(missing())} missing: `make engines`) and no "
+                      "comparison is recorded yet (`python -m secbook bench --suite engines`).")
+    return df, (f"The engines are not installed here ({', '.join(missing())} missing), so this is the recorded "
+                f"comparison, data/results/{RESULTS}.csv: measured on {provenance(df)}, {int(df['rounds'].iloc[0])} "
+                f"rounds in turn of {int(df['new_tokens'].iloc[0])} new tokens, {int(df['threads'].iloc[0])} threads.")
+
+
+def rounds_of(df, model: str) -> dict[str, list[float]]:
+    """Each entry's decode tokens/s per round (measured in turn), by label."""
+    sub = df[df["model"] == model]
+    return {label: [float(x) for x in str(s).split(";")] for label, s in zip(sub["label"], sub["decode_tok_s_rounds"])}
+
+
+def split(df, model: str, a: str, b: str) -> dict[str, float]:
+    """How many times as fast ``a`` decoded as ``b``, split into two factors whose product it is: ``bytes`` (b's
+    weight bytes per token ÷ a's) and ``rate`` (a's bytes read per second ÷ b's)."""
+    rows = df[df["model"] == model].set_index("label")
+    ra, rb = rows.loc[a], rows.loc[b]
+    return {"speed": ra["decode_tok_s"] / rb["decode_tok_s"],
+            "bytes": rb["weight_bytes_per_token"] / ra["weight_bytes_per_token"],
+            "rate": ra["implied_GB_s"] / rb["implied_GB_s"]}
+
+
+def verdict(df, model: str) -> list[str]:
+    """Sentences on our C++ step against llama.cpp at matched precision, worded from ``df``: who decoded faster and
+    by how much (round by round, :func:`secbook.claims.compare`), what each read per token, how fast it read it,
+    and which of the two factors made the difference."""
+    labels = set(df.loc[df["model"] == model, "label"])
+    speeds = rounds_of(df, model)
+    rows = df[df["model"] == model].set_index("label")
+    out = []
+    for ours, theirs in MATCHED:
+        if ours not in labels or theirs not in labels:
+            continue
+        both = [(x, y) for x, y in zip(speeds[ours], speeds[theirs]) if x == x and y == y]  # rounds with both
+        if not both:
+            continue
+        pair = {ours: [x for x, _ in both], theirs: [y for _, y in both]}
+        c = compare(pair, ours, theirs)
+        if c.median < 1:  # the faster one is the subject of the sentence
+            c = compare(pair, theirs, ours)
+        fast, slow = c.a, c.b
+        f = split(df, model, fast, slow)
+        o, t = rows.loc[ours], rows.loc[theirs]
+        text = (f"**{ours} vs {theirs}**: {c.words()}. Per token {ours} read {o['weight_bytes_per_token'] / 1e6:.0f} "
+                f"MB of weights at {o['implied_GB_s']:.1f} GB/s (MBU {o['mbu']:.0%}), {theirs} "
+                f"{t['weight_bytes_per_token'] / 1e6:.0f} MB at {t['implied_GB_s']:.1f} GB/s (MBU {t['mbu']:.0%}).")
+        if c.verdict in ("faster", "slower"):
+            bigger = "rate" if abs(_log(f["rate"])) >= abs(_log(f["bytes"])) else "bytes"
+            why = ("it read its bytes faster" if bigger == "rate" else "it had fewer bytes to read")
+            text += (f" The ratio of their median speeds, {times(f['speed'])}, is {times(f['bytes'])} from the bytes "
+                     f"each reads per token times {times(f['rate'])} from how fast each reads them: {fast} wins "
+                     f"mostly because {why}.")
+        out.append(text)
+    return out
+
+
+def _log(x: float) -> float:
+    import math
+
+    return math.log(x) if x > 0 else 0.0
+
+
+def plot(df, model: str, axes=None):
+    """Two panels for ``model``: decode tokens/s per entry (median, bars; the spread of rounds as whiskers), and
+    tokens/s against the weight bytes each reads per token, with the bound ``read bandwidth ÷ bytes`` drawn."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import FuncFormatter
+
+    sub = df[df["model"] == model].sort_values("decode_tok_s")
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(sub) + 1.8))
+    engines = list(dict.fromkeys(df["engine"]))
+    colours = {e: plt.cm.tab10(i) for i, e in enumerate(engines)}
+    ax = axes[0]
+    y = np.arange(len(sub))
+    err = [sub["decode_tok_s"] - sub["decode_tok_s_min"], sub["decode_tok_s_max"] - sub["decode_tok_s"]]
+    ax.barh(y, sub["decode_tok_s"], xerr=np.clip(err, 0, None), color=[colours[e] for e in sub["engine"]],
+            capsize=2)
+    ax.set_yticks(y, sub["label"])
+    ax.set(xlabel="decode tokens/s (median; whiskers: slowest and fastest round)",
+           title=f"{model}, batch 1, {int(sub['threads'].iloc[0])} threads")
+    ax = axes[1]
+    mb = sub["weight_bytes_per_token"] / 1e6
+    for e in engines:
+        m = sub["engine"] == e
+        ax.scatter(mb[m], sub["decode_tok_s"][m], color=colours[e], label=e, s=40)
+    short = {"HF generate": "HF", OURS: "ours", "llama.cpp": "llama", "CTranslate2": "CT2",
+             "ONNX Runtime GenAI": "ORT"}
+    for i, (x, yv, e, p) in enumerate(zip(mb, sub["decode_tok_s"], sub["engine"], sub["precision"])):
+        ax.annotate(f"{short.get(e, e)} {p}", (x, yv), textcoords="offset points", xytext=(5, 6 if i % 2 else -9),
+                    fontsize=8)
+    bw = sub["read_bandwidth_GB_s"].iloc[0]
+    xs = np.geomspace(mb.min() * 0.7, mb.max() * 1.4, 50)
+    ax.plot(xs, bw * 1e3 / xs, "k--", lw=1, label=f"read bandwidth bound ({bw:.1f} GB/s ÷ bytes)")
+    ax.set(xscale="log", yscale="log", xlabel="weight MB read per token", ylabel="decode tokens/s",
+           title="speed against bytes per token")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+    ax.tick_params(which="minor", labelsize=7)
+    ax.legend(fontsize=8)
+    plt.tight_layout()
+    return axes
