@@ -2,7 +2,7 @@
 import sys
 
 sys.path.insert(0, "tools")
-from nb import code, md, solution  # noqa: E402
+from nb import answer, code, exercise, md, opening, solution, summary  # noqa: E402
 
 NAME = "06b_serving"
 
@@ -39,6 +39,12 @@ Behind the API sit three ideas, each a module of `secbook.serving`:
 The forward pass is the book's own decoder (`secbook.decoder`, the one chapter 3.2 builds on) reading and writing
 the paged cache. Everything below runs live against servers this notebook starts and stops on `127.0.0.1`.
 """),
+    opening(["explain latency under load with Little's law and the arrival rate against the service rate",
+             "run an OpenAI-compatible server with continuous batching and a paged KV cache, and load-test it",
+             "read TTFT and TPOT percentiles, the latency-throughput knee and goodput under an SLO",
+             "compare static and continuous batching, and our server with `transformers serve`, on the same load"],
+            ["chapter 1 (TTFT, TPOT), chapter 3.2 (KV cache, batching, our decoder), chapter 6 (latency budgets)",
+             "Python's asyncio at the level of reading code; no GPU"], 30),
     code(r"""
 import secbook
 machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
@@ -431,12 +437,18 @@ When one GPU is not enough, they scale out in two directions:
 
 The quantities stay the ones measured here — TTFT and TPOT percentiles, the knee, goodput under an SLO — only the
 numbers move. This chapter does not quote GPU numbers: run the load test on the machine you have.
-
-## Exercises
-
-**Exercise 1.** Little's law backwards: at the highest arrival rate, how many requests would the continuous server
-hold on average if its mean latency stayed what it was at the lowest rate? Compare with what its counters showed.
 """),
+    summary(["Under load, latency is queueing: Little's law (L = λW) ties the requests in the system to the arrival "
+             "rate and the time each spends, and once arrivals outpace service the queue, and TTFT, grow without bound.",
+             "Continuous batching re-forms the batch at every decode step, so a request waits for a step, not for a "
+             "whole batch to finish; a paged KV cache reserves memory block by block as answers grow.",
+             "Serving is judged by percentiles (p50, p99) of TTFT and TPOT against the arrival rate, and by goodput: "
+             "the requests per second that met the latency objective.",
+             "The load test speaks only the OpenAI API, so the same measurement runs unchanged against vLLM, SGLang "
+             "or `transformers serve`."]),
+    md("## Exercises"),
+    exercise(1, """Little's law backwards: at the highest arrival rate, how many requests would the continuous server
+hold on average if its mean latency stayed what it was at the lowest rate? Compare with what its counters showed."""),
     solution(r"""
 row_lo, row_hi = runs["continuous"].iloc[0], runs["continuous"].iloc[-1]
 W_lo = records["continuous"].query("rate == @row_lo.rate and status == 'ok'").e2e_s.mean()
@@ -444,11 +456,9 @@ L_hi, lam_hi, W_hi = little(row_hi, samples["continuous"], records["continuous"]
 print(f"lambda x W_low = {lam_hi:.2f} x {W_lo:.2f} = {lam_hi * W_lo:.2f} requests; measured L = {L_hi:.2f} "
       f"(latency grew from {W_lo:.2f} s to {W_hi:.2f} s: the extra requests are the queue)")
 """),
-    md(r"""
-**Exercise 2.** Goodput depends on the SLO. Recompute, from the recorded requests, the goodput of every policy at
+    exercise(2, """Goodput depends on the SLO. Recompute, from the recorded requests, the goodput of every policy at
 every rate for a strict interactive SLO (TTFT ≤ 300 ms, TPOT ≤ 50 ms) and a lenient batch SLO (TTFT ≤ 5 s, no
-TPOT limit). Which policy wins under which?
-"""),
+TPOT limit). Which policy wins under which?"""),
     solution(r"""
 rows = []
 for name, recs in records.items():
@@ -457,14 +467,20 @@ for name, recs in records.items():
         for slo_name, slo in (("strict", (0.3, 0.05)), ("lenient", (5.0, float("inf")))):
             s = loadtest.summarize(group.to_dict("records"), wall, *slo)
             rows.append({"server": name, "rate": rate, "SLO": slo_name, "goodput /s": round(s["goodput_req_s"], 2)})
-pd.DataFrame(rows).pivot(index=["SLO", "rate"], columns="server", values="goodput /s")
+table = pd.DataFrame(rows)
+for slo_name, group in table.groupby("SLO"):
+    mean = group.groupby("server")["goodput /s"].mean().sort_values(ascending=False)
+    if mean.iloc[0] == 0:
+        print(f"{slo_name} SLO: no server met it for any request at any rate on this machine")
+    else:
+        print(f"{slo_name} SLO: highest mean goodput over the rates: {mean.index[0]} ({mean.iloc[0]:.2f}/s), "
+              f"then " + ", ".join(f"{k} ({v:.2f}/s)" for k, v in mean.iloc[1:].items()))
+table.pivot(index=["SLO", "rate"], columns="server", values="goodput /s")
 """),
-    md(r"""
-**Exercise 3.** Block size. The client records hold each request's prompt and answer length (from the server's
+    exercise(3, """Block size. The client records hold each request's prompt and answer length (from the server's
 `usage`). If every request had kept its blocks to the end, how much of the reserved space would blocks of 1, 16, 64
 and 256 token slots have left unused, and how many KiB per sequence is that? (The server reports the bytes of one
-token's keys and values in `/metrics`.)
-"""),
+token's keys and values in `/metrics`.)"""),
     solution(r"""
 bpt = samples["continuous"].samples[-1][1]["secbook_kv_bytes_per_token"]
 ok = records["continuous"].query("status == 'ok'")
@@ -474,11 +490,9 @@ for bs in (1, 16, 64, 256):
     print(f"block of {bs:>3}: {((reserved - lengths) / reserved).mean():5.1%} of reserved slots unused, "
           f"{((reserved - lengths) * bpt).mean() / 1024:.0f} KiB wasted per sequence")
 """),
-    md(r"""
-**Exercise 4.** One at a time, and overload protection. Start a server with `policy="single", max_queue=2` and send
+    exercise(4, """One at a time, and overload protection. Start a server with `policy="single", max_queue=2` and send
 10 requests at once (`rate=0, requests=10`): how many are accepted, how quickly do the others get their 429, and
-what does the `Retry-After` header tell a client?
-"""),
+what does the `Retry-After` header tell a client?"""),
     solution(r"""
 with ours("single", max_queue=2) as srv:
     recs, info = loadtest.run(loadtest.LoadConfig(srv.url, rate=0, requests=10, max_tokens=MAX_TOKENS))
