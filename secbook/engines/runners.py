@@ -179,11 +179,12 @@ def _extra_buffers_work(path: str, fingerprint: tuple) -> bool:
     """Does llama.cpp decode ``path`` with its default weight buffers here? They include repacked layouts and, on
     CPUs with AMX, an AMX buffer whose matrix product crashes on some machines (ggml-org/llama.cpp#20824). A child
     process tries two tokens, so a crash costs nothing here; the answer is kept beside the file, keyed by the file,
-    llama.cpp's version and this CPU (``kernels.cpu_tag``)."""
+    llama.cpp's version and build (its features: a build without AMX answers differently) and this CPU
+    (``kernels.cpu_tag``)."""
     from ..kernels import cpu_tag
 
     record = Path(f"{path}.probe.json")
-    key = f"{version('llama.cpp')}|{cpu_tag()}|{fingerprint}"
+    key = f"{version('llama.cpp')}|{llama_system_info()}|{cpu_tag()}|{fingerprint}"
     try:
         known = json.loads(record.read_text())
         if known.get("key") == key:
