@@ -36,10 +36,15 @@ PAGES = toc_pages()
 
 def build_from_committed_outputs() -> Path:
     """jupyter-book build with execution off, into _build/ci."""
+    import yaml
+
     subprocess.run(["bash", str(ROOT / "tools" / "vendor_js.sh")], check=True, cwd=ROOT)
-    cfg = (ROOT / "_config.yml").read_text().replace("execute_notebooks: cache", 'execute_notebooks: "off"')
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    cfg["execute"]["execute_notebooks"] = "off"
+    ext = cfg["sphinx"]["local_extensions"]  # relative to the configuration file, which moves to _build/ci
+    cfg["sphinx"]["local_extensions"] = {name: str(ROOT / path) for name, path in ext.items()}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "_config.yml").write_text(cfg)
+    (OUT / "_config.yml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
     shutil.rmtree(HTML, ignore_errors=True)
     jb = Path(sys.executable).with_name("jupyter-book")
     r = subprocess.run([str(jb), "build", str(ROOT), "--config", str(OUT / "_config.yml"), "--path-output",
