@@ -259,7 +259,7 @@ def reconcile(units: list[str], tr: Translation) -> tuple[Translation, dict]:
             if k < len(olds):
                 prev = olds[k]
                 was_en, was_zh = (prev["en"], prev["zh"]) if prev.get("zh") else (prev["old_en"], prev["old_zh"])
-                unit.update(old_en=was_en, old_zh=was_zh)
+                unit = {"sha": sha(text), "en": text, "old_en": was_en, "old_zh": was_zh, "zh": None}
                 counts["stale"] += 1
             else:
                 counts["new"] += 1
@@ -694,6 +694,9 @@ def zh_config(dest: Path, site: dict) -> str:
     conf = sphinx.setdefault("config", {})
     conf["language"] = "zh_CN"
     conf["secbook_edition"] = LANG
+    prompts = site.get("code_prompt", {})  # MyST-NB's toggle of hidden cells (the theme has its own translations)
+    if prompts:
+        conf["nb_code_prompt_show"], conf["nb_code_prompt_hide"] = prompts["show"], prompts["hide"]
     conf["html_static_path"] = [rel("book/_static")]
     return f"# {GENERATED} from ../_config.yml (title from i18n/zh/site.yml): edit those\n" + dump_yaml(cfg)
 
