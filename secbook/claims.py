@@ -133,8 +133,8 @@ class Comparison:
             return f"{self.a} 与 {self.b} 速度相当（{times_zh(self.median)}；{span}）"
         if self.verdict.startswith("not clearly"):
             way = "更快" if self.verdict.endswith("faster") else "更慢"
-            return (f"{self.a} 并不明显比 {self.b} {way}：中位数为 {times_zh(self.median)}，但各轮结果不一致"
-                    f"（{span}）——机器的噪声与这一差异一样大")
+            return (f"{self.a} 并不明显比 {self.b} {way}：中位数为 {times_zh(self.median)}，"
+                    f"但各轮结果不一致（{span}）——机器的噪声与这一差异一样大")
         return f"{self.a} 的速度是 {self.b} 的 {times_zh(self.median)}（{span}）"
 
 

@@ -197,9 +197,10 @@ def _english_notebook():
 
 def test_chinese_notebook_from_the_executed_english_one():
     en = _english_notebook()
-    tr = _translated([c.source for c in en.cells if c.cell_type == "markdown"], ["# 为什么延迟很重要\n\n一些文字。", "更多文字。"])
+    zh_md = ["# 为什么延迟很重要\n\n一些文字。", "更多文字。"]
+    tr = _translated([c.source for c in en.cells if c.cell_type == "markdown"], zh_md)
     zh = T.zh_notebook("chapters/x.ipynb", en, {"setup_comment": "设置"}, tr)
-    assert [c.source for c in zh.cells if c.cell_type == "markdown"] == ["# 为什么延迟很重要\n\n一些文字。", "更多文字。"]
+    assert [c.source for c in zh.cells if c.cell_type == "markdown"] == zh_md
     assert zh.cells[2].outputs[0]["data"]["text/markdown"] == "**3** 个词元"
     assert zh.cells[4] == en.cells[4]  # code and output as they were
     assert zh.cells[0].source.startswith("# 设置\nimport os\nos.environ[\"SECBOOK_LANG\"] = \"zh\"")
@@ -211,7 +212,8 @@ def test_chinese_notebook_from_the_executed_english_one():
 
 def test_untranslated_page_keeps_its_english_under_a_notice():
     en = _english_notebook()
-    site = {"titles": {"Why latency matters": "为什么延迟很重要"}, "notices": {"pending": "尚未翻译。", "partial": "部分。"}}
+    site = {"titles": {"Why latency matters": "为什么延迟很重要"},
+            "notices": {"pending": "尚未翻译。", "partial": "部分。"}}
     zh = T.zh_notebook("chapters/x.ipynb", en, site, T.Translation("chapters/x.ipynb"))
     md = [c.source for c in zh.cells if c.cell_type == "markdown"]
     assert md == ["# 为什么延迟很重要\n\nSome text.", ":::{note}\n尚未翻译。\n:::", "More text."]

@@ -620,7 +620,8 @@ def setup_cell_source(english: str, site: dict) -> str:
     """The Chinese notebook's Colab set-up cell: the English cell's code under Chinese comments, and
     ``SECBOOK_LANG=zh`` so that ``say`` shows its Chinese sentences when the notebook runs."""
     code = [ln for ln in english.split("\n") if not ln.startswith("#")]
-    comments = [ln if ln.startswith("#") else "# " + ln for ln in site.get("setup_comment", "").strip().split("\n") if ln]
+    lines = site.get("setup_comment", "").strip().split("\n")
+    comments = [ln if ln.startswith("#") else "# " + ln for ln in lines if ln]
     return "\n".join(comments + ["import os", 'os.environ["SECBOOK_LANG"] = "zh"'] + code)
 
 
@@ -838,7 +839,8 @@ def main(argv: list[str]) -> int:
             print("\n".join(r.lines()))
         todo = [r.page for r in reports if r.translated and not r.complete]
         print(f"\n{sum(r.complete for r in reports)} of {len(reports)} pages translated and current; "
-              f"{sum(not r.translated for r in reports)} pending" + (f"; incomplete: {', '.join(todo)}" if todo else ""))
+              f"{sum(not r.translated for r in reports)} pending"
+              + (f"; incomplete: {', '.join(todo)}" if todo else ""))
         return 1 if todo else 0
     if cmd == "extract":
         if not args:
