@@ -217,6 +217,10 @@ def test_untranslated_page_keeps_its_english_under_a_notice():
     zh = T.zh_notebook("chapters/x.ipynb", en, site, T.Translation("chapters/x.ipynb"))
     md = [c.source for c in zh.cells if c.cell_type == "markdown"]
     assert md == ["# 为什么延迟很重要\n\nSome text.", ":::{note}\n尚未翻译。\n:::", "More text."]
+    done = _translated([c.source for c in en.cells if c.cell_type == "markdown"], ["# 标题", "更多文字。"])
+    assert not any(c.source.startswith(":::{note}") for c in T.zh_notebook("chapters/x.ipynb", en, site, done).cells)
+    del en.cells[2].outputs[0]["metadata"][T.SAY_KEY]["zh"]  # a said sentence without its Chinese: partial
+    assert ":::{note}\n部分。\n:::" in [c.source for c in T.zh_notebook("chapters/x.ipynb", en, site, done).cells]
     half = _translated(["More text."], ["更多文字。"])
     md = [c.source for c in T.zh_notebook("chapters/x.ipynb", en, site, half).cells if c.cell_type == "markdown"]
     assert md[1] == ":::{note}\n部分。\n:::" and md[2] == "更多文字。"

@@ -651,6 +651,8 @@ def zh_notebook(page: str, en_nb, site: dict, tr: Translation | None = None):
         d = m.get("state", {}).get("description")
         if isinstance(d, str) and d in labels:
             m["state"]["description"] = labels[d]
+    if notice is None and any(not langs.get(LANG) for _, langs in said_outputs(en_nb)):
+        notice = "partial"  # a sentence printed from the run has no Chinese yet: say so, as for a paragraph
     if notice:
         first = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), 0)
         cell = nbformat.v4.new_markdown_cell(_notice(site, notice))
