@@ -117,11 +117,11 @@ lag_ms = 1e3 * (r.first_text_s - r.ttft_s)
 guard(abs(lag_ms) < 1e-6 or lag_ms > 0, "the first text is printed no earlier than the first token",
       f"first token {1e3 * r.ttft_s:.0f} ms, first text {1e3 * r.first_text_s:.0f} ms")
 when = ("at the same moment" if lag_ms < 0.5 else f"{lag_ms:.0f} ms later, when the first whole word was complete")
-when_zh = "同时" if lag_ms < 0.5 else f"晚了 {lag_ms:.0f} ms，即第一个完整的词凑齐之时"
+when_zh = "同时出现在屏幕上" if lag_ms < 0.5 else f"晚 {lag_ms:.0f} ms，在第一个完整的词凑齐时才出现在屏幕上"
 say(f"The first token arrived after **{r.ttft_s * 1e3:.0f} ms** (the TTFT of this reply) and the first text reached "
     f"the screen {when} (the first stamp, [{r.first_text_s * 1e3:.0f} ms]). After that one token arrived every "
     f"**{r.tpot_s * 1e3:.0f} ms** (the median gap, {r.tokens_per_s:.1f} tokens/s) for {len(r.tokens)} tokens.",
-    zh=f"第一个词元在 **{r.ttft_s * 1e3:.0f} ms** 后到达（这次回答的首字延迟），第一段文字{when_zh}出现在屏幕上"
+    zh=f"第一个词元在 **{r.ttft_s * 1e3:.0f} ms** 后到达（这次回答的首字延迟），第一段文字{when_zh}"
        f"（第一个时间戳 [{r.first_text_s * 1e3:.0f} ms]）。此后每 **{r.tpot_s * 1e3:.0f} ms** 到达一个词元"
        f"（间隔的中位数，{r.tokens_per_s:.1f} 词元/秒），共 {len(r.tokens)} 个词元。");
 """, tags=("remove-input",)),
