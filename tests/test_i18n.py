@@ -327,3 +327,9 @@ def test_the_site_build_reads_the_english_builds_execution_cache(tmp_path):
     assert "from the English build's run\n" in texts
     with pytest.raises(SystemExit, match="not in the execution cache"):
         T.cached_notebooks(tmp_path)("chapters/02_core_concepts.ipynb")
+
+
+def test_the_tool_reads_the_key_say_writes():
+    from secbook.claims import SAY_KEY
+
+    assert T.SAY_KEY == SAY_KEY
