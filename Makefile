@@ -23,10 +23,13 @@ fetch: setup
 browser:
 	bash tools/install_browser.sh
 
+# Both editions: the English book executes every chapter once (cached in _build/.jupyter_cache); the Chinese one
+# (_build/html/zh, tools/translate.py) is generated from that same run's outputs and built with execution off.
 book: setup fetch
 	bash tools/vendor_js.sh
 	$(VENV)/bin/jupyter-book build .
-	@echo "book: open _build/html/index.html"
+	$(PY) tools/translate.py site --cache _build/.jupyter_cache
+	@echo "book: open _build/html/index.html (English) or _build/html/zh/index.html (中文)"
 
 test: setup fetch browser
 	$(PY) -m pytest

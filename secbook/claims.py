@@ -25,20 +25,41 @@ class ClaimError(AssertionError):
     """The run contradicts a claim that the text around it makes."""
 
 
-def say(text: str, show: bool = True) -> str:
-    """Show ``text`` as Markdown below the cell (printed outside a notebook) and return it."""
+SAY_KEY = "secbook.say"
+"""Key of a :func:`say` output's metadata holding every language of its sentence: ``{"en": ..., "zh": ...}``
+(the book's Chinese edition shows ``"zh"`` in place of the English; tools/translate.py reads it)."""
+
+
+def language() -> str:
+    """The language :func:`say` shows: ``"zh"`` when the environment variable ``SECBOOK_LANG`` starts with
+    ``zh`` (the Chinese notebooks' set-up cell sets it), else ``"en"``."""
+    import os
+
+    return "zh" if os.environ.get("SECBOOK_LANG", "en").lower().startswith("zh") else "en"
+
+
+def say(text: str, show: bool = True, zh: str | None = None) -> str:
+    """Show ``text`` as Markdown below the cell (printed outside a notebook) and return what was shown.
+
+    ``zh`` is the same sentence in Chinese, formatted from the same numbers. The output carries both under the
+    metadata key :data:`SAY_KEY`, so the Chinese edition, generated from this one run, shows the Chinese sentence
+    (no second execution); a notebook whose ``SECBOOK_LANG`` is ``zh`` shows it directly."""
+    if zh is not None and (not isinstance(zh, str) or not zh.strip()):
+        raise ValueError("zh must be the sentence in Chinese (a non-empty string), or None")
+    shown = zh if zh is not None and language() == "zh" else text
     if show:
         try:
             from IPython import get_ipython
-            from IPython.display import Markdown, display
+            from IPython.display import display
 
             if get_ipython() is not None:
-                display(Markdown(text))
-                return text
+                langs = {"en": text} if zh is None else {"en": text, "zh": zh}
+                display({"text/markdown": shown, "text/plain": shown}, raw=True, metadata={SAY_KEY: langs})
+                return shown
         except ImportError:
             pass
-        print(text)
-    return text
+        print(shown)
+    return shown
 
 
 def guard(condition: bool, claim: str, evidence: str = "") -> None:
@@ -53,6 +74,11 @@ def times(x: float) -> str:
     if x != x:  # NaN
         return "n/a"
     return f"{x:.2f}x" if x < 10 else f"{x:.1f}x" if x < 100 else f"{x:.0f}x"
+
+
+def times_zh(x: float) -> str:
+    """A ratio as the Chinese edition prints it: ``"1.84 倍"`` (the digits of :func:`times`)."""
+    return "无" if x != x else times(x)[:-1] + " 倍"
 
 
 @dataclass(frozen=True)
@@ -99,6 +125,17 @@ class Comparison:
             return (f"{self.a} was {self.verdict} than {self.b}: {times(self.median)} at the median, but the rounds "
                     f"disagree ({span}) — the machine's noise is as large as the difference")
         return f"{self.a} was {times(self.median)} as fast as {self.b} ({span})"
+
+    def words_zh(self) -> str:
+        """The sentence of :meth:`words` in Chinese, from the same rounds (for ``say(..., zh=...)``)."""
+        span = f"轮流测量 {len(self.ratios)} 轮的中位数，{times_zh(self.low)}–{times_zh(self.high)}"
+        if self.verdict == "about as fast":
+            return f"{self.a} 与 {self.b} 速度相当（{times_zh(self.median)}；{span}）"
+        if self.verdict.startswith("not clearly"):
+            way = "更快" if self.verdict.endswith("faster") else "更慢"
+            return (f"{self.a} 并不明显比 {self.b} {way}：中位数为 {times_zh(self.median)}，"
+                    f"但各轮结果不一致（{span}）——机器的噪声与这一差异一样大")
+        return f"{self.a} 的速度是 {self.b} 的 {times_zh(self.median)}（{span}）"
 
 
 def compare(speeds: dict[str, list[float]], a: str, b: str, tolerance: float = 0.05,

@@ -32,14 +32,25 @@ def toc_pages() -> list[str]:
 
 
 PAGES = toc_pages()
+sys.path.insert(0, str(ROOT / "tools"))
+import translate  # noqa: E402
+
+# The Chinese edition (_build/html/zh): its translated pages get every check below; every page of both editions is
+# checked for its language switch (test_every_page_links_to_its_twin) without a browser.
+PAGES_ZH = ["zh/" + p for p, src in zip(PAGES, translate.pages()) if translate.is_translated(src)]
 
 
 def build_from_committed_outputs() -> Path:
     """jupyter-book build with execution off, into _build/ci."""
+    import yaml
+
     subprocess.run(["bash", str(ROOT / "tools" / "vendor_js.sh")], check=True, cwd=ROOT)
-    cfg = (ROOT / "_config.yml").read_text().replace("execute_notebooks: cache", 'execute_notebooks: "off"')
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    cfg["execute"]["execute_notebooks"] = "off"
+    ext = cfg["sphinx"]["local_extensions"]  # relative to the configuration file, which moves to _build/ci
+    cfg["sphinx"]["local_extensions"] = {name: str(ROOT / path) for name, path in ext.items()}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "_config.yml").write_text(cfg)
+    (OUT / "_config.yml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
     shutil.rmtree(HTML, ignore_errors=True)
     jb = Path(sys.executable).with_name("jupyter-book")
     r = subprocess.run([str(jb), "build", str(ROOT), "--config", str(OUT / "_config.yml"), "--path-output",
@@ -49,10 +60,16 @@ def build_from_committed_outputs() -> Path:
     return HTML
 
 
+def build_chinese_edition(html: Path) -> Path:
+    """The Chinese edition from the same committed outputs, into ``html``/zh (as `make book` does from its run)."""
+    return translate.site_html(None, out=html / "zh", stage=ROOT / "_build" / "ci-zh")
+
+
 @pytest.fixture(scope="module")
 def site():
-    """Build the book and serve it on a free localhost port."""
+    """Build the book (both editions) and serve it on a free localhost port."""
     html = build_from_committed_outputs()
+    build_chinese_edition(html)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
     handler.log_message = lambda *a, **k: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -108,9 +125,35 @@ def network(driver, site: str) -> tuple[list[str], list[str]]:
 
 def test_toc_lists_pages():
     assert "book/intro.html" in PAGES and len(PAGES) >= 4
+    assert "zh/book/intro.html" in PAGES_ZH
 
 
-@pytest.mark.parametrize("page", PAGES)
+SWITCH = re.compile(r'<a class="secbook-lang-link" href="([^"]+)"')
+
+
+def test_every_page_links_to_its_twin(site):
+    """Every page of each edition links to the same page of the other, and that page exists and links back."""
+    for page in PAGES:
+        for here, there in ((page, "zh/" + page), ("zh/" + page, page)):
+            links = SWITCH.findall((HTML / here).read_text(encoding="utf-8"))
+            assert len(links) == 1, f"{here}: {len(links)} language switches"
+            target = (HTML / here).parent / links[0]
+            assert target.resolve() == (HTML / there).resolve() and target.exists(), f"{here} links to {links[0]}"
+
+
+# Two different Chinese characters drawn in the page's font differ, and differ from an unassigned code point's
+# glyph (the empty box a missing font shows): no tofu.
+NO_TOFU = """
+const fam = getComputedStyle(document.querySelector('article') || document.body).fontFamily;
+const px = ch => { const cv = document.createElement('canvas'); cv.width = cv.height = 48;
+  const x = cv.getContext('2d'); x.font = '40px ' + fam; x.fillText(ch, 2, 40);
+  return Array.from(x.getImageData(0, 0, 48, 48).data).join(','); };
+const box = px('\u0378');
+return px('中') !== box && px('文') !== box && px('中') !== px('文');
+"""
+
+
+@pytest.mark.parametrize("page", PAGES + PAGES_ZH)
 def test_page_renders(site, browser, page):
     url = f"{site}/{page}"
     assert urllib.request.urlopen(url, timeout=30).status == 200
@@ -118,6 +161,14 @@ def test_page_renders(site, browser, page):
     browser.get(url)
     wait_for(browser, "return document.readyState === 'complete'")
     assert browser.title.strip() and "404" not in browser.title
+
+    # the language switch leads to this page in the other edition
+    twin = page[3:] if page.startswith("zh/") else "zh/" + page
+    href = browser.execute_script("return document.querySelector('a.secbook-lang-link').href")
+    assert href == f"{site}/{twin}", f"{page}: the language switch leads to {href}"
+    if page.startswith("zh/"):
+        assert browser.execute_script("return document.documentElement.lang").startswith("zh")
+        assert browser.execute_script(NO_TOFU), f"{page}: Chinese text drawn as empty boxes (no CJK font)"
 
     # widgets: every embedded widget view must be replaced by a rendered widget
     views = browser.execute_script(

@@ -42,3 +42,45 @@ def test_compare_needs_paired_rounds():
 def test_say_prints_outside_a_notebook(capsys):
     assert say("**3** tokens") == "**3** tokens"
     assert "**3** tokens" in capsys.readouterr().out
+
+
+def test_say_keeps_english_by_default_and_shows_chinese_when_asked(capsys, monkeypatch):
+    monkeypatch.delenv("SECBOOK_LANG", raising=False)
+    assert say("**3** tokens", zh="**3** 个词元") == "**3** tokens"
+    monkeypatch.setenv("SECBOOK_LANG", "zh_CN")
+    assert say("**3** tokens", zh="**3** 个词元") == "**3** 个词元"
+    assert say("only English") == "only English"  # no Chinese given: the English is shown
+    out = capsys.readouterr().out
+    assert "**3** 个词元" in out and "only English" in out
+    with pytest.raises(ValueError, match="zh must be"):
+        say("x", zh="  ")
+
+
+def test_say_output_carries_both_languages():
+    """In a kernel, the output's metadata holds both sentences (the Chinese edition is generated from it)."""
+    IPython = pytest.importorskip("IPython")
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from secbook.claims import SAY_KEY
+
+    shell = InteractiveShell.instance()
+    published = []
+    shell.display_pub.publish = lambda data, metadata=None, **kw: published.append((data, metadata))
+    try:
+        say("A was **2.00x** as fast", zh="A 的速度是 **2.00 倍**")
+    finally:
+        del shell.display_pub.publish
+        InteractiveShell.clear_instance()
+    (data, metadata), = published
+    assert data["text/markdown"] == "A was **2.00x** as fast"
+    assert metadata[SAY_KEY] == {"en": "A was **2.00x** as fast", "zh": "A 的速度是 **2.00 倍**"}
+
+
+@pytest.mark.parametrize("a,b", [([20, 21, 19], [10, 10, 10]), ([5, 5, 5], [10, 11, 9]),
+                                 ([10, 10.2, 9.9], [10, 10, 10]), ([12, 9, 11.5], [10, 10, 10])])
+def test_compare_words_in_chinese_carry_the_same_numbers(a, b):
+    import re
+
+    c = compare({"A": a, "B": b}, "A", "B")
+    nums = lambda s: sorted(re.findall(r"\d+(?:\.\d+)?", s))  # noqa: E731
+    assert nums(c.words_zh()) == nums(c.words()) and c.words_zh().startswith("A ")

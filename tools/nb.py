@@ -6,6 +6,9 @@ regenerate; this module turns that list into ``chapters/<name>.ipynb`` and can e
 
     python tools/nb.py build tools/notebooks/01_why_latency.py      # write the .ipynb
     python tools/nb.py run chapters/01_why_latency.ipynb            # execute in place, print the time
+
+Both also regenerate the notebook's Chinese twin, zh/chapters/<name>.ipynb (tools/translate.py): it carries the
+English notebook's code cells and outputs, so it follows every change of the notebook.
 """
 from __future__ import annotations
 
@@ -90,12 +93,30 @@ def notebook(cells: list, title: str | None = None):
 
 
 def write(nb, name: str) -> Path:
-    """Write ``chapters/<name>.ipynb`` atomically."""
+    """Write ``chapters/<name>.ipynb`` atomically (and its Chinese twin)."""
     out = ROOT / "chapters" / f"{name}.ipynb"
     tmp = out.with_suffix(".ipynb.tmp")
     nbformat.write(nb, tmp)
     tmp.replace(out)
+    update_twin(out)
     return out
+
+
+def update_twin(path: Path) -> Path | None:
+    """Regenerate the Chinese twin of a chapter notebook (tools/translate.py); None for a notebook that is not in
+    the table of contents yet."""
+    if str(ROOT / "tools") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tools"))
+    from translate import build_twin
+
+    try:
+        page = Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:  # a notebook outside this checkout (a test's): no twin
+        return None
+    twin = build_twin(page)
+    if twin is not None:
+        print("wrote", twin.relative_to(ROOT))
+    return twin
 
 
 def merge_streams(nb) -> None:
@@ -130,6 +151,7 @@ def execute(path: str | Path, timeout: int = 900) -> float:
     tmp = path.with_suffix(".ipynb.tmp")
     nbformat.write(nb, tmp)
     tmp.replace(path)
+    update_twin(path)
     return seconds
 
 

@@ -49,7 +49,7 @@ import matplotlib.pyplot as plt
 from transformers import TextStreamer
 from secbook import widgets
 from secbook.measure import time_generation, prompt_ids
-from secbook.claims import say, guard, times
+from secbook.claims import say, guard, times, times_zh
 print("measured on:", machine)
 """),
     md(r"""
@@ -117,9 +117,13 @@ lag_ms = 1e3 * (r.first_text_s - r.ttft_s)
 guard(abs(lag_ms) < 1e-6 or lag_ms > 0, "the first text is printed no earlier than the first token",
       f"first token {1e3 * r.ttft_s:.0f} ms, first text {1e3 * r.first_text_s:.0f} ms")
 when = ("at the same moment" if lag_ms < 0.5 else f"{lag_ms:.0f} ms later, when the first whole word was complete")
+when_zh = "同时出现在屏幕上" if lag_ms < 0.5 else f"晚 {lag_ms:.0f} ms，在第一个完整的词凑齐时才出现在屏幕上"
 say(f"The first token arrived after **{r.ttft_s * 1e3:.0f} ms** (the TTFT of this reply) and the first text reached "
     f"the screen {when} (the first stamp, [{r.first_text_s * 1e3:.0f} ms]). After that one token arrived every "
-    f"**{r.tpot_s * 1e3:.0f} ms** (the median gap, {r.tokens_per_s:.1f} tokens/s) for {len(r.tokens)} tokens.");
+    f"**{r.tpot_s * 1e3:.0f} ms** (the median gap, {r.tokens_per_s:.1f} tokens/s) for {len(r.tokens)} tokens.",
+    zh=f"第一个词元在 **{r.ttft_s * 1e3:.0f} ms** 后到达（这次回答的首字延迟），第一段文字{when_zh}"
+       f"（第一个时间戳 [{r.first_text_s * 1e3:.0f} ms]）。此后每 **{r.tpot_s * 1e3:.0f} ms** 到达一个词元"
+       f"（间隔的中位数，{r.tokens_per_s:.1f} 词元/秒），共 {len(r.tokens)} 个词元。");
 """, tags=("remove-input",)),
     md(r"""
 ## Measuring TTFT, TPOT and tokens/s honestly
@@ -146,7 +150,10 @@ ratio = speed["tiny"] / speed["smollm2-135m-instruct"]
 say(f"The tiny model decoded at {times(ratio)} the speed of the real model, which has {size:.0f}x as many "
     f"parameters" + (" — less than the ratio of sizes: a small model's step is dominated by fixed costs per "
                      "layer and per call, not by its arithmetic (chapter 4 separates the two)." if ratio < size / 2
-                     else "."));
+                     else "."),
+    zh=f"小模型的解码速度是真实模型的 {times_zh(ratio)}，而真实模型的参数量是它的 {size:.0f} 倍"
+       + ("——速度之比小于参数量之比：小模型每一步的时间主要花在每层、每次调用的固定开销上，而不是算术运算上"
+          "（第 4 章把两者分开）。" if ratio < size / 2 else "。"));
 """, tags=("remove-input",)),
     md(r"""
 ## Latency grows with the answer
@@ -186,7 +193,12 @@ say("The largest gap between the formula TTFT + (n − 1)·TPOT and a measured p
     + ("The points fall on the dashed lines: after the first token, each further token costs about the same."
        if worst < 0.1 else "Some points fall off the dashed lines: the timings scattered in this run (other work "
        "on the machine; medians over repeats reduce such noise but cannot remove it). Run the cell again, on a "
-       "quieter machine if you can, to check the straight line."));
+       "quieter machine if you can, to check the straight line."),
+    zh="公式 TTFT + (n − 1)·TPOT 与测量点之间的最大差距为 "
+       + "，".join(f"{100 * w:.0f}%（{n}）" for n, w in fit) + "。"
+       + ("各点都落在虚线上：第一个词元之后，每多一个词元的代价大致相同。" if worst < 0.1 else
+          "有些点偏离了虚线：这次运行的计时有波动（机器上还有其他工作；对多次重复取中位数能减小这种噪声，但无法"
+          "消除）。请再运行一次这个单元格，最好在更空闲的机器上，来检验这条直线。"));
 """, tags=("remove-input",)),
     md(r"""
 That is why the later chapters attack the two terms separately — the prefill (TTFT) and, above all, the
@@ -235,10 +247,13 @@ for p, tg in t.items():
     print(f"prompt {p:>3}: TTFT {tg.ttft_s * 1e3:6.1f} ms, TPOT {tg.tpot_s * 1e3:5.1f} ms")
 g_ttft, g_tpot = t[256].ttft_s / t[8].ttft_s, t[256].tpot_s / t[8].tpot_s
 print(f"32x the prompt: TTFT x{g_ttft:.2f}, TPOT x{g_tpot:.2f}.")
-print("TTFT carries the prefill, which processes every prompt token, so it grows with the prompt; a decode step")
-print("handles one new token and only its attention over the cached prompt grows, so TPOT should grow far less.")
 if g_tpot >= g_ttft:
-    print("(In this run TPOT grew as much as TTFT: the timings were disturbed by other work on the machine; run again.)")
+    say("In this run TPOT grew as much as TTFT: the timings were disturbed by other work on the machine; run the "
+        "cell again.", zh="这次运行中 TPOT 与 TTFT 增长得一样多：计时受到了机器上其他工作的干扰，请再运行一次这个单元格。")
+"""),
+    answer(r"""
+TTFT carries the prefill, which processes every prompt token, so it grows with the prompt. A decode step handles
+one new token, and only its attention over the cached prompt grows, so TPOT should grow far less.
 """),
     exercise(3, r"""
 The table reports `first_call_s` apart from the median latency. Why should the first call never be mixed into the
@@ -251,10 +266,13 @@ tg = time_generation(small, stok, prompt_len=32, new_tokens=16, repeats=3)
 ratio = tg.first_call_s / tg.latency_s
 print(f"first call {tg.first_call_s * 1e3:.1f} ms vs median {tg.latency_s * 1e3:.1f} ms: {ratio:.2f}x the median.")
 if ratio <= 1.05:
-    print("Here the first call was not slower: eager PyTorch on a CPU has few one-off costs for a model this small.")
-print("The first call can pay one-off costs (memory allocation, lazy initialisation, kernel selection; compilation")
-print("with torch.compile, which takes seconds to minutes). A user pays them once; mixing them into the median")
-print("would misreport the steady state, and a median over repeats hides a one-off cost whichever way it falls.")
+    say("Here the first call was not slower: eager PyTorch on a CPU has few one-off costs for a model this small.",
+        zh="这里第一次调用并不更慢：对这么小的模型，CPU 上以即时执行 (eager) 模式运行的 PyTorch 几乎没有一次性开销。")
+"""),
+    answer(r"""
+The first call can pay one-off costs: memory allocation, lazy initialisation, kernel selection, and compilation
+with `torch.compile`, which takes seconds to minutes. A user pays them once; mixing them into the median would
+misreport the steady state, and a median over repeats hides a one-off cost whichever way it falls.
 """),
     exercise(4, r"""
 Ask the real model a question of your own with `apps.stream(real, rtok, question, new_tokens=48,
@@ -273,9 +291,17 @@ for name, q in (("short", short), ("long", long)):
     n = chat_ids(rtok, q).shape[1]
     print(f"{name:>5} question ({n} prompt tokens): TTFT {res[name].ttft_s * 1e3:.0f} ms, TPOT {res[name].tpot_s * 1e3:.0f} ms")
 g = res["long"].ttft_s / res["short"].ttft_s
-print(f"The long question's TTFT was {g:.2f}x the short one's.", "As expected:" if g > 1.05 else
-      "Not clearly longer in this run (one reply each is a noisy measurement; repeat it). In principle:")
-print("the prefill reads every prompt token, so a longer question delays the first token; the later tokens each cost")
-print("one decode step whatever the prompt's length (only the attention over the cache grows, slowly).")
+if g > 1.05:
+    say(f"The long question's TTFT was {times(g)} the short one's, as expected.",
+        zh=f"长问题的首字延迟是短问题的 {times_zh(g)}，与预期相符。")
+else:
+    say(f"The long question's TTFT was {times(g)} the short one's: not clearly longer in this run (one reply each is "
+        f"a noisy measurement; repeat it).",
+        zh=f"长问题的首字延迟是短问题的 {times_zh(g)}：这次运行中并不明显更长（每个问题只回答一次，测量噪声大；"
+           f"请重复几次）。")
+"""),
+    answer(r"""
+The prefill reads every prompt token, so a longer question delays the first token. The later tokens each cost one
+decode step whatever the prompt's length (only the attention over the cache grows, slowly).
 """),
 ]
