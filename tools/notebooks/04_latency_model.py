@@ -244,7 +244,7 @@ shape goes into `predict` with the bandwidth and fp32 rate of this machine, meas
 real, rtok = secbook.load("smollm2-135m-instruct")
 print(secbook.pretrained.PROVENANCE)
 cpu_now = roofline.measure_machine(device="cpu", repeats=3, refresh=True)
-pvm = roofline.predicted_vs_measured(real, rtok, cpu_now, prompt_len=64, new_tokens=16, repeats=3,
+pvm = roofline.predicted_vs_measured(real, rtok, cpu_now, prompt_len=64, new_tokens=8, repeats=3,
                                      name="smollm2-135m-instruct")
 print(f"measured on {secbook.describe_machine()}: read bandwidth {cpu_now.bandwidth / 1e9:.1f} GB/s, "
       f"fp32 matmul {cpu_now.fp32_flops / 1e9:.0f} GFLOP/s, load average {os.getloadavg()[0]:.1f}")
