@@ -312,11 +312,11 @@ case, and how many prompt tokens does each second turn cost?
 """),
     solution(r"""
 turn1 = [{"role": "user", "content": "My name is Ada. Please remember it."}]
-a1 = handson.reply(real, rtok, turn1, max_new_tokens=24)
+a1 = handson.reply(real, rtok, turn1, max_new_tokens=16)
 with_history = turn1 + [{"role": "assistant", "content": a1.text}, {"role": "user", "content": "What is my name?"}]
 without = [{"role": "user", "content": "What is my name?"}]
 for label, msgs in (("with the first turn", with_history), ("without it", without)):
-    r = handson.reply(real, rtok, msgs, max_new_tokens=24)
+    r = handson.reply(real, rtok, msgs, max_new_tokens=16)
     print(f"{label}: {r.prompt_tokens} prompt tokens -> {r.text!r}")
 print("The model has no memory of its own: it sees only the tokens of the prompt. The history is re-sent (and "
       "prefilled again) every turn, so each turn's prompt — and its time to first token — grows with the conversation.")
