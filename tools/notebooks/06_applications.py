@@ -285,8 +285,9 @@ plain = hf_generate_fn(model)
 def streamed(ids, n):
     return apps.stream(model, tok, tok.decode(ids[0]), new_tokens=n, on_text=lambda t, s: None, stop_at_eos=False)
 ids = prompt_ids(tok, 8)
-speeds = secbook.measure.tok_s_in_turn({"with the streamer": streamed, "without": plain}, ids, 48, rounds=5)
-say(compare(speeds, "with the streamer", "without").words() + ". The streamer's extra work is decoding each new "
+A, B = "Generation with the streamer", "without it"
+speeds = secbook.measure.tok_s_in_turn({A: streamed, B: plain}, ids, 48, rounds=5)
+say(compare(speeds, A, B).words() + ". The streamer's extra work is decoding each new "
     "token to text and handing it on; whether that shows depends on how long a step takes — it can against a step "
     "of a few milliseconds, and cannot against a large model's step.");
 """),
