@@ -117,7 +117,7 @@ def stream(model, tokenizer, prompt: str, new_tokens: int = 32, on_text: Callabl
         ids = chat_ids(tokenizer, prompt).to(device)
     else:
         ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
-    streamer = TimedTextStreamer(tokenizer, on_text=on_text)
+    streamer = TimedTextStreamer(tokenizer, on_text=on_text, skip_special_tokens=chat)  # no end-of-turn marker shown
     kw = dict(max_new_tokens=new_tokens, do_sample=not greedy, streamer=streamer,
               attention_mask=torch.ones_like(ids))
     if not stop_at_eos:
@@ -176,6 +176,26 @@ def keystroke_budget(model, tokenizer, prefixes: list[str], budget_ms: float = 1
     return pd.DataFrame(rows)
 
 
+_SENTENCE_END = re.compile(r"[.!?]['\")\]]*\s")
+
+
+def first_sentence(result: StreamResult, tokenizer) -> dict:
+    """When the first sentence of a streamed reply was complete: what a voice assistant's text-to-speech needs
+    before it can start speaking. A sentence is complete once a ``.``, ``!`` or ``?`` is followed by white space
+    (the token that brings the space is the first moment a streamer can know), or when the reply ends. Returns
+    the sentence, the number of tokens it took and the seconds after the request (``result.token_times``)."""
+    if not result.tokens:
+        raise ValueError("the reply has no tokens")
+    for k in range(1, len(result.tokens) + 1):
+        text = tokenizer.decode(result.tokens[:k], skip_special_tokens=True)
+        m = _SENTENCE_END.search(text.lstrip())
+        if m:
+            return {"sentence": text.lstrip()[:m.end()].strip(), "tokens": k, "seconds": result.token_times[k - 1],
+                    "complete": True}
+    return {"sentence": result.text.strip(), "tokens": len(result.tokens), "seconds": result.token_times[-1],
+            "complete": bool(result.text.strip())}
+
+
 def tokens_per_word(tokenizer, text: str) -> dict:
     """Tokens per word of ``text`` with ``tokenizer``. A word is a run of letters/digits/underscores
     (``\\w+``), which for code counts identifiers and keywords; whitespace-separated chunks are given too."""
@@ -211,21 +231,25 @@ VOICE_ASSUMPTIONS_MS = {"speech recognition (end of speech → final text)": 300
 
 
 def voice_budget(ttft_s: float, tpot_s: float, first_phrase_tokens: int, total_ms: float = 1000.0,
-                 assumptions_ms: dict[str, float] | None = None):
+                 assumptions_ms: dict[str, float] | None = None, first_phrase_s: float | None = None):
     """A voice assistant's ~1 s from end of speech to first audio: speech recognition and TTS (assumed
-    budgets) plus the LLM's share, computed from measured TTFT and TPOT as the time to produce the first
-    phrase TTS needs (``first_phrase_tokens`` tokens): TTFT + (n − 1) × TPOT. Returns a DataFrame."""
+    budgets) plus the LLM's share: the time to produce the first phrase TTS needs (``first_phrase_tokens``
+    tokens). Given ``first_phrase_s`` — the time a real reply's first sentence was complete
+    (:func:`first_sentence`) — that measurement is the LLM's share; otherwise it is computed from measured TTFT
+    and TPOT as TTFT + (n − 1) × TPOT. Returns a DataFrame."""
     import pandas as pd
 
     if first_phrase_tokens < 1:
         raise ValueError("first_phrase_tokens must be >= 1")
-    if ttft_s < 0 or tpot_s < 0:
-        raise ValueError("ttft_s and tpot_s must be >= 0")
+    if ttft_s < 0 or tpot_s < 0 or (first_phrase_s is not None and first_phrase_s < 0):
+        raise ValueError("ttft_s, tpot_s and first_phrase_s must be >= 0")
     assumed = assumptions_ms or VOICE_ASSUMPTIONS_MS
-    llm_ms = 1e3 * (ttft_s + (first_phrase_tokens - 1) * tpot_s)
+    if first_phrase_s is None:
+        llm_ms, source = 1e3 * (ttft_s + (first_phrase_tokens - 1) * tpot_s), "measured TTFT + TPOT"
+    else:
+        llm_ms, source = 1e3 * first_phrase_s, "measured: first sentence complete"
     rows = [{"stage": k, "ms": v, "source": "assumed"} for k, v in assumed.items()]
-    rows.insert(1, {"stage": f"LLM (first {first_phrase_tokens} tokens)", "ms": llm_ms,
-                    "source": "measured TTFT + TPOT"})
+    rows.insert(1, {"stage": f"LLM (first {first_phrase_tokens} tokens)", "ms": llm_ms, "source": source})
     used = sum(r["ms"] for r in rows)
     rows.append({"stage": "total", "ms": used, "source": ""})
     rows.append({"stage": f"left of the {total_ms:g} ms budget", "ms": total_ms - used, "source": ""})

@@ -7,12 +7,14 @@ sequence is read as *10 sequences of length 1*, and ``out[:, -1, :]`` picks the 
 "sequences": the prediction ignores every earlier token. ``FixedSimpleLLM`` sets ``batch_first=True``.
 ``transformer_like`` builds a Llama-architecture transformer (Touvron et al., 2023) of about the same
 parameter count, and ``time_call`` is the one timing harness used for all three (median after warm-up).
-The LSTM itself is Hochreiter & Schmidhuber (1997).
+The LSTM itself is Hochreiter & Schmidhuber (1997). ``reply`` is the same project with a real chat model: the
+inference loop of a chatbot written by hand (chat template, prefill, one token at a time with the KV cache).
 """
 from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -161,6 +163,42 @@ def generate(model: nn.Module, ids: torch.Tensor, new_tokens: int) -> torch.Tens
     return seq
 
 
+def generation_in_turn(models: dict[str, nn.Module], prompt_len: int = 10, new_tokens: int = 16, rounds: int = 5,
+                       seed: int = 0) -> dict[str, list[float]]:
+    """Greedy generation speed of each model (tokens/s per round, prompt included), the models timed *in turn*
+    (:func:`secbook.measure.tok_s_in_turn`) on one random prompt, so a change in the machine's load hits all of
+    them alike; compare them with :func:`secbook.claims.compare`."""
+    from .measure import tok_s_in_turn
+
+    vocab = {(m.config.vocab_size if hasattr(m, "config") else m.embedding.num_embeddings) for m in models.values()}
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, min(vocab), (1, prompt_len), generator=g)
+    fns = {name: (lambda x, k, m=m: generate(m, x, k)) for name, m in models.items()}
+    with torch.inference_mode():
+        return tok_s_in_turn(fns, ids, new_tokens, rounds=rounds)
+
+
+def _forward_rows(name: str, model: nn.Module, seq_lens, repeats: int, g: torch.Generator) -> list[dict]:
+    vocab = model.config.vocab_size if hasattr(model, "config") else model.embedding.num_embeddings
+    rows = []
+    with torch.inference_mode():
+        for n in seq_lens:
+            ids = torch.randint(0, vocab, (1, n), generator=g)
+            t = time_call(lambda: last_token_logits(model, ids), repeats=repeats)
+            rows.append({"model": name, "params": n_params(model), "task": "forward", "seq_len": n,
+                         "median_ms": 1e3 * t["median_s"], "min_ms": 1e3 * t["min_s"], "max_ms": 1e3 * t["max_s"]})
+    return rows
+
+
+def forward_table(models: dict[str, nn.Module], seq_lens=(10, 64, 256), repeats: int = 5, seed: int = 0):
+    """Forward latency of each model (next-token logits for one random sequence of each length in ``seq_lens``),
+    timed with :func:`time_call`: median, fastest and slowest of ``repeats`` after warm-up (DataFrame)."""
+    import pandas as pd
+
+    g = torch.Generator().manual_seed(seed)
+    return pd.DataFrame([r for name, m in models.items() for r in _forward_rows(name, m, seq_lens, repeats, g)])
+
+
 def timing_table(models: dict[str, nn.Module], seq_lens=(10, 64, 256), prompt_len: int = 10,
                  new_tokens: int = 16, repeats: int = 5, seed: int = 0):
     """One DataFrame per model and task, every number from the same two harnesses.
@@ -177,12 +215,7 @@ def timing_table(models: dict[str, nn.Module], seq_lens=(10, 64, 256), prompt_le
     rows = []
     for name, model in models.items():
         vocab = model.config.vocab_size if hasattr(model, "config") else model.embedding.num_embeddings
-        with torch.inference_mode():
-            for n in seq_lens:
-                ids = torch.randint(0, vocab, (1, n), generator=g)
-                t = time_call(lambda: last_token_logits(model, ids), repeats=repeats)
-                rows.append({"model": name, "params": n_params(model), "task": "forward",
-                             "seq_len": n, "median_ms": 1e3 * t["median_s"]})
+        rows += _forward_rows(name, model, seq_lens, repeats, g)
         ids = torch.randint(0, vocab, (1, prompt_len), generator=g)
         t = time_generation(None, None, generate_fn=lambda x, k, m=model: generate(m, x, k), input_ids=ids,
                             new_tokens=new_tokens, repeats=max(1, repeats // 2 + 1))
@@ -213,3 +246,71 @@ def environment() -> "pd.DataFrame":  # noqa: F821
             ("matplotlib", "figures", version("matplotlib")),
             ("onnxruntime", "another inference engine (chapter on tools)", version("onnxruntime"))]
     return pd.DataFrame(rows, columns=["component", "used for", "found here"])
+
+
+# ----------------------------------------------------------------------------------------- a real chatbot
+@dataclass
+class Reply:
+    """A chatbot's reply: its text, its token ids, the prompt's length and when each token was ready (seconds
+    after the call began)."""
+    text: str
+    tokens: list[int]
+    prompt_tokens: int
+    token_times: list[float] = field(repr=False)
+
+    @property
+    def ttft_s(self) -> float:
+        return self.token_times[0]
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decode speed: tokens after the first over the time they took (NaN with fewer than two tokens)."""
+        if len(self.token_times) < 2:
+            return float("nan")
+        return (len(self.token_times) - 1) / (self.token_times[-1] - self.token_times[0])
+
+
+def _stop_ids(model, tokenizer) -> set[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def _chat_prompt(model, tokenizer, messages: list[dict], max_new_tokens: int):
+    """The prompt's ids in the chat template, the end-of-turn ids, and the name of the KV-cache argument."""
+    from .hardware import cache_kwarg
+
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("reply needs a tokenizer with a chat template (e.g. 'smollm2-135m-instruct')")
+    if not messages or messages[-1].get("role") != "user":
+        raise ValueError("messages must end with a user turn: [..., {'role': 'user', 'content': '...'}]")
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                        return_dict=True)["input_ids"].to(next(model.parameters()).device)
+    return ids, _stop_ids(model, tokenizer), cache_kwarg(model)  # the cache argument's name differs by version
+
+
+@torch.inference_mode()
+def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 64) -> Reply:
+    """The inference loop of a chatbot, by hand: render ``messages`` (``[{"role": "user", "content": ...}, ...]``)
+    with the model's chat template, run the prompt through the model once (prefill), then feed back one greedy
+    token at a time with the KV cache until an end-of-turn token or ``max_new_tokens``. The same tokens as
+    transformers' ``generate`` with greedy decoding, in a dozen lines."""
+    from .hardware import output_cache
+
+    ids, stop, cache = _chat_prompt(model, tokenizer, messages, max_new_tokens)
+    t0 = time.perf_counter()
+    out = model(input_ids=ids, use_cache=True)                         # prefill: the whole prompt at once
+    tokens, times = [], []
+    while True:
+        nxt = out.logits[:, -1].argmax(-1, keepdim=True)               # greedy: the most likely next token
+        tokens.append(int(nxt))
+        times.append(time.perf_counter() - t0)
+        if tokens[-1] in stop or len(tokens) == max_new_tokens:        # end of turn, or long enough
+            break
+        out = model(input_ids=nxt, use_cache=True, **{cache: output_cache(out)})  # one token + the KV cache
+    text = tokenizer.decode([t for t in tokens if t not in stop], skip_special_tokens=True)
+    return Reply(text=text, tokens=tokens, prompt_tokens=ids.shape[1], token_times=times)

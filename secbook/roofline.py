@@ -45,14 +45,22 @@ class Hardware:
     int8_ops: float | None = None
     kind: str = "gpu"
 
-    def peak_flops(self, bytes_per_weight: float = 2.0) -> float:
-        """Compute peak for a weight format: fp32 math for 4-byte weights, the int8 tensor path for int8
-        (where it exists), and fp16/bf16 tensor math otherwise (weight-only int4 is dequantised to 16-bit)."""
+    def format_path(self, bytes_per_weight: float = 2.0) -> tuple[str, float]:
+        """The arithmetic a weight format runs on, and its peak: fp32 math for 4-byte weights, the int8 tensor
+        path for int8 (where it exists), fp16/bf16 math otherwise (weight-only int4 is widened to 16 bits) —
+        unless the fp32 units are faster. A kernel can always widen narrow weights to fp32 and multiply there
+        (llama.cpp's CPU kernels do), so the fp32 rate is a floor: a CPU with no bf16 units, whose bf16
+        matmul is a slow emulation, must not make int4 look slower than fp32."""
         if bytes_per_weight >= 4 and self.fp32_flops:
-            return self.fp32_flops
-        if bytes_per_weight == 1 and self.int8_ops:
-            return self.int8_ops
-        return self.fp16_flops
+            return "fp32", self.fp32_flops
+        name, fast = ("int8", self.int8_ops) if bytes_per_weight == 1 and self.int8_ops else ("fp16/bf16", self.fp16_flops)
+        if self.fp32_flops and self.fp32_flops > fast:
+            return "fp32 (widened: faster than this device's " + name + " path)", self.fp32_flops
+        return name, fast
+
+    def peak_flops(self, bytes_per_weight: float = 2.0) -> float:
+        """Compute peak for a weight format (see :meth:`format_path`)."""
+        return self.format_path(bytes_per_weight)[1]
 
     def ridge(self, bytes_per_weight: float = 2.0) -> float:
         """Ridge point (FLOP/byte): kernels with lower arithmetic intensity are memory-bound."""
@@ -106,33 +114,44 @@ def get_hardware(name: str | Hardware) -> Hardware:
 
 
 # --------------------------------------------------------------------------------------------- this machine
-def _median_time(fn, repeats: int) -> float:
+def _median_time(fn, repeats: int, budget_s: float = 3.0) -> float:
+    """Median of up to ``repeats`` timed calls after one warm-up; stops early once ``budget_s`` is spent (a
+    slow path, such as an emulated bf16 matmul, is timed a few times, not for minutes)."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        if sum(times) > budget_s:
+            break
     return statistics.median(times)
 
 
 _MACHINE_CACHE: dict[tuple, Hardware] = {}
 
 
-def measure_machine(read_mib: int = 256, matmul_n: int = 1024, repeats: int = 5, refresh: bool = False) -> Hardware:
+def measure_machine(read_mib: int = 256, matmul_n: int = 1024, repeats: int = 5, refresh: bool = False,
+                    device: str | None = None) -> Hardware:
     """Measure this machine's achievable read bandwidth and matmul FLOP/s (medians of ``repeats``).
 
     Bandwidth: summing a ``read_mib`` MiB fp32 tensor (every byte read once, little compute).
-    FLOP/s: an ``n×n @ n×n`` matmul (2n³ FLOPs) in fp32 and bf16. Takes a few seconds; cached per
-    process (``refresh=True`` measures again). Returned as a :class:`Hardware` named "this CPU" (or the
-    GPU's name when CUDA is present, measured on the GPU).
+    FLOP/s: an ``n×n @ n×n`` matmul (2n³ FLOPs) in fp32 and bf16 — the bf16 figure is whatever PyTorch's
+    bf16 matmul reaches, fast on a CPU with bf16 units, a slow emulation on one without
+    (:meth:`Hardware.format_path` then falls back to the fp32 rate). Takes a few seconds; cached per
+    process (``refresh=True`` measures again). ``device``: ``"cpu"``, ``"cuda"`` or ``None`` (the GPU when
+    CUDA is present). Returned as a :class:`Hardware` named "this CPU" or "this GPU (<name>)".
     """
-    key = (read_mib, matmul_n, repeats)
+    if device not in (None, "cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or None, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA GPU is available; use device='cpu'")
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    key = (read_mib, matmul_n, repeats, dev)
     if key in _MACHINE_CACHE and not refresh:
         return _MACHINE_CACHE[key]
     from .measure import _sync, machine_info
 
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
     x = torch.ones(read_mib * 2**20 // 4, dtype=torch.float32, device=dev)
 
     def read():
@@ -372,16 +391,18 @@ def calibrate(specs=DEFAULT_CALIBRATION, hardware: Hardware | None = None, promp
 
     ``specs`` are ``(name, config_overrides)`` or ``(label, name, config_overrides)`` tuples, loaded one at
     a time with ``secbook.load`` (see :func:`width_specs`). For each,
-    TPOT is measured with :func:`secbook.measure.time_generation` and predicted as the memory bound
-    (model bytes / measured read bandwidth). Returns a DataFrame with the ratio measured/predicted and
-    MBU; a ratio ≫ 1 means per-token overhead (Python, kernel launches), not bandwidth, sets the speed.
+    TPOT is measured on the CPU with :func:`secbook.measure.time_generation` and predicted as the memory
+    bound: the bytes a decode step reads (``measure.decode_read_bytes`` plus the KV cache at the mean context)
+    over the read bandwidth measured right before. Returns a DataFrame with the ratio measured/predicted and
+    MBU (:func:`mbu`, the book's one definition); a ratio ≫ 1 means per-token overhead (Python, kernel
+    launches), not bandwidth, sets the speed.
     """
     import gc
 
     from tqdm.auto import tqdm
 
     from . import models
-    from .measure import model_bytes, results_frame, time_generation
+    from .measure import decode_read_bytes, model_bytes, results_frame, time_generation
 
     rows = []
     for spec in tqdm(list(specs), disable=not progress, desc="calibrate"):
@@ -389,22 +410,57 @@ def calibrate(specs=DEFAULT_CALIBRATION, hardware: Hardware | None = None, promp
         model, tok = models.load(name, dtype=dtype, **over)
         # without a given hardware, measure the bandwidth right next to each timing: on a shared machine
         # the achievable bandwidth drifts, and the ratio should compare like with like
-        hw = hardware or measure_machine(repeats=3, refresh=True)
+        hw = hardware or measure_machine(repeats=3, refresh=True, device="cpu")
         s = to_shape(model)
         nbytes = model_bytes(model)
         t = time_generation(model, tok, prompt_len=prompt_len, new_tokens=new_tokens, repeats=repeats)
         kvb = next(model.parameters()).element_size()
-        step_bytes = nbytes + (prompt_len + new_tokens / 2) * s.kv_per_token * kvb
+        ctx = prompt_len + new_tokens / 2
+        step_bytes = decode_read_bytes(model) + ctx * s.kv_per_token * kvb
         pred = step_bytes / hw.bandwidth
         label = label or name + "".join(f" {k.replace('num_hidden_layers', 'L')}={v}" for k, v in over.items())
         rows.append({"model": label, "params": s.params, "layers": s.layers, "model_bytes": nbytes,
-                     "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                     "step_bytes": step_bytes, "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
                      "measured_tpot_s": t.tpot_s, "predicted_tpot_s": pred, "ratio": t.tpot_s / pred,
-                     "mbu": pred / t.tpot_s, "bandwidth_GB/s": hw.bandwidth / GB, "ttft_s": t.ttft_s,
-                     "prompt_len": prompt_len, "new_tokens": new_tokens, "repeats": repeats})
+                     "mbu": mbu(t.tpot_s, step_bytes, hw.bandwidth), "bandwidth_GB/s": hw.bandwidth / GB,
+                     "ttft_s": t.ttft_s, "prompt_len": prompt_len, "new_tokens": new_tokens, "repeats": repeats})
         del model
         gc.collect()
     return results_frame(rows)
+
+
+def predicted_vs_measured(model, tokenizer, hardware: Hardware, prompt_len: int = 64, new_tokens: int = 16,
+                          repeats: int = 3, bytes_per_weight: float | str | None = None, name: str = ""):
+    """One model's latency, predicted by :func:`predict` and measured by :func:`secbook.measure.time_generation`
+    on the device ``hardware`` describes (measure it with :func:`measure_machine` on the same device).
+
+    Returns a DataFrame with one row per phase — prefill (TTFT) and decode (TPOT) — giving the prediction, its
+    bound (compute or memory), the measurement and their ratio, plus the decode's MBU (:func:`mbu`: the bytes a
+    step reads over the measured TPOT over the measured bandwidth). ``bytes_per_weight`` defaults to the
+    model's own element size (4 for fp32). A prediction is a lower bound: a ratio near 1 means the hardware
+    limit sets the speed; a large one, overheads the model leaves out (Python, kernel launches, the sampling).
+    """
+    import pandas as pd
+
+    from .measure import time_generation
+
+    if bytes_per_weight is None:
+        bytes_per_weight = float(next(model.parameters()).element_size())
+    t = time_generation(model, tokenizer, prompt_len=prompt_len, new_tokens=new_tokens, repeats=repeats)
+    s = to_shape(model)
+    p = predict(s, hardware, prompt_len=prompt_len, new_tokens=new_tokens, bytes_per_weight=bytes_per_weight,
+                kv_bytes=float(next(model.parameters()).element_size()))
+    m = mbu(t.tpot_s, model, hardware, context=int(prompt_len + new_tokens / 2),
+            kv_bytes=float(next(model.parameters()).element_size()))
+    from pathlib import Path
+
+    label = name or Path(str(getattr(model.config, "name_or_path", "") or "model")).name
+    rows = [{"model": label, "phase": "prefill (TTFT)", "tokens": prompt_len, "bound": p.prefill_bound,
+             "predicted_ms": 1e3 * p.ttft_s, "measured_ms": 1e3 * t.ttft_s, "ratio": t.ttft_s / p.ttft_s,
+             "mbu": float("nan")},
+            {"model": label, "phase": "decode (TPOT)", "tokens": new_tokens, "bound": p.decode_bound,
+             "predicted_ms": 1e3 * p.tpot_s, "measured_ms": 1e3 * t.tpot_s, "ratio": t.tpot_s / p.tpot_s, "mbu": m}]
+    return pd.DataFrame(rows)
 
 
 def describe_calibration(df, overhead_ratio: float = 3.0) -> str:
@@ -418,7 +474,7 @@ def describe_calibration(df, overhead_ratio: float = 3.0) -> str:
         elif r["ratio"] >= 0.8:
             kind = "within a small factor of its memory bound"
         else:
-            kind = "faster than the bound: the bandwidth measurement was disturbed"
+            kind = "faster than its memory bound: weights served from caches, or a disturbed bandwidth measurement"
         lines.append(f"{r['model']}: {r['model_bytes'] / 1e6:.0f} MB, {r['measured_tpot_s'] * 1e3:.1f} ms/token "
                      f"= {r['ratio']:.1f}x its memory bound ({kind})")
     ov, bw = fit_overhead(df) if len(df) >= 2 else (0.0, float("inf"))

@@ -218,8 +218,9 @@ def latency_panel(model: str = "tiny", prompt_len: int = 32, new_tokens: int = 3
 STREAM_RANGES = {"new_tokens": (1, 128), "prompt_chars": (1, 2000)}
 
 
-def streaming_update(model, tokenizer, prompt: str, new_tokens: int, out=None):
-    """The chapter-6 panel's callback: stream a greedy continuation of ``prompt`` into ``out`` (an
+def streaming_update(model, tokenizer, prompt: str, new_tokens: int, out=None, chat: bool = False):
+    """The chapter-6 panel's callback: stream a greedy continuation of ``prompt`` (with ``chat=True``, a chat
+    model's reply to it as a user turn, stopping at its end-of-turn token) into ``out`` (an
     ``ipywidgets.Output``, or stdout when ``None``) with the elapsed time, then TTFT/TPOT. Returns the
     ``secbook.apps.StreamResult``."""
     import contextlib
@@ -234,16 +235,17 @@ def streaming_update(model, tokenizer, prompt: str, new_tokens: int, out=None):
     with ctx:
         if out is not None:
             out.clear_output()
-        print(prompt, end="", flush=True)
+        print(("user: " + prompt + "\nassistant: ") if chat else prompt, end="", flush=True)
         r = stream(model, tokenizer, prompt, new_tokens=int(new_tokens), on_text=live_printer(8),
-                   stop_at_eos=False)
+                   stop_at_eos=chat, chat=chat)
         print(f"\n\nTTFT {r.ttft_s * 1e3:.1f} ms · TPOT {r.tpot_s * 1e3:.1f} ms · "
               f"{r.tokens_per_s:.1f} tokens/s · {len(r.tokens)} tokens in {r.total_s * 1e3:.0f} ms")
     return r
 
 
-def streaming_panel(model, tokenizer, prompt: str = "def fibonacci(n):", new_tokens: int = 48):
-    """Type a prompt, press Generate, watch the tokens arrive with their timings (chapter 6)."""
+def streaming_panel(model, tokenizer, prompt: str = "def fibonacci(n):", new_tokens: int = 48, chat: bool = False):
+    """Type a prompt, press Generate, watch the tokens arrive with their timings (chapter 6); ``chat=True`` for a
+    chat model (the prompt is sent as a user turn)."""
     import ipywidgets as W
 
     text = W.Textarea(value=prompt, description="prompt", layout=W.Layout(width="60%", height="5em"))
@@ -253,7 +255,7 @@ def streaming_panel(model, tokenizer, prompt: str = "def fibonacci(n):", new_tok
     out = W.Output()
 
     def update(*_):
-        return streaming_update(model, tokenizer, text.value, n_w.value, out=out)
+        return streaming_update(model, tokenizer, text.value, n_w.value, out=out, chat=chat)
 
     button.on_click(update)
     box = W.VBox([text, W.HBox([n_w, button]), out])

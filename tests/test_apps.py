@@ -123,3 +123,26 @@ def test_stream_chat_needs_a_chat_template(tiny):
     model, tok = tiny
     with pytest.raises(ValueError, match="chat template"):
         apps.stream(model, tok, "hello", new_tokens=2, chat=True)
+
+
+def test_first_sentence_waits_for_the_space_after_the_stop(tiny):
+    _, tok = tiny
+    ids = tok("Paris is big. It has a river.", add_special_tokens=False).input_ids
+    r = apps.StreamResult("q", tok.decode(ids), ids, [0.1 * (i + 1) for i in range(len(ids))])
+    f = apps.first_sentence(r, tok)
+    assert f["sentence"] == "Paris is big." and f["complete"]
+    k = f["tokens"]  # the first prefix whose text has ". " — one token after the full stop at the latest
+    assert ". " in tok.decode(ids[:k]) and ". " not in tok.decode(ids[:k - 1]) and f["seconds"] == pytest.approx(0.1 * k)
+    one = apps.StreamResult("q", "No stop", ids[:2], [0.1, 0.2])
+    assert apps.first_sentence(one, tok)["tokens"] == 2  # no sentence end: the whole reply, when it ended
+    with pytest.raises(ValueError):
+        apps.first_sentence(apps.StreamResult("q", "", [], []), tok)
+
+
+def test_voice_budget_from_a_measured_first_sentence():
+    df = apps.voice_budget(ttft_s=0.05, tpot_s=0.01, first_phrase_tokens=7, first_phrase_s=0.4).set_index("stage")
+    assert df.loc["LLM (first 7 tokens)", "ms"] == pytest.approx(400.0)
+    assert df.loc["LLM (first 7 tokens)", "source"].startswith("measured: first sentence")
+    assert df["ms"].iloc[-2] == pytest.approx(400 + sum(apps.VOICE_ASSUMPTIONS_MS.values()))
+    with pytest.raises(ValueError):
+        apps.voice_budget(0.1, 0.01, 3, first_phrase_s=-1)

@@ -84,3 +84,33 @@ def test_exercise_check():
     check_simplellm_params(9_266_960)
     with pytest.raises(AssertionError):
         check_simplellm_params(9_266_960 - 4 * 512)  # one bias vector per gate forgotten
+
+
+def test_generation_in_turn_small():
+    models = {"buggy": handson.build("buggy"), "fixed": handson.build("fixed")}
+    speeds = handson.generation_in_turn(models, prompt_len=4, new_tokens=3, rounds=2)
+    assert set(speeds) == {"buggy", "fixed"} and all(len(v) == 2 and min(v) > 0 for v in speeds.values())
+
+
+def test_hand_written_chat_loop_matches_generate(tiny):
+    """reply() is greedy decoding with the KV cache: the same tokens as HF generate, stopping at the end token."""
+    import copy
+
+    model, tok = tiny
+    tok = copy.deepcopy(tok)
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    messages = [{"role": "user", "content": "def add(a, b):"}]
+    r = handson.reply(model, tok, messages, max_new_tokens=12)
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)[0, ids.shape[1]:]
+    assert r.tokens == ref.tolist()[:len(r.tokens)] and len(r.token_times) == len(r.tokens) and r.prompt_tokens == ids.shape[1]
+    assert r.ttft_s > 0 and (len(r.tokens) < 2 or r.tokens_per_s > 0)
+    with pytest.raises(ValueError, match="user turn"):
+        handson.reply(model, tok, [{"role": "assistant", "content": "hi"}])
+    with pytest.raises(ValueError, match="chat template"):
+        handson.reply(model, tiny[1], messages)
+
+
+def test_forward_table_small():
+    df = handson.forward_table({"fixed": handson.build("fixed")}, seq_lens=(3, 5), repeats=1)
+    assert list(df.seq_len) == [3, 5] and (df.min_ms <= df.median_ms).all() and (df.median_ms <= df.max_ms).all()

@@ -161,3 +161,41 @@ def test_describe_calibration_text():
     assert "a: 10 MB" in text and "overhead-bound" in text.splitlines()[0]
     assert "small factor of its memory bound" in text.splitlines()[2]
     assert "10.0 ms of fixed overhead" in text and "above about 100 MB" in text
+
+
+def test_a_slow_narrow_path_falls_back_to_fp32():
+    """A CPU whose bf16 matmul is an emulation (1 GFLOP/s against 100 fp32) must not predict int4 slower than
+    fp32, nor a prefill hundreds of times slower: a kernel can always widen the weights to fp32."""
+    cpu = Hardware("slow-bf16 CPU", bandwidth=20e9, fp16_flops=1e9, memory=16e9, has_bf16=True, cite="measured",
+                   fp32_flops=100e9, kind="cpu")
+    assert cpu.peak_flops(0.5) == 100e9 and cpu.format_path(0.5)[0].startswith("fp32 (widened")
+    assert cpu.format_path(4) == ("fp32", 100e9)
+    fp32 = predict(ONE_B, cpu, prompt_len=512, bytes_per_weight="fp32")
+    for fmt in ("bf16", "int8", "int4"):
+        p = predict(ONE_B, cpu, prompt_len=512, bytes_per_weight=fmt)
+        assert p.tokens_per_s > fp32.tokens_per_s and p.ttft_s <= fp32.ttft_s
+    # where the narrow path is faster (every GPU, a CPU with bf16 units) it is the one used
+    assert GPUS["H100 SXM"].format_path(0.5) == ("fp16/bf16", 989e12)
+    assert GPUS["H100 SXM"].format_path(1) == ("int8", 1979e12)
+
+
+def test_measure_machine_device_choice():
+    hw = roofline.measure_machine(read_mib=8, matmul_n=64, repeats=1, refresh=True, device="cpu")
+    assert hw.name == "this CPU" and hw.kind == "cpu"
+    with pytest.raises(ValueError, match="device"):
+        roofline.measure_machine(device="tpu")
+
+
+def test_predicted_vs_measured_rows(tiny):
+    model, tok = tiny
+    hw = Hardware("toy CPU", bandwidth=10e9, fp16_flops=50e9, memory=16e9, has_bf16=True, cite="none",
+                  fp32_flops=50e9, kind="cpu")
+    df = roofline.predicted_vs_measured(model, tok, hw, prompt_len=8, new_tokens=3, repeats=1, name="tiny")
+    assert list(df["phase"]) == ["prefill (TTFT)", "decode (TPOT)"]
+    assert (df["predicted_ms"] > 0).all() and (df["measured_ms"] > 0).all()
+    assert df["ratio"].tolist() == pytest.approx((df["measured_ms"] / df["predicted_ms"]).tolist())
+    dec = df.iloc[1]
+    # MBU is the one definition: bytes a step reads / TPOT / bandwidth; with a KV-free shape it equals bound/measured
+    p = predict(model, hw, prompt_len=8, new_tokens=3, bytes_per_weight=4.0)
+    assert dec["mbu"] == pytest.approx(mbu(dec["measured_ms"] / 1e3, model, hw, context=9, kv_bytes=4.0))
+    assert dec["predicted_ms"] == pytest.approx(1e3 * p.tpot_s)

@@ -2,7 +2,7 @@
 import sys
 
 sys.path.insert(0, "tools")
-from nb import code, md, solution  # noqa: E402
+from nb import answer, code, exercise, md, opening, solution, summary  # noqa: E402
 
 NAME = "04_latency_model"
 
@@ -21,11 +21,18 @@ anything. This chapter makes it quantitative:
    usually limited by arithmetic, the **decode** (one token at a time) by memory bandwidth;
 3. a 1-billion-parameter case study on seven GPUs and on this CPU, in fp32, bf16, int8 and int4 — and
    a correction to the source's description of what quantization does;
-4. a calibration: the model's predictions against measurements taken *while this page was built*;
+4. a calibration: the model's predictions against measurements of a real 135M-parameter chat model and of
+   models of growing size, all taken when the page is built, on the machine that builds it;
 5. an interactive panel, and exercises.
 
 All the arithmetic lives in `secbook.roofline`; the measurements use `secbook.measure`.
 """),
+    opening(["bound the time of any computation by its FLOPs and its bytes (the roofline), and find its ridge point",
+             "explain why prefill is compute-bound and batch-1 decode memory-bound, and predict TTFT and TPOT",
+             "say what quantization changes in the latency formula (bytes, not parameters)",
+             "check a latency model against measurements: predicted vs measured TTFT and TPOT, and MBU"],
+            ["chapter 1 (TTFT, TPOT, tokens/s) and chapter 2 (prefill, decode, KV cache)",
+             "powers of ten and units: GB/s, TFLOP/s"], 40),
     code(r"""
 import secbook
 machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
@@ -33,6 +40,7 @@ import torch, pandas as pd
 import matplotlib.pyplot as plt
 from secbook import roofline
 from secbook.roofline import GPUS, predict
+from secbook.claims import guard, say, times
 pd.set_option("display.width", 140)
 print("measured on:", machine)
 """),
@@ -104,43 +112,85 @@ print(f"TTFT {p.ttft_s*1e3:.2f} ms ({p.prefill_bound}-bound), TPOT {p.tpot_s*1e3
     md(r"""
 These are *lower bounds*: every byte moved at the peak bandwidth, every FLOP at the peak rate, no
 overhead. Real kernels reach roughly 80–85% of the peak bandwidth at best, and whole generation loops
-much less — section 4 measures how much less here. Achieved bandwidth over peak bandwidth during decode
-is called **model bandwidth utilisation**, MBU {cite}`databricks2023inference`; gpt-fast reports 72% MBU
-for a 7B model on an A100 after compilation {cite}`gptfast2023`.
+much less — the calibration below measures how much less on the machine that builds this page. How close a
+decode comes to its memory bound is its **model bandwidth utilisation**, MBU {cite}`databricks2023inference`.
+This book uses one definition of it: the bytes a decode step reads (weights, and the KV cache where counted)
+÷ the time per step ÷ the read bandwidth *measured on the same machine in the same run*
+(`secbook.roofline.mbu`). Published figures often divide by the datasheet's peak instead — gpt-fast reports
+72% for a 7B model on an A100 after compilation, against the A100's datasheet bandwidth {cite}`gptfast2023` —
+which gives a smaller number for the same run, so compare MBUs only when they share a denominator.
 
 ## Case study: a 1-billion-parameter model
 
 The source's case study is a model with 1 billion parameters. First, this machine's own "datasheet",
-measured now: read bandwidth (summing a large array) and matrix-multiply throughput.
+measured now: read bandwidth (summing a large array) and matrix-multiply throughput in fp32 and in bf16.
 """),
     code(r"""
 import os
-cpu = roofline.measure_machine()
-print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (above the core count, timings are contended)")
+cpu = roofline.measure_machine(device="cpu")
+print(f"measured on {secbook.describe_machine()}, load average {os.getloadavg()[0]:.1f} "
+      f"(above the number of cores, other work competed for the CPU)")
 print(f"{cpu.name}: read bandwidth {cpu.bandwidth/1e9:.1f} GB/s, matmul fp32 {cpu.fp32_flops/1e9:.0f} GFLOP/s, "
-      f"bf16 {cpu.fp16_flops/1e9:.0f} GFLOP/s  (medians; this machine may be shared while the page builds)")
+      f"bf16 {cpu.fp16_flops/1e9:.0f} GFLOP/s (medians)")
 """),
     md(r"""
+A measured peak is only the rate of the kernel that measured it. A CPU without bf16 units runs PyTorch's bf16
+matrix product as a slow emulation, hundreds of times below its fp32 rate; fed that number, a latency model
+would predict that a 4-bit model computes slower than an fp32 one. But no kernel has to use a slow path: it can
+widen narrow weights to fp32 in registers and multiply there, which is what llama.cpp's CPU kernels do. So
+`secbook.roofline` takes, for each weight format, the faster of the format's own path and the fp32 rate
+(`Hardware.format_path`). Which one it takes here:
+"""),
+    code(r"""
+path_rows = [{"format": fmt, "bytes/weight": roofline.BYTES_PER_WEIGHT[fmt], "compute path": cpu.format_path(roofline.BYTES_PER_WEIGHT[fmt])[0],
+              "peak GFLOP/s": cpu.peak_flops(roofline.BYTES_PER_WEIGHT[fmt]) / 1e9} for fmt in ("fp32", "bf16", "int8", "int4")]
+pd.DataFrame(path_rows).round(1)
+"""),
+    code(r"""
+ratio = cpu.fp16_flops / cpu.fp32_flops
+say(f"Here the bf16 matrix product ran at {times(ratio)} the fp32 rate: "
+    + ("this CPU has a fast bf16 path, and narrower formats are predicted at its rate." if ratio > 1 else
+       "bf16 has no fast path on this CPU, so every format narrower than fp32 is predicted at the fp32 rate."));
+""", tags=("remove-input",)),
+    md(r"""
 Now the predicted decode speed (tokens/s at batch 1) and time to first token (512-token prompt) of a
-1 B-parameter model (Llama-3.2-1B's shape) in four storage formats, on each GPU and on this CPU. int8
-uses the int8 tensor-core rate where the datasheet gives one; int4 is *weight-only*: weights are
-dequantized to 16 bits inside the kernel, so its arithmetic runs at the fp16/bf16 rate.
+1 B-parameter model (Llama-3.2-1B's shape) in four storage formats: on each GPU from its datasheet, on this
+CPU from the rates just measured. All of them are predictions, not measurements. On a GPU, int8 uses the
+int8 tensor-core rate where the datasheet gives one; int4 is *weight-only*: weights are dequantized to 16
+bits inside the kernel, so its arithmetic runs at the fp16/bf16 rate.
 """),
     code(r"""
 devices = {**GPUS, "this CPU": cpu}
+FORMATS = ["fp32", "bf16", "int8", "int4"]
 rows = [predict(shape, hw, batch=1, prompt_len=512, new_tokens=128, bytes_per_weight=fmt).as_dict() | {"format": fmt}
-        for hw in devices.values() for fmt in ("fp32", "bf16", "int8", "int4")]
+        for hw in devices.values() for fmt in FORMATS]
 case = pd.DataFrame(rows)
-case.pivot(index="hardware", columns="format", values="tokens_per_s").loc[list(devices), ["fp32", "bf16", "int8", "int4"]].round(1)
+tok_s = case.pivot(index="hardware", columns="format", values="tokens_per_s").loc[list(devices), FORMATS]
+print("predicted decode tokens/s, batch 1, Llama-3.2-1B shape (roofline lower bound on time: an upper bound on speed)")
+tok_s.round(1)
 """),
     code(r"""
-ttft = case.pivot(index="hardware", columns="format", values="ttft_s").loc[list(devices), ["fp32", "bf16", "int8", "int4"]]
+ttft = case.pivot(index="hardware", columns="format", values="ttft_s").loc[list(devices), FORMATS]
+print("predicted time to first token, 512-token prompt (ms)")
 (ttft * 1e3).round(2).rename(columns=lambda c: c + " TTFT ms")
 """),
+    code(r"""
+c = "this CPU"
+guard(all(tok_s.loc[c, f] >= tok_s.loc[c, "fp32"] for f in FORMATS) and all(ttft.loc[c, f] <= ttft.loc[c, "fp32"] for f in FORMATS),
+      "on this CPU, fewer bytes per weight never predicts a slower decode nor a slower prefill than fp32",
+      f"tokens/s {tok_s.loc[c].round(1).to_dict()}, TTFT s {ttft.loc[c].round(3).to_dict()}")
+"""),
+    code(r"""
+gpu_ttft = ttft.drop(index=c)["bf16"]
+say(f"On this CPU the predicted bf16 prefill of 512 tokens takes {ttft.loc[c, 'bf16'] * 1e3:,.0f} ms, "
+    f"{times(ttft.loc[c, 'bf16'] / gpu_ttft.max())} the slowest GPU's ({gpu_ttft.idxmax()}, "
+    f"{gpu_ttft.max() * 1e3:.1f} ms); its decode bound is {tok_s.loc[c, 'bf16']:.1f} tokens/s in bf16 against "
+    f"{tok_s.drop(index=c)['bf16'].min():.0f}-{tok_s.drop(index=c)['bf16'].max():,.0f} on the GPUs.");
+""", tags=("remove-input",)),
     md(r"""
-Two patterns. Decode speed is set by bandwidth: the H200 is fastest, and the RTX 3090 — a consumer card
-with modest tensor throughput but 936 GB/s — beats the L4 and T4 by 3×. Prefill is set by FLOP/s (and on
-this CPU it takes far longer than on any GPU). On the T4, "bf16" actually means fp16: the card has no
+Two patterns in the GPU rows (datasheet numbers, the same on every machine). Decode speed is set by
+bandwidth: the H200 is fastest, and the RTX 3090 — a consumer card with modest tensor throughput but 936 GB/s —
+beats the L4 and T4 by 3×. Prefill is set by FLOP/s. On the T4, "bf16" actually means fp16: the card has no
 bfloat16 units, so a bf16 checkpoint must be converted first.
 
 ### What quantization does, and what it does not do
@@ -181,79 +231,177 @@ pd.DataFrame(tiny_rows)
 (int8 here is PyTorch's dynamic quantization of the linear layers; the embedding table stays in fp32,
 so the total is not a clean 4×. Chapter 3 measures what such formats cost in perplexity.)
 
-## Calibration: does this machine follow the model?
+## Calibration: a real model, predicted and measured
 
-A latency model is only worth something if it predicts measurements. On this machine we time greedy
-decoding (median of repeats after a warm-up, `secbook.measure.time_generation`) for models of growing
-size — the tiny model, and three Llama-shaped replicas with the same depth (4 layers) but growing width,
-from 60 MB to over 1 GB of fp32 weights — and compare the measured time per token with the memory bound:
-model bytes (plus KV cache) divided by the read bandwidth, measured right before each model is timed.
-Equal depth means the same number of kernels per token, so the fixed per-token cost stays the same while
-the bytes grow. The ratio measured / predicted says how far from the bound each one is.
+A latency model is only worth something if it predicts measurements. The first test is a real model: the
+chat model of chapter 1, SmolLM2-135M-Instruct (30 layers, 135 M parameters, fp32 — this copy was
+dequantized from llama.cpp's 4-bit Q4_1 file, so it is a real model but not the original bf16 weights). Its
+shape goes into `predict` with the bandwidth and fp32 rate of this machine, measured right before; its TTFT
+(a 64-token prompt) and TPOT are measured with the book's harness, `secbook.measure.time_generation`
+(medians after a warm-up), on the CPU. `roofline.predicted_vs_measured` puts both side by side.
+"""),
+    code(r"""
+real, rtok = secbook.load("smollm2-135m-instruct")
+print(secbook.pretrained.PROVENANCE)
+cpu_now = roofline.measure_machine(device="cpu", repeats=3, refresh=True)
+pvm = roofline.predicted_vs_measured(real, rtok, cpu_now, prompt_len=64, new_tokens=8, repeats=3,
+                                     name="smollm2-135m-instruct")
+print(f"measured on {secbook.describe_machine()}: read bandwidth {cpu_now.bandwidth / 1e9:.1f} GB/s, "
+      f"fp32 matmul {cpu_now.fp32_flops / 1e9:.0f} GFLOP/s, load average {os.getloadavg()[0]:.1f}")
+pvm.round(3)
+"""),
+    code(r"""
+pre, dec = pvm.iloc[0], pvm.iloc[1]
+guard(all(0.01 < r < 100 for r in pvm["ratio"]),
+      "the roofline predicts the real model's TTFT and TPOT on this CPU within two orders of magnitude",
+      f"measured / predicted = {pvm['ratio'].round(2).tolist()}")
+say(f"The prefill of 64 tokens took {pre.measured_ms:.0f} ms against a predicted {pre.predicted_ms:.0f} ms "
+    f"({pre.bound}-bound): {times(pre.ratio)} the bound. A decode step took {dec.measured_ms:.1f} ms against "
+    f"{dec.predicted_ms:.1f} ms ({dec.bound}-bound): {times(dec.ratio)} the bound, an MBU of {dec.mbu:.0%}.");
+"""),
+    md(r"""
+The prediction ignores everything but bytes and FLOPs: the Python of the generation loop, hundreds of small
+kernels per token (30 layers, each with its norms, projections, attention and MLP), the sampling. So a ratio
+above 1 is the cost of that overhead; a ratio below 1 would mean the bandwidth measured on the big array
+undersold what the model's access pattern achieved. On a busy machine both move: other programs slow the
+timed generation (two threads that must meet after every operation wait for each other) more than the short
+measurements of bandwidth and FLOP/s. The check above fails the book's build if either phase ever lands more
+than a hundred times away from its bound — the size of error a wrong peak produces (a slow emulated bf16
+rate, fed to the model as the peak, predicts a 1-billion-parameter prefill of twenty minutes).
+
+## Calibration: overhead or bytes?
+
+How far a model is from its bound depends on its size. We time greedy decoding of models of growing size —
+the tiny model, and three Llama-shaped replicas with random weights and the same depth (4 layers) but growing
+width, from 60 MB to over 1 GB of fp32 weights — and compare the measured time per token with the memory
+bound: the bytes a decode step reads divided by the read bandwidth, measured right before each model is
+timed. Equal depth means the same number of kernels per token, so the fixed per-token cost stays the same
+while the bytes grow.
 """),
     code(r"""
 specs = roofline.DEFAULT_CALIBRATION  # tiny + roofline.width_specs((256, 1024, 2048), layers=4)
 cal = roofline.calibrate(specs, prompt_len=16, new_tokens=8, repeats=3, progress=False)
-cal[["model", "params", "model_bytes", "measured_tpot_s", "predicted_tpot_s", "ratio", "mbu"]].round(4)
+cal[["model", "params", "step_bytes", "measured_tpot_s", "predicted_tpot_s", "ratio", "mbu"]].round(4)
 """),
     code(r"""
-roofline.plot_calibration(cal)
+ax = roofline.plot_calibration(cal)
+real_bytes = secbook.measure.decode_read_bytes(real)
+ax.loglog([real_bytes], [dec.measured_ms], "*", ms=12, color="tab:red", label="SmolLM2-135M-Instruct (30 layers)")
+ax.legend(fontsize=7)
 plt.show()
 print(roofline.describe_calibration(cal))
 print(f"measured on {secbook.describe_machine()}, load average {os.getloadavg()[0]:.1f}")
 """),
+    code(r"""
+reps = cal[cal["model"].str.startswith("4 layers")]
+falling = reps["ratio"].is_monotonic_decreasing
+say(f"Across the three 4-layer replicas, from {reps.model_bytes.iloc[0] / 1e6:.0f} MB to "
+    f"{reps.model_bytes.iloc[-1] / 1e6:,.0f} MB, measured ÷ bound went "
+    + " → ".join(f"{r:.1f}" for r in reps["ratio"])
+    + (": it fell as the bytes grew, as the overhead-plus-bytes picture predicts." if falling else
+       ": not monotonically in this run — the machine's noise is larger than the effect here; rerun it on a "
+       "quiet machine.")
+    + f" The tiny model measured {times(cal.ratio.iloc[0])} its bound; the 30-layer real model, with "
+      f"{real_bytes / 1e6:.0f} MB, {times(dec.ratio)}.")
+ov, bw = roofline.fit_overhead(reps)
+line_ms = 1e3 * (ov + real_bytes / bw)
+say(f"At the real model's size the 4-layer line gives {line_ms:.1f} ms per token; the real model took "
+    f"{dec.measured_ms:.1f} ms, " + (f"{times(dec.measured_ms / line_ms)} that: the cost of its 26 extra layers' kernels."
+                                      if dec.measured_ms > line_ms else "no more than that in this run."));
+""", tags=("remove-input",)),
     md(r"""
-The ratios printed above were measured while this page was built; on a busy machine they move from run
-to run, so read them as orders of magnitude. What the model predicts, and what to check in them:
+What the model predicts, and what to look for in the numbers above:
 
-* **The tiny model is overhead-bound, not memory-bound.** Its 23 MB of weights could be read in a few
-  milliseconds, but every decode step also pays a fixed cost — Python, the `generate` loop, launching
-  dozens of small kernels per layer — that has nothing to do with bytes. The roofline predicts it badly,
-  and reading fewer bytes (quantization) would barely change its speed.
-* **As the model grows, the weights take over.** The fixed per-token cost is shared by more and more
-  weight traffic, so the ratio should fall as the replicas widen. A straight line — a fixed overhead plus
-  bytes over an effective bandwidth — fits the measurements, and where the two terms are equal is the
-  crossover from overhead-bound to memory-bound printed above (when the run was quiet enough to fit).
-  Above that size the roofline predicts within a small factor, and reading fewer bytes pays off. The
-  crossover is why the speed-ups in later chapters (quantization, compilation, static KV caches) help
-  different models by very different amounts.
-* The overhead grows with depth: a 30-layer model launches about seven times as many kernels per token
-  as a 4-layer one. Try it: add `("replica:smollm2-135m", {})` (30 layers) to `specs`.
+* **A small model is overhead-bound, not memory-bound.** The tiny model's 23 MB of weights can be read in a
+  few milliseconds, but every decode step also pays a fixed cost — Python, the `generate` loop, launching
+  dozens of small kernels per layer — that has nothing to do with bytes. The roofline then underestimates its
+  time by that cost, and reading fewer bytes (quantization) can barely change its speed.
+* **As the model grows, the weights take over.** The fixed per-token cost is shared by more and more weight
+  traffic, so measured ÷ bound should fall as the replicas widen. A straight line — a fixed overhead plus
+  bytes over an effective bandwidth — is fitted to the measurements, and where the two terms are equal is the
+  crossover from overhead-bound to memory-bound (printed above when the run was quiet enough to fit). Above
+  that size the roofline predicts within a small factor, and reading fewer bytes pays off. The crossover is
+  why the speed-ups in later chapters (quantization, compilation, static KV caches) help different models by
+  very different amounts.
+* **The overhead grows with depth.** The real model has 30 layers, so it launches about seven times as many
+  kernels per token as the 4-layer replicas: expect its point (the star) above the 4-layer line.
 
 On a GPU the same picture appears at a different scale: kernel-launch overhead of a few microseconds per
 kernel makes small models overhead-bound there too, which is what CUDA graphs and `torch.compile` remove.
-"""),
-    md(r"""
+
+## With the overhead removed
+
 What does the bound look like once the overhead is gone? Chapter 3.2 builds such a decode step: the whole forward
 as one C++ call per token (`secbook.kernels.CppDecoder`), on int8 or on fp32 weights. Its recorded rows test the
-model directly: predicted tokens/s = the best read bandwidth of that run ÷ the bytes one step reads. On the
-replica both steps should reach a large fraction of their bound, and their speeds should differ by about the
-ratio of their bytes (four); on the tiny model, whose weights fit in this CPU's caches, a bound computed from
-*memory* bandwidth is no bound at all, and the ratio can pass 1:
+model directly: bound = the best read bandwidth measured in that run ÷ the bytes one step reads, and
+measured ÷ bound is the MBU of the book's definition. These rows were recorded on the machine named above the
+table, not measured now:
 """),
     code(r"""
 ladder = secbook.load_results("generate_ladder")
 cpp = ladder[ladder["loop"] == "cpp"].copy()
 cpp["bound_tok_s"] = cpp["bandwidth_max_GBs"] * 1e9 / cpp["read_bytes_per_token"]
-cpp["measured_over_bound"] = cpp["tok_s"] / cpp["bound_tok_s"]
-print("recorded on:", cpp["cpu"].iloc[0], f"({cpp['cores'].iloc[0]} cores), no GPU")
-cpp[["model", "rung", "read_bytes_per_token", "bandwidth_max_GBs", "bound_tok_s", "tok_s", "measured_over_bound"]].round(3)
+cpp["mbu"] = cpp["tok_s"] / cpp["bound_tok_s"]
+cpp["recorded"] = cpp["cpu"] + ", " + cpp["cores"].astype(str) + " cores, " + cpp["timestamp"].str[:10]
+cpp[["model", "rung", "recorded", "read_bytes_per_token", "bandwidth_max_GBs", "bound_tok_s", "tok_s", "mbu"]].round(3)
 """),
     code(r"""
-if not torch.cuda.is_available():
-    print("No CUDA GPU here: on a GPU this cell would run `python -m secbook bench --device cuda` and compare "
-          "its MBU with the datasheet bandwidth.")
-    import secbook.paths as sp
-    recorded = sorted(sp.RESULTS_DIR.glob("bench_*cuda*.csv"))
-    for f in recorded:
-        print("recorded:", f.name); display(pd.read_csv(f))
-else:
-    m, tok = secbook.load("replica:smollm2-135m", device="cuda", dtype="bf16")
-    t = secbook.time_generation(m, tok, prompt_len=128, new_tokens=64, repeats=3)
-    gpu = roofline.get_hardware(torch.cuda.get_device_name(0).replace("NVIDIA ", "")) \
-        if torch.cuda.get_device_name(0).replace("NVIDIA ", "") in GPUS else roofline.measure_machine()
-    print(t.as_dict(), f"MBU {roofline.mbu(t, m, gpu):.1%}")
+def row(model, kind):
+    return cpp[(cpp.model == model) & cpp.rung.str.startswith(kind)].iloc[0]
+lines = []
+for model in cpp.model.unique():
+    f32, i8 = row(model, "fp32"), row(model, "int8")
+    lines.append(f"{model}: the int8 step read {times(f32.read_bytes_per_token / i8.read_bytes_per_token)} fewer "
+                 f"bytes and ran {times(i8.tok_s / f32.tok_s)} as fast; MBU {f32.mbu:.0%} (fp32) and {i8.mbu:.0%} (int8)")
+above = cpp[cpp.mbu > 1]
+say("In the recorded rows — " + "; ".join(lines) + ". "
+    + (f"An MBU above 100% ({', '.join(sorted(set(above.model)))}) means that a bound computed from *main-memory* "
+       "bandwidth was no bound at all: those weights were served from the CPU's caches, which are faster."
+       if len(above) else "No row passed its bound.")
+    + (" The rows of different models were recorded on different days, so compare speeds within a model's own "
+       "rows: the same shape can run at different speeds in two recordings." if cpp["recorded"].nunique() > 1 else ""));
+""", tags=("remove-input",)),
+    md(r"""
+## On a GPU
+
+On a GPU the chapter measures the real model there, against that GPU's bandwidth measured in the same run. On
+a CPU it shows recorded GPU rows instead: the ladder of chapter 3.2 for the 1-billion-parameter replica, recorded
+on the GPU named in the table, with its MBU (the same definition, the bandwidth measured on that GPU in that
+run) and, for the same model on the same GPU, the bound from that GPU's datasheet. Both bounds belong to this
+one model and this one GPU; neither says anything about another machine.
 """),
+    code(r"""
+if torch.cuda.is_available():
+    gpu = roofline.measure_machine(device="cuda", repeats=3)
+    real_gpu = real.to("cuda")
+    gpu_pvm = roofline.predicted_vs_measured(real_gpu, rtok, gpu, prompt_len=64, new_tokens=16, repeats=3,
+                                             name="smollm2-135m-instruct")
+    print(f"measured on {gpu.name}, read bandwidth {gpu.bandwidth / 1e9:,.0f} GB/s")
+    display(gpu_pvm.round(3))
+    real = real_gpu.to("cpu")
+gl = secbook.load_results("generate_ladder_cuda")
+gl = gl[gl["tok_s"].notna()].copy()
+gpu_name = gl["gpu"].iloc[0].replace("NVIDIA ", "")
+sheet = GPUS[gpu_name] if gpu_name in GPUS else None
+if sheet is not None:  # the same bytes per step over the datasheet's bandwidth instead of the measured one
+    gl["datasheet_bound_tok_s"] = sheet.bandwidth / gl["read_bytes_per_token"]
+    gl["of_datasheet_bound"] = gl["tok_s"] / gl["datasheet_bound_tok_s"]
+print(f"recorded on {gl['gpu'].iloc[0]}, {gl['timestamp'].iloc[0][:10]}; model {gl['model'].iloc[0]}; "
+      f"read bandwidth measured there {gl['bandwidth_max_GBs'].max():,.0f} GB/s"
+      + (f", datasheet {sheet.bandwidth / 1e9:,.0f} GB/s" if sheet else ""))
+cols = ["rung", "tok_s", "read_bytes_per_token", "mbu"] + (["datasheet_bound_tok_s", "of_datasheet_bound"] if sheet else [])
+gl.sort_values("tok_s", ascending=False)[cols].round(3)
+"""),
+    code(r"""
+best = gl.loc[gl["tok_s"].idxmax()]
+say(f"On the {gl['gpu'].iloc[0]} the fastest recorded rung, *{best.rung}*, decoded {best.tok_s:,.0f} tokens/s: "
+    f"an MBU of {best.mbu:.0%} of the bandwidth measured on that GPU"
+    + (f", {best.of_datasheet_bound:.0%} of the {best.datasheet_bound_tok_s:,.0f} tokens/s its datasheet's bandwidth "
+       f"allows for the same bytes." if sheet is not None else ".")
+    + f" The HF `generate` baseline, *{gl.rung.iloc[0]}*, reached an MBU of {gl.mbu.iloc[0]:.0%}"
+    + (": even a 1-billion-parameter model is far from its bound on this GPU until the per-token overhead is "
+       "compiled away." if "compile" in best.rung and best.mbu > 2 * gl.mbu.iloc[0] else "."));
+""", tags=("remove-input",)),
     md(r"""
 ## Try it: the latency model as a panel
 
@@ -271,19 +419,24 @@ print(latency_model_update(1.0, 16, "A100 80GB SXM", 1, 512)[1])  # what the pan
 """),
     md(r"""
 (In the static book the sliders need JavaScript; the printed line above is the panel's default state.)
-
+"""),
+    summary([
+        "A computation takes at least max(FLOPs ÷ peak FLOP/s, bytes ÷ bandwidth); its arithmetic intensity "
+        "against the device's ridge point says which term wins.",
+        "Prefill processes the whole prompt at once and is compute-bound; batch-1 decode reads every weight per "
+        "token and is memory-bound on every device, so its bound is bytes ÷ bandwidth.",
+        "Quantization keeps the parameters and the FLOPs and shrinks the bytes: it raises the decode bound in "
+        "proportion, and on a device without a fast narrow path the arithmetic can always run at the fp32 rate.",
+        "A measured peak is only the rate of the kernel that measured it: feed a latency model the rate a real "
+        "kernel would use.",
+        "Measured ÷ predicted is the overhead the model leaves out; it is large for small or deep models and "
+        "shrinks as the weights grow. MBU is the same ratio seen from the bandwidth side, with the bandwidth "
+        "measured on the same machine in the same run.",
+    ]),
+    md(r"""
 ## Exercises
 
-1. **Decode bound.** A 7-billion-parameter model is stored in bf16 on an A100 80GB SXM. Ignoring the KV
-   cache, what is the highest batch-1 decode speed, in tokens/s, the hardware allows? Check your answer
-   with `secbook.exercises.check_decode_bound(answer)`.
-2. **Ridge point.** What is the ridge point of an H100 SXM for dense bf16 math, in FLOP/byte? Check with
-   `check_ridge_point(answer)`.
-3. **Critical batch.** At what batch size does bf16 decoding on an A100 80GB SXM stop being memory-bound
-   (ignore the KV cache and the attention FLOPs)? Check with `check_critical_batch(answer)`. Why does this
-   make batching the cheapest speed-up a server has?
-4. **KV cache.** Using `predict`, find the context length at which the KV cache of the Llama-3.2-1B shape
-   (bf16 cache, batch 8) is read as many bytes per decode step as the bf16 weights themselves.
+The checks live in `secbook.exercises`; each prints "Correct" or raises an error with a hint.
 """),
     code(r"""
 from secbook import exercises
@@ -291,13 +444,66 @@ answer = None  # your number here, e.g. answer = 123.4
 if answer is not None:
     exercises.check_decode_bound(answer)
 """),
+    exercise(1, r"""
+*Decode bound.* A 7-billion-parameter model is stored in bf16 on an A100 80GB SXM. Ignoring the KV cache,
+what is the highest batch-1 decode speed, in tokens/s, the hardware allows? Check your answer with
+`exercises.check_decode_bound(answer)`.
+"""),
     solution(r"""
-# Solutions
+# bytes per token = 7e9 parameters × 2 bytes; tokens/s ≤ bandwidth / bytes per token
 exercises.check_decode_bound(GPUS["A100 80GB SXM"].bandwidth / (7e9 * 2))
+"""),
+    exercise(2, r"""
+*Ridge point.* What is the ridge point of an H100 SXM for dense bf16 math, in FLOP/byte? Check with
+`exercises.check_ridge_point(answer)`.
+"""),
+    solution(r"""
+# ridge = peak FLOP/s / bandwidth in bytes/s
 exercises.check_ridge_point(GPUS["H100 SXM"].fp16_flops / GPUS["H100 SXM"].bandwidth)
+"""),
+    exercise(3, r"""
+*Critical batch.* At what batch size does bf16 decoding on an A100 80GB SXM stop being memory-bound
+(ignore the KV cache and the attention FLOPs)? Check with `exercises.check_critical_batch(answer)`. Why does
+this make batching the cheapest speed-up a server has?
+"""),
+    solution(r"""
+# a bf16 decode step does 2·N·batch FLOPs and reads 2·N bytes: intensity ≈ batch FLOP/byte = the ridge point
 exercises.check_critical_batch(GPUS["A100 80GB SXM"].ridge(2.0))
-# 4: KV bytes per step = batch * context * kv_per_token * 2 = weight bytes  ->  solve for context
+print("Below that batch the step is memory-bound: it reads the weights once whatever the batch, so each extra "
+      "sequence adds FLOPs the idle compute units absorb for free — more tokens per step at almost the same time.")
+"""),
+    exercise(4, r"""
+*KV cache.* Using `predict` (or the shape's `kv_per_token`), find the context length at which the KV cache of
+the Llama-3.2-1B shape (bf16 cache, batch 8) is as many bytes per decode step as the bf16 weights themselves.
+"""),
+    solution(r"""
+# KV bytes per step = batch × context × kv_per_token × 2 bytes; set equal to the weight bytes and solve
 w = predict(shape, "A100 80GB SXM", bytes_per_weight="bf16").weight_bytes
-print(f"exercise 4: context ≈ {w / (8 * shape.kv_per_token * 2):,.0f} tokens")
+context = w / (8 * shape.kv_per_token * 2)
+p = predict(shape, "A100 80GB SXM", batch=8, prompt_len=int(context), new_tokens=2, bytes_per_weight="bf16")
+print(f"context ≈ {context:,.0f} tokens: then a decode step reads {p.decode_bytes / 1e9:.2f} GB, "
+      f"about twice the {w / 1e9:.2f} GB of weights")
+"""),
+    exercise(5, r"""
+*Your own calibration.* Quantize the real model's linear layers to int8 with PyTorch's dynamic quantization
+(`secbook.bench.apply_technique(model, "int8-dynamic")`), predict its TPOT on this CPU from the bytes it really
+stores per weight (`secbook.measure.decode_read_bytes` over the shape's `matmul_params`) and measure it with
+`roofline.predicted_vs_measured(..., bytes_per_weight=...)`. Is int8 decoding as close to its bound as fp32 was?
+What does the answer depend on?
+"""),
+    solution(r"""
+import copy
+real8 = apply_technique(copy.deepcopy(real), "int8-dynamic")
+bpw = secbook.measure.decode_read_bytes(real8) / roofline.to_shape(real8).matmul_params
+pvm8 = roofline.predicted_vs_measured(real8, rtok, cpu_now, prompt_len=64, new_tokens=8, repeats=2,
+                                      bytes_per_weight=bpw, name="smollm2-135m-instruct int8")
+display(pvm8.round(3))
+r8, r32 = pvm8.iloc[1].ratio, dec.ratio
+say(f"{bpw:.2f} bytes per weight. int8 decode measured {times(r8)} its bound, fp32 {times(r32)}: int8 was "
+    + ("closer to" if r8 < r32 else "further from") + " its bound in this run. The fixed per-token overhead is "
+    "the same in both formats while the bound shrinks with the bytes, so the fewer the bytes, the larger the share "
+    "of a step the overhead takes; and dynamic int8 adds work fp32 does not do, quantizing every activation "
+    "before each product.");
+del real8
 """),
 ]

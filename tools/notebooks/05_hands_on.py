@@ -2,7 +2,7 @@
 import sys
 
 sys.path.insert(0, "tools")
-from nb import code, md, solution  # noqa: E402
+from nb import answer, code, exercise, md, opening, solution, summary  # noqa: E402
 
 NAME = "05_hands_on"
 
@@ -18,14 +18,23 @@ and times the buggy model, the fixed model and a transformer {cite}`vaswani2017a
 size with **one** timing harness on the machine that builds this page.
 
 The lesson is general: **a fast model that computes the wrong thing is not an optimisation**. Before
-timing anything, check that it computes what you think it does.
+timing anything, check that it computes what you think it does. The chapter ends with the same project done
+with a real model: the inference loop of a chatbot, written by hand, on SmolLM2-135M-Instruct.
 """),
+    opening(["read a model's tensor shapes as the layers see them, and catch a silent layout bug with a test",
+             "time several models with one harness, in turn, and word the result from the measurement",
+             "explain why an LSTM walks its input one token at a time and a transformer does not",
+             "write the inference loop of a chatbot by hand: chat template, prefill, greedy steps with a KV cache"],
+            ["Python and basic PyTorch (modules, tensors, shapes)",
+             "chapter 1 (TTFT, TPOT, tokens/s) and chapter 2 (prefill, decode, KV cache)"], 30),
     code(r"""
 import secbook
 machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
-import torch
+import statistics
+import torch, pandas as pd
 import matplotlib.pyplot as plt
 from secbook import handson
+from secbook.claims import compare, guard, say, times
 print("measured on:", machine)
 """),
     md(r"""
@@ -84,6 +93,7 @@ is the whole point. `context_sensitivity` returns the largest change of any scor
     code(r"""
 # NBVAL_CHECK_OUTPUT
 print("buggy: largest change of the next-token scores =", handson.context_sensitivity(buggy))
+guard(handson.context_sensitivity(buggy) == 0.0, "the buggy model's prediction ignores every token but the last")
 """),
     md(r"""
 Exactly zero: the buggy model's prediction does not depend on anything but the last token. It is a bigram
@@ -100,6 +110,7 @@ fixed = handson.build("fixed")   # same seed, so the very same weights as `buggy
 for k, v in handson.lstm_shapes(fixed, x).items():
     print(f"{k:>20}: {v}")
 print("fixed: largest change of the next-token scores =", round(handson.context_sensitivity(fixed), 4))
+guard(handson.context_sensitivity(fixed) > 0, "the fixed model's prediction depends on the earlier tokens")
 """),
     md(r"""
 ## A transformer of the same size
@@ -124,50 +135,117 @@ Two measurements, the same for every model:
 
 * **forward** — the time to compute next-token scores for one sequence of 10, 64 and 256 tokens
   (`handson.time_call`: two warm-up calls, then the median of five);
-* **generate** — greedy generation of 16 tokens after a 10-token prompt, timed by the book's standard
-  harness `secbook.measure.time_generation` (time to first token, time per output token, tokens/s; medians
-  after warm-up). The fixed LSTM carries its `(h, c)` state, one LSTM step per new token; the transformer
-  uses its KV cache through `generate`; the buggy model has no state to carry and, like the source's code,
-  re-runs its forward pass on the whole sequence.
-
-This machine is shared and small, so the absolute times are noisy; compare within the table.
+* **generate** — greedy generation of 16 tokens after a 10-token prompt. The fixed LSTM carries its `(h, c)`
+  state, one LSTM step per new token; the transformer uses its KV cache through `generate`; the buggy model has
+  no state to carry and, like the source's code, re-runs its forward pass on the whole sequence for every new
+  token. The three are timed *in turn* — buggy, fixed, transformer, buggy, fixed, … — so that a change in the
+  machine's load hits all of them alike (`handson.generation_in_turn`, built on
+  `secbook.measure.tok_s_in_turn`), and compared round by round.
 """),
     code(r"""
-table = handson.timing_table(models, seq_lens=(10, 64, 256), prompt_len=10, new_tokens=16, repeats=5)
-table.round(2)
+fwd = handson.forward_table(models, seq_lens=(10, 64, 256), repeats=5)
+speeds = handson.generation_in_turn(models, prompt_len=10, new_tokens=16, rounds=5)
+gen = pd.DataFrame({name: {"median tokens/s": statistics.median(v), "slowest round": min(v), "fastest round": max(v)}
+                    for name, v in speeds.items()}).T
+print("measured on:", secbook.describe_machine())
+display(fwd.pivot(index="seq_len", columns="model", values="median_ms")[list(models)].round(2))
+gen.round(1)
 """),
     code(r"""
 fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-fwd = table[table.task == "forward"]
 for name, grp in fwd.groupby("model", sort=False):
     a.plot(grp.seq_len, grp.median_ms, "o-", label=name)
 a.set(xlabel="sequence length (tokens)", ylabel="forward latency, median (ms)", title="next-token scores for one sequence")
 a.legend()
-gen = table[table.task == "generate"]
-b.barh(gen.model, gen.tokens_per_s, color=["tab:blue", "tab:orange", "tab:green"])
-b.set(xlabel="decode tokens/s (1 / TPOT)", title="greedy generation, 16 new tokens")
+order = gen["median tokens/s"].sort_values()
+b.barh(order.index, order.values, color="tab:blue")
+b.errorbar(order.values, range(len(order)), xerr=[order.values - gen.loc[order.index, "slowest round"],
+           gen.loc[order.index, "fastest round"] - order.values], fmt="none", color="black", capsize=3)
+b.set(xlabel="tokens/s, 16 new tokens (median and range of 5 rounds in turn)", title="greedy generation")
 fig.suptitle("measured on: " + secbook.describe_machine(), fontsize=8)
 plt.tight_layout(); plt.show()
 """),
+    code(r"""
+growth = {name: g.set_index("seq_len").median_ms for name, g in fwd.groupby("model", sort=False)}
+say("From 10 to 256 tokens the forward time grew "
+    + ", ".join(f"{times(v[256] / v[10])} for {k}" for k, v in growth.items()) + ".")
+B, F, T = list(models)
+say(f"In generation, {compare(speeds, B, F).words()}; {compare(speeds, F, T).words()}. "
+    f"The fastest at the median was {gen['median tokens/s'].idxmax()}.");
+""", tags=("remove-input",)),
     md(r"""
-What to read from it (the numbers above are this run's; the reasons below do not depend on them):
+How to read these numbers (the mechanisms below hold on any machine; the sizes printed above are this run's):
 
-* The **buggy** forward pass grows far more slowly with the sequence than the fixed one: it runs all tokens as
-  independent one-step "sequences" in parallel — fast, and wrong.
-* The **fixed** LSTM must walk the sequence one token at a time (each step needs the previous state), so its
-  forward time grows linearly with length and cannot use the parallelism of the hardware across positions.
+* The **buggy** forward pass runs all tokens as *independent one-step sequences*, side by side: one LSTM step
+  over a batch, however long the input. It is cheap, and wrong.
+* The **fixed** LSTM must walk the sequence one token at a time, because each step needs the previous state:
+  its forward time grows with the length, and the steps cannot run in parallel.
 * The **transformer** processes all positions of the prompt at once (matrix–matrix products), which is why
-  transformers replaced recurrent networks for long inputs. In generation both the fixed LSTM (with its
-  state) and the transformer (with its KV cache) do a fixed amount of work per new token plus, for the
-  transformer, attention over the cache; at this size per-call overhead dominates, a theme of the chapter
-  on algorithm optimization.
-* The buggy model's generation gets slower with every token because it recomputes everything: the
-  difference between "an inference loop" and "an inference loop with state".
+  transformers replaced recurrent networks for long inputs; its attention still grows with the length.
+* In **generation** the buggy model "recomputes everything" for each new token — but that recomputation is
+  the same one-step-over-a-batch as its forward pass, and at these lengths it costs about what one state-carrying
+  step of the fixed LSTM costs. Both are dominated by the output layer (512 × 10 000 weights) and by per-call
+  overhead. So the buggy model can be as fast as the fixed one, or faster, and still be useless: it never looked
+  at the context. A benchmark measures speed, not correctness — which is why the checks came first.
 
+## The same project with a real model
+
+The source's project ends at "run inference with it". With a real model, inference is a loop: render the
+conversation with the model's **chat template** (the special tokens that mark who speaks), run the whole prompt
+through the model once (the **prefill**), then feed back one token at a time, reusing the **KV cache** of
+everything before, until the model emits its end-of-turn token. `handson.reply` is that loop, written by hand in
+a dozen lines; the model is SmolLM2-135M-Instruct {cite}`allal2025smollm2`, fetched from the package index as
+llama.cpp's 4-bit Q4_1 file and converted back to fp32 (chapter 1): a real chat model, though not bit for bit
+the original weights.
+"""),
+    code(r"""
+import inspect
+real, rtok = secbook.load("smollm2-135m-instruct")
+print(inspect.getsource(handson.reply).split(chr(34) * 3)[-1])  # the loop, without its docstring
+"""),
+    md(r"""
+A two-turn conversation: the second question only makes sense with the first turn in the history, which the chat
+template puts back in front of it. Greedy decoding (always the most likely token) makes the replies reproducible.
+"""),
+    code(r"""
+history = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+r1 = handson.reply(real, rtok, history, max_new_tokens=40)
+history += [{"role": "assistant", "content": r1.text}, {"role": "user", "content": "And the capital of Italy?"}]
+r2 = handson.reply(real, rtok, history, max_new_tokens=40)
+for turn, r in zip(history[::2], (r1, r2)):
+    print(f"user: {turn['content']}\nassistant: {r.text}\n")
+print(f"second turn: {r2.prompt_tokens} prompt tokens; first token after {r2.ttft_s * 1e3:.0f} ms, "
+      f"then {r2.tokens_per_s:.1f} tokens/s (measured on {secbook.describe_machine()})")
+"""),
+    md(r"""
+Is the loop right? The check of this chapter again, before any timing: transformers' `generate`, with greedy
+decoding, must produce exactly the same tokens. The build of this book fails if it does not.
+"""),
+    code(r"""
+ids = rtok.apply_chat_template(history, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+ref = real.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False)[0, ids.shape[1]:]
+guard(ref.tolist() == r2.tokens, "the hand-written loop produces the same tokens as generate",
+      f"{len(r2.tokens)} tokens by hand, {len(ref)} by generate")
+print(f"the same {len(r2.tokens)} tokens as generate:", ref.tolist() == r2.tokens)
+"""),
+    summary([
+        "A model that runs and returns the right shape can still compute the wrong thing: test what its output "
+        "depends on (here, the context) before timing it.",
+        "nn.LSTM reads [sequence, batch, features] unless batch_first=True; getting it wrong turns one sequence "
+        "into a batch of one-token sequences, silently.",
+        "An LSTM must walk its input one step at a time; a transformer processes the whole prompt at once and "
+        "carries a KV cache while generating.",
+        "Compare speeds measured in turn, and word the result from the rounds: a fast wrong model is not an "
+        "optimisation.",
+        "The inference loop of a real chatbot is short: chat template, prefill, then one greedy token at a time "
+        "with the KV cache until the end-of-turn token — the same tokens as generate.",
+    ]),
+    md(r"""
 ## Exercises
-
-**Exercise 1.** Count the parameters of `SimpleLLM` by hand: embedding, LSTM (PyTorch's LSTM has four gates,
-each with input weights, recurrent weights and *two* bias vectors), output layer. Check your total with
+"""),
+    exercise(1, r"""
+Count the parameters of `SimpleLLM` by hand: embedding, LSTM (PyTorch's LSTM has four gates, each with input
+weights, recurrent weights and *two* bias vectors), output layer. Check your total with
 `secbook.exercises.check_simplellm_params(total)`.
 """),
     solution(r"""
@@ -178,10 +256,10 @@ lstm = 4 * (H * E + H * H + 2 * H)
 fc = H * V + V
 check_simplellm_params(embedding + lstm + fc)
 """),
-    md(r"""
-**Exercise 2.** Feed the buggy model a batch of **4** sequences of length 10, `torch.randint(0, 10000, (4, 10))`.
-What shape do the logits have, and which tokens does row 2 of the output depend on? Predict first, then verify
-by changing tokens and watching the output.
+    exercise(2, r"""
+Feed the buggy model a batch of **4** sequences of length 10, `torch.randint(0, 10000, (4, 10))`. What shape do
+the logits have, and which tokens does row 2 of the output depend on? Predict first, then verify by changing
+tokens and watching the output.
 """),
     solution(r"""
 xb = torch.randint(0, 10000, (4, 10))
@@ -194,11 +272,10 @@ xc = xb.clone(); xc[:, :9] = torch.randint(0, 10000, (4, 9)); xc[3, 9] = 7
 with torch.no_grad():
     print("row 2 unchanged after editing columns 0-8 and xb[3, 9]:", torch.equal(buggy(xc)[2], y[2]))
 """),
-    md(r"""
-**Exercise 3.** Fix the model *without* `batch_first=True`: keep the buggy `SimpleLLM` (its LSTM stays
-`batch_first=False`) and write a forward function that transposes the embeddings to `[sequence, batch, features]`
-and takes the last time step correctly. Show that it gives the same logits as `FixedSimpleLLM` built with the
-same seed.
+    exercise(3, r"""
+Fix the model *without* `batch_first=True`: keep the buggy `SimpleLLM` (its LSTM stays `batch_first=False`) and
+write a forward function that transposes the embeddings to `[sequence, batch, features]` and takes the last time
+step correctly. Show that it gives the same logits as `FixedSimpleLLM` built with the same seed.
 """),
     solution(r"""
 def forward_transposed(m, ids):
@@ -209,17 +286,39 @@ with torch.no_grad():
     same = torch.allclose(forward_transposed(buggy, x), fixed(x), atol=1e-5)
 print("same logits as FixedSimpleLLM:", same)
 """),
-    md(r"""
-**Exercise 4.** Extend the timing to sequences of 1024 tokens for the fixed LSTM and the transformer
-(`handson.timing_table(..., seq_lens=(1024,))`). Which grows faster from 256 to 1024 on this machine, and why
-would a GPU widen the gap?
+    exercise(4, r"""
+Extend the forward timing to 1024 tokens for the fixed LSTM and the transformer (`handson.time_call` on
+`handson.last_token_logits`). Which grows faster from 256 to 1024 tokens on this machine, and why would a GPU
+widen the gap?
 """),
     solution(r"""
-# On a GPU the transformer's prefill is a few large matrix products that fill the device, while the LSTM
-# still needs 1024 dependent steps, each too small to use it: the gap widens.
+ms = {}
 for name, m in {"fixed LSTM": fixed, "transformer": transformer}.items():
-    ms = {n: 1e3 * handson.time_call(lambda: handson.last_token_logits(m, torch.randint(0, 10000, (1, n))),
-                                     warmup=1, repeats=3)["median_s"] for n in (256, 1024)}
-    print(f"{name:>12}: 256 tokens {ms[256]:.0f} ms, 1024 tokens {ms[1024]:.0f} ms, ratio {ms[1024] / ms[256]:.1f}x")
+    ms[name] = {n: 1e3 * handson.time_call(lambda: handson.last_token_logits(m, torch.randint(0, 10000, (1, n))),
+                                           warmup=1, repeats=3)["median_s"] for n in (256, 1024)}
+    print(f"{name:>12}: 256 tokens {ms[name][256]:.0f} ms, 1024 tokens {ms[name][1024]:.0f} ms, "
+          f"{times(ms[name][1024] / ms[name][256])}")
+g = {k: v[1024] / v[256] for k, v in ms.items()}
+say(f"Here the {max(g, key=g.get)}'s time grew more ({times(max(g.values()))} against {times(min(g.values()))}). "
+    "The LSTM's work grows in proportion to the length, in 1024 dependent steps; the transformer's projections "
+    "grow in proportion too, and its attention with the square of the length. On a GPU the transformer's prefill "
+    "is a few large matrix products that fill the device, while each of the LSTM's steps is too small to use "
+    "it — so the gap widens in the transformer's favour.");
+"""),
+    exercise(5, r"""
+Make the chatbot remember a fact across turns: tell it your name in the first turn and ask for it in the second,
+with `handson.reply`. Then drop the first turn from the history and ask again. What does the model see in each
+case, and how many prompt tokens does each second turn cost?
+"""),
+    solution(r"""
+turn1 = [{"role": "user", "content": "My name is Ada. Please remember it."}]
+a1 = handson.reply(real, rtok, turn1, max_new_tokens=16)
+with_history = turn1 + [{"role": "assistant", "content": a1.text}, {"role": "user", "content": "What is my name?"}]
+without = [{"role": "user", "content": "What is my name?"}]
+for label, msgs in (("with the first turn", with_history), ("without it", without)):
+    r = handson.reply(real, rtok, msgs, max_new_tokens=16)
+    print(f"{label}: {r.prompt_tokens} prompt tokens -> {r.text!r}")
+print("The model has no memory of its own: it sees only the tokens of the prompt. The history is re-sent (and "
+      "prefilled again) every turn, so each turn's prompt — and its time to first token — grows with the conversation.")
 """),
 ]
