@@ -604,3 +604,42 @@ def ladder_summary(ladder) -> str:
             alpha = f", acceptance {r.acceptance_rate:.2f}" if pd.notna(judged) else ""
             lines.append(f"  {r.rung}: {r.speedup:.2f}x HF, {own}agreement {r.token_agreement:.2f}{alpha}")
     return "\n".join(lines)
+
+
+def recorded_ratio(ladder, model: str, rung: str, baseline: str) -> tuple[float, dict]:
+    """The speed of ``rung`` ÷ the speed of ``baseline`` in the recorded ladder of ``model``, both from one run
+    (the rung's ``timestamp``), with a label of that run: ``{"machine": ..., "date": ...}``. Raises a
+    ``ValueError`` naming the rungs recorded if either is missing."""
+    d = ladder[ladder["model"] == model].dropna(subset=["tok_s"])
+    row = d[d["rung"] == rung]
+    if not len(row):
+        raise ValueError(f"no recorded row {rung!r} for {model!r}; recorded: {sorted(d['rung'])}")
+    row = row.iloc[0]
+    same = d[d["timestamp"] == row["timestamp"]] if "timestamp" in d else d
+    base = same[same["rung"] == baseline]
+    if not len(base):
+        raise ValueError(f"no recorded row {baseline!r} for {model!r} in the run of {row.get('timestamp')}")
+    gpu = str(row.get("gpu", "none"))
+    machine = gpu if gpu.lower() not in ("none", "nan", "") else f"{row.get('cpu', '?')}, {row.get('cores', '?')} cores"
+    return float(row["tok_s"]) / float(base.iloc[0]["tok_s"]), {"machine": machine,
+                                                                 "date": str(row.get("timestamp", "?"))[:10]}
+
+
+def versus_record(ladder, model: str, rung: str, baseline: str, live, tolerance: float = 0.25) -> str:
+    """A sentence that sets a ratio measured now beside the recorded one: ``live`` is a
+    :class:`secbook.claims.Comparison` of ``rung`` against ``baseline`` timed in turn on this machine, the record
+    is :func:`recorded_ratio`. They agree when the recorded ratio lies within the live rounds' range widened by
+    ``tolerance`` either way; otherwise the sentence says which way they differ. A different machine, its load,
+    and a different protocol (the ladder times decode steps; a comparison in turn usually whole calls, prompt
+    included) all move the ratio, so disagreement is reported, not hidden."""
+    from .claims import times
+
+    r, label = recorded_ratio(ladder, model, rung, baseline)
+    lo, hi = live.low / (1 + tolerance), live.high * (1 + tolerance)
+    agree = lo <= r <= hi
+    head = (f"The recorded ladder ({label['machine']}, {label['date']}) has {rung} at {times(r)} the speed of "
+            f"{baseline}; this run measured {times(live.median)} ({times(live.low)}-{times(live.high)} over "
+            f"{len(live.ratios)} rounds in turn)")
+    if agree:
+        return head + ": the two agree."
+    return head + (": a larger gain than recorded." if live.median > r else ": a smaller gain than recorded.")

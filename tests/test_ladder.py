@@ -301,3 +301,28 @@ def test_real_model_lossless_rungs_match_hf_generate(monkeypatch):
         out = _generate_fn(rung, model, ids.shape[-1] + n)(ids, n)
         assert torch.equal(out, ref), rung.name
         assert tok.eos_token_id not in out[0, ids.shape[-1]:].tolist()
+
+
+def test_versus_record_agrees_or_says_which_way():
+    """The recorded ratio is taken within one run and set beside the live one; agreement within the live range
+    (plus the tolerance), otherwise the direction; a missing rung is a clear error."""
+    import pandas as pd
+
+    from secbook.claims import Comparison
+    from secbook.ladder import recorded_ratio, versus_record
+
+    rows = pd.DataFrame({"model": ["m"] * 4, "timestamp": ["t1", "t1", "t2", "t2"], "cpu": ["c"] * 4,
+                         "cores": [2] * 4, "gpu": ["none"] * 4, "rung": ["base", "fast", "base", "other"],
+                         "tok_s": [10.0, 30.0, 99.0, 1.0]})
+    r, label = recorded_ratio(rows, "m", "fast", "base")
+    assert r == 3.0 and label == {"machine": "c, 2 cores", "date": "t1"}  # the base of its own run, not t2's
+    assert versus_record(rows, "m", "fast", "base", Comparison("fast", "base", (2.8, 3.1, 2.9))).endswith(
+        ": the two agree.")
+    assert versus_record(rows, "m", "fast", "base", Comparison("fast", "base", (1.1, 1.2, 1.3))).endswith(
+        "a smaller gain than recorded.")
+    assert versus_record(rows, "m", "fast", "base", Comparison("fast", "base", (5.0, 6.0, 5.5))).endswith(
+        "a larger gain than recorded.")
+    with pytest.raises(ValueError, match="no recorded row 'x'"):
+        recorded_ratio(rows, "m", "x", "base")
+    with pytest.raises(ValueError, match="in the run of t2"):
+        recorded_ratio(rows, "m", "other", "missing")
