@@ -625,21 +625,26 @@ def recorded_ratio(ladder, model: str, rung: str, baseline: str) -> tuple[float,
                                                                  "date": str(row.get("timestamp", "?"))[:10]}
 
 
-def versus_record(ladder, model: str, rung: str, baseline: str, live, tolerance: float = 0.25) -> str:
+def versus_record(ladder, model: str, rung: str, baseline: str, live, tolerance: float = 0.25,
+                  max_spread: float = 1.5) -> str:
     """A sentence that sets a ratio measured now beside the recorded one: ``live`` is a
     :class:`secbook.claims.Comparison` of ``rung`` against ``baseline`` timed in turn on this machine, the record
     is :func:`recorded_ratio`. They agree when the recorded ratio lies within the live rounds' range widened by
-    ``tolerance`` either way; otherwise the sentence says which way they differ. A different machine, its load,
-    and a different protocol (the ladder times decode steps; a comparison in turn usually whole calls, prompt
-    included) all move the ratio, so disagreement is reported, not hidden."""
+    ``tolerance`` either way; otherwise the sentence says which way they differ. Rounds that scatter by more
+    than ``max_spread`` (highest ÷ lowest ratio) can neither confirm nor contradict the record, and the sentence
+    says that instead. A different machine, its load, and a different protocol (the ladder times decode steps; a
+    comparison in turn usually whole calls, prompt included) all move the ratio, so disagreement is reported,
+    not hidden."""
     from .claims import times
 
     r, label = recorded_ratio(ladder, model, rung, baseline)
     lo, hi = live.low / (1 + tolerance), live.high * (1 + tolerance)
-    agree = lo <= r <= hi
     head = (f"The recorded ladder ({label['machine']}, {label['date']}) has {rung} at {times(r)} the speed of "
             f"{baseline}; this run measured {times(live.median)} ({times(live.low)}-{times(live.high)} over "
             f"{len(live.ratios)} rounds in turn)")
-    if agree:
+    if live.high / live.low > max_spread:
+        return head + (": its rounds scatter too widely to confirm or contradict the record (the machine was busy "
+                       "with other work; run it again on a quiet machine).")
+    if lo <= r <= hi:
         return head + ": the two agree."
     return head + (": a larger gain than recorded." if live.median > r else ": a smaller gain than recorded.")

@@ -322,6 +322,8 @@ def test_versus_record_agrees_or_says_which_way():
         "a smaller gain than recorded.")
     assert versus_record(rows, "m", "fast", "base", Comparison("fast", "base", (5.0, 6.0, 5.5))).endswith(
         "a larger gain than recorded.")
+    noisy = versus_record(rows, "m", "fast", "base", Comparison("fast", "base", (0.5, 3.0, 6.0)))
+    assert "scatter too widely to confirm or contradict" in noisy and "agree" not in noisy
     with pytest.raises(ValueError, match="no recorded row 'x'"):
         recorded_ratio(rows, "m", "x", "base")
     with pytest.raises(ValueError, match="in the run of t2"):
