@@ -50,13 +50,15 @@ def gemv_layouts(out_features: int = 16384, in_features: int = 1024, repeats: in
 
 
 
-def int8_gemv_rates(rows: int = 8192, in_features: int = 576, n_weights: int = 16, repeats: int = 5) -> dict:
+def int8_gemv_rates(rows: int = 8192, in_features: int = 576, n_weights: int = 16, repeats: int = 5,
+                    compiled: bool = True) -> dict:
     """Is the int8 weight-only product limited by memory or by arithmetic? Time it, as compiled for decoding
     (:class:`Int8WeightOnlyFused`), over ONE ``[rows, in_features]`` int8 matrix again and again (it stays in
     the CPU's cache) and over ``n_weights`` different ones in turn (together larger than the cache, so they
     stream from memory); the same for fp32 ``x @ W_t`` (:class:`FusedLinear`) and, where it builds, our C++
     int8 kernel (:class:`secbook.kernels.Int8Linear`). Returns weight GB/s per (kind, source). A memory-bound
-    product is much faster from cache; a compute-bound one is not.
+    product is much faster from cache; a compute-bound one is not. ``compiled=False`` leaves out the compiled
+    product (``torch.compile`` takes tens of seconds on a small CPU).
     """
     from . import kernels
     from .hardware import median_seconds
@@ -68,8 +70,8 @@ def int8_gemv_rates(rows: int = 8192, in_features: int = 576, n_weights: int = 1
     q = QuantLinear.from_linear(lin, 8, None)
     int8 = Int8WeightOnlyFused([q])
     fp32 = FusedLinear([lin])
-    layers = {"int8 weight-only (compiled)": (int8, "weight", torch.compile(int8)),  # (layer, weight, call)
-              "fp32 x @ W_t": (fp32, "weight_t", fp32)}
+    layers = {"int8 weight-only (compiled)": (int8, "weight", torch.compile(int8))} if compiled else {}
+    layers["fp32 x @ W_t"] = (fp32, "weight_t", fp32)  # (layer, its weight's attribute, what to call)
     if kernels.available():
         k = kernels.Int8Linear.from_quant_linear(q)
         layers["int8 C++ kernel"] = (k, "weight", k)
@@ -87,7 +89,8 @@ def int8_gemv_rates(rows: int = 8192, in_features: int = 576, n_weights: int = 1
             seconds = median_seconds(one_round, warmup=1, repeats=repeats) / len(ws)  # the warm-up compiles
             out[(kind, source)] = w0.numel() * w0.element_size() / seconds / 1e9
         setattr(layer, name, w0)
-    torch._dynamo.reset()
+    if compiled:
+        torch._dynamo.reset()
     return out
 
 
@@ -303,7 +306,8 @@ def _generate_fn(rung: Rung, model, max_len: int):
 
         def run(ids, n):
             res = spec.generate(ids, n)
-            run.info.update(acceptance_rate=res.acceptance_rate, tokens_per_call=res.tokens_per_call)
+            run.info.update(acceptance_rate=res.acceptance_rate, tokens_per_call=res.tokens_per_call,
+                            judged=res.judged, accepted=res.accepted)
             return res.ids
 
         run.info = {"note": label}
@@ -480,46 +484,103 @@ def save_ladder(df, name: str = "generate_ladder", whole_model: bool = False, ke
 GPU_QUICK_RUNGS = ("our loop fp32 + compile", "our loop bf16 + compile")  # chapter 3.2's GPU cell: a few minutes
 
 
-def plot_ladder(ladder, title: str | None = None):
-    """The optimization ladder as horizontal bars, one panel per model: decode tokens/s of each rung, labelled
-    with its speed-up over the HF ``generate`` baseline and its token agreement, and a speculative rung also with
-    its speed-up over its own loop without speculation (grey bars: baselines).
-    ``title`` defaults to the machine the rows were recorded on (its GPU if it had one). Returns the figure."""
+def _kind(row) -> str:
+    """Which of four colours a ladder bar gets: the HF baseline, a lossless rung of ours (fp32 weights, every
+    token equal to the baseline's), speculation (lossless too: the target checks every token), or a rung that
+    changes the weights (bf16, int8, int4)."""
+    loop, transform = row.get("loop", ""), row.get("transform", "none")
+    if loop in ("hf", "hf_static") or "baseline" in str(row.get("rung", "")):
+        return "HF generate"
+    if loop in ("spec", "lookup"):
+        return "speculation (same tokens)"
+    if transform == "none":
+        return "our loops, fp32 (same tokens)"
+    return "other weights (bf16, int8, int4)"
+
+
+KIND_COLOURS = {"HF generate": "grey", "our loops, fp32 (same tokens)": "tab:blue",
+                "speculation (same tokens)": "tab:green", "other weights (bf16, int8, int4)": "tab:orange"}
+
+
+def plot_ladder(ladder, title: str | None = None, models=None, width: float = 9.0):
+    """The optimization ladder as horizontal bars, one panel per model stacked top to bottom, rungs sorted by
+    speed (fastest on top): the speed-up of each rung over the model's HF ``generate`` baseline on a log axis,
+    coloured by kind (:data:`KIND_COLOURS`), each bar labelled with that speed-up, its decode tokens/s and its
+    token agreement (a speculative rung also with its speed-up over its own loop without speculation).
+    ``models`` picks and orders the panels (default: every model in the rows); ``width`` is the figure's width in
+    inches (long rung names are wrapped), so that the labels stay readable when the figure is shown at page
+    width. ``title`` defaults to the date and the machine the rows were recorded on (its GPU if it had one).
+    Returns the figure."""
+    import textwrap
+
     import matplotlib.pyplot as plt
+    import numpy as np
     import pandas as pd
+    from matplotlib.patches import Patch
 
     d_all = with_own_loop_speedup(ladder.dropna(subset=["tok_s"]))
-    groups = list(d_all.groupby("model", sort=False))
-    if not groups:
-        raise ValueError("no measured rows (tok_s) to plot")
-    fig, axes = plt.subplots(1, len(groups), figsize=(8.5 * len(groups), 0.4 * max(len(d) for _, d in groups) + 1.5),
-                             squeeze=False)
-    for ax, (name, d) in zip(axes[0], groups):
-        names = d["rung"].str.replace(r"\(baseline, re-measured beside .*\)", "(baseline, re-measured)", regex=True)
-        ax.barh(range(len(d)), d["tok_s"], color=["grey" if "baseline" in n else "tab:blue" for n in names])
-        ax.set_yticks(range(len(d)), names)
-        for y, r in enumerate(d.itertuples()):
+    names = list(dict.fromkeys(d_all["model"])) if models is None else list(models)
+    missing = [m for m in names if m not in set(d_all["model"])]
+    if missing or not names:
+        raise ValueError(f"no measured rows (tok_s) for {missing or 'any model'}; the rows have "
+                         f"{sorted(set(d_all['model']))}")
+    groups = [(m, d_all[d_all["model"] == m].sort_values("speedup", ascending=False)) for m in names]
+    heights = [0.32 * len(d) + 0.7 for _, d in groups]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(width, sum(heights) + 0.6), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, (name, d) in zip(axes[:, 0], groups):
+        rungs = d["rung"].str.replace(r"\(baseline, re-measured beside .*\)", "(baseline, re-measured)", regex=True)
+        y = np.arange(len(d))
+        ax.barh(y, d["speedup"], color=[KIND_COLOURS[_kind(r)] for _, r in d.iterrows()], height=0.7)
+        ax.set_yticks(y, [textwrap.fill(r, 38) for r in rungs], fontsize=8.5, linespacing=0.9)
+        ax.set_xscale("log")
+        lo, hi = min(d["speedup"].min(), 1.0) / 1.25, d["speedup"].max()
+        ax.set_xlim(lo, lo * (hi / lo) ** (1 / 0.5))  # the longest bar ends half-way: room for its label
+        for yy, r in zip(y, d.itertuples()):
             own = f", {r.speedup_vs_own_loop:.2f}x own loop" if pd.notna(r.speedup_vs_own_loop) else ""
-            ax.text(r.tok_s, y, f" {r.speedup:.2f}x, agree {r.token_agreement:.2f}{own}", va="center", fontsize=8)
+            ax.text(r.speedup * 1.06, yy, f"{r.speedup:.2f}x · {r.tok_s:,.0f} tok/s · agree {r.token_agreement:.2f}"
+                    f"{own}", va="center", fontsize=8.5)
+        ax.axvline(1.0, color="black", lw=0.8)
         ax.invert_yaxis()
-        ax.set_title(name)
-        ax.set_xlabel("decode tokens/s")
-        ax.set_xlim(0, d["tok_s"].max() * 1.6)
+        ax.set_title(name, fontsize=10, loc="left")
+        ax.tick_params(axis="x", labelsize=8.5)
+        ax.set_xlabel("decode speed-up over HF generate (log scale)", fontsize=8.5)
+        present = [k for k in KIND_COLOURS if k in {_kind(r) for _, r in d.iterrows()}]
+        ax.legend(handles=[Patch(color=KIND_COLOURS[k], label=k) for k in present], loc="lower right",
+                  fontsize=8, frameon=False)
     if title is None:
-        r = d_all.iloc[0]
+        r = d_all[d_all["model"] == names[0]].iloc[0]
         gpu = str(r.get("gpu", "none"))
-        title = f"recorded on {gpu}" if gpu.lower() not in ("none", "nan", "") else \
-            f"recorded on {r.get('cpu', '?')}, {r.get('cores', '?')} cores"
-    fig.suptitle(title)
+        when = f" {str(r['timestamp'])[:10]}" if "timestamp" in r and pd.notna(r["timestamp"]) else ""
+        title = f"recorded{when} on " + (gpu if gpu.lower() not in ("none", "nan", "") else
+                                         f"{r.get('cpu', '?')}, {r.get('cores', '?')} cores")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _mbu_words(row) -> str:
+    """MBU as the summary prints it. Above 100% the rung read its weights faster than the run's best memory
+    bandwidth: they came from the CPU's caches (a model of a few MB), and MBU — a share of *memory* bandwidth —
+    does not apply; the summary says so instead of printing a share above one."""
+    mbu = float(row["mbu"])
+    if mbu > 1:
+        mb = float(row["read_bytes_per_token"]) / 1e6 if "read_bytes_per_token" in row and \
+            row["read_bytes_per_token"] == row["read_bytes_per_token"] else float("nan")
+        size = f"its {mb:.0f} MB of weights" if mb == mb else "its weights"
+        return (f"read faster than the run's best memory bandwidth: {size} came from the CPU's caches, so MBU "
+                "does not apply")
+    return f"MBU {mbu:.1%}"
 
 
 def ladder_summary(ladder) -> str:
     """The ladder's verdict per model, computed from its rows: HF ``generate``'s tokens/s, the best lossless
     loop of ours (fp32 weights, every token equal to the baseline's), the best rung within a 1% tiny-model
-    perplexity budget, each with speed-up and MBU, and the speculative rungs with their speed-up over HF
-    ``generate`` and over their own loop without speculation, and their acceptance rate."""
+    perplexity budget, each with speed-up and MBU (:func:`_mbu_words`: not a share above 100%), and the
+    speculative rungs with their speed-up over HF ``generate`` and over their own loop without speculation. A
+    speculative row's acceptance rate is printed only where the row records the drafts the target judged
+    (``judged``): α = accepted ÷ judged drafts (:func:`secbook.speculative.acceptance_rate`), which a row
+    without that count cannot be checked to follow."""
     import pandas as pd
 
     lines = []
@@ -530,16 +591,60 @@ def ladder_summary(ladder) -> str:
         lines.append(f"{name}: HF generate {d['tok_s'].iloc[0]:.1f} tok/s")
         if len(lossless):
             a = lossless.loc[lossless["speedup"].idxmax()]
-            lines.append(f"  best lossless loop: {a['rung']} {a['speedup']:.2f}x (MBU {a['mbu']:.1%})")
+            lines.append(f"  best lossless loop: {a['rung']} {a['speedup']:.2f}x ({_mbu_words(a)})")
         if len(budget):
             b = budget.loc[budget["speedup"].idxmax()]
+            bw = f" of {b['bandwidth_max_GBs']:.1f} GB/s" if float(b["mbu"]) <= 1 else ""
             lines.append(f"  best within 1% ppl: {b['rung']} {b['speedup']:.2f}x (ppl {b['tiny_ppl_change']:+.2%}, "
-                         f"agreement {b['token_agreement']:.2f}, MBU {b['mbu']:.1%} of "
-                         f"{b['bandwidth_max_GBs']:.1f} GB/s)")
+                         f"agreement {b['token_agreement']:.2f}, {_mbu_words(b)}{bw})")
         for r in d[d["loop"].isin(["spec", "lookup"])].itertuples():
             own = pd.notna(r.speedup_vs_own_loop)
             own = f"{r.speedup_vs_own_loop:.2f}x its own loop ({r.own_loop}), " if own else ""
-            lines.append(f"  {r.rung}: {r.speedup:.2f}x HF, {own}agreement {r.token_agreement:.2f}, "
-                         f"acceptance {r.acceptance_rate:.2f}")
+            judged = getattr(r, "judged", float("nan"))
+            alpha = f", acceptance {r.acceptance_rate:.2f}" if pd.notna(judged) else ""
+            lines.append(f"  {r.rung}: {r.speedup:.2f}x HF, {own}agreement {r.token_agreement:.2f}{alpha}")
     return "\n".join(lines)
 
+
+def recorded_ratio(ladder, model: str, rung: str, baseline: str) -> tuple[float, dict]:
+    """The speed of ``rung`` ÷ the speed of ``baseline`` in the recorded ladder of ``model``, both from one run
+    (the rung's ``timestamp``), with a label of that run: ``{"machine": ..., "date": ...}``. Raises a
+    ``ValueError`` naming the rungs recorded if either is missing."""
+    d = ladder[ladder["model"] == model].dropna(subset=["tok_s"])
+    row = d[d["rung"] == rung]
+    if not len(row):
+        raise ValueError(f"no recorded row {rung!r} for {model!r}; recorded: {sorted(d['rung'])}")
+    row = row.iloc[0]
+    same = d[d["timestamp"] == row["timestamp"]] if "timestamp" in d else d
+    base = same[same["rung"] == baseline]
+    if not len(base):
+        raise ValueError(f"no recorded row {baseline!r} for {model!r} in the run of {row.get('timestamp')}")
+    gpu = str(row.get("gpu", "none"))
+    machine = gpu if gpu.lower() not in ("none", "nan", "") else f"{row.get('cpu', '?')}, {row.get('cores', '?')} cores"
+    return float(row["tok_s"]) / float(base.iloc[0]["tok_s"]), {"machine": machine,
+                                                                 "date": str(row.get("timestamp", "?"))[:10]}
+
+
+def versus_record(ladder, model: str, rung: str, baseline: str, live, tolerance: float = 0.25,
+                  max_spread: float = 1.5) -> str:
+    """A sentence that sets a ratio measured now beside the recorded one: ``live`` is a
+    :class:`secbook.claims.Comparison` of ``rung`` against ``baseline`` timed in turn on this machine, the record
+    is :func:`recorded_ratio`. They agree when the recorded ratio lies within the live rounds' range widened by
+    ``tolerance`` either way; otherwise the sentence says which way they differ. Rounds that scatter by more
+    than ``max_spread`` (highest ÷ lowest ratio) can neither confirm nor contradict the record, and the sentence
+    says that instead. A different machine, its load, and a different protocol (the ladder times decode steps; a
+    comparison in turn usually whole calls, prompt included) all move the ratio, so disagreement is reported,
+    not hidden."""
+    from .claims import times
+
+    r, label = recorded_ratio(ladder, model, rung, baseline)
+    lo, hi = live.low / (1 + tolerance), live.high * (1 + tolerance)
+    head = (f"The recorded ladder ({label['machine']}, {label['date']}) has {rung} at {times(r)} the speed of "
+            f"{baseline}; this run measured {times(live.median)} ({times(live.low)}-{times(live.high)} over "
+            f"{len(live.ratios)} rounds in turn)")
+    if live.high / live.low > max_spread:
+        return head + (": its rounds scatter too widely to confirm or contradict the record (the machine was busy "
+                       "with other work; run it again on a quiet machine).")
+    if lo <= r <= hi:
+        return head + ": the two agree."
+    return head + (": a larger gain than recorded." if live.median > r else ": a smaller gain than recorded.")

@@ -24,6 +24,8 @@ def test_generate_suite_rows_and_merge(monkeypatch, tmp_path):
     assert list(df["rung"]) == [r.name for r in LADDER if r.name in pick]
     assert df["speedup"].iloc[0] == 1.0 and (df["token_agreement"] == 1.0).all()
     assert df["acceptance_rate"].iloc[2:].between(0, 1).all() and df["acceptance_rate"].iloc[:2].isna().all()
+    assert (df["judged"].iloc[2:] >= df["accepted"].iloc[2:]).all()  # α = accepted ÷ judged can be checked
+    assert df["acceptance_rate"].iloc[2:].tolist() == pytest.approx((df["accepted"] / df["judged"]).iloc[2:].tolist())
     assert (df["mbu"] > 0).all() and (df["read_bytes_per_token"] > 0).all()
     spec = df.iloc[2]  # MBU counts one weight read per target call, not per token
     read_per_s = spec["read_bytes_per_token"] * spec["tok_s"] / spec["tokens_per_call"]
@@ -50,6 +52,9 @@ def test_int8_gemv_rates_small():
     assert ("int8 weight-only (compiled)", "from memory (many)") in r
     with pytest.raises(ValueError):
         int8_gemv_rates(rows=0)
+    r = int8_gemv_rates(rows=256, in_features=64, n_weights=2, repeats=1, compiled=False)  # no torch.compile
+    assert len(r) == (4 if kernels.available() else 2)
+    assert not any(kind.startswith("int8 weight-only") for kind, _ in r)
 
 
 def test_gemv_layouts_small():
@@ -120,7 +125,7 @@ def test_cpu_only_rungs_are_marked():
 
 
 def test_plot_ladder_labels_the_machine():
-    """One panel per model; the title names the GPU the rows were recorded on, else the CPU."""
+    """One panel per model, stacked; the title names the GPU the rows were recorded on, else the CPU."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,12 +139,49 @@ def test_plot_ladder_labels_the_machine():
                          "gpu": ["NVIDIA H200"] * 3, "cpu": ["some CPU"] * 3, "cores": [16] * 3})
     fig = plot_ladder(rows)
     assert len(fig.axes) == 2 and fig._suptitle.get_text() == "recorded on NVIDIA H200"
+    assert fig.axes[0].get_position().y0 > fig.axes[1].get_position().y1  # stacked, one column
     plt.close(fig)
-    fig = plot_ladder(rows.assign(gpu="none"))
-    assert fig._suptitle.get_text() == "recorded on some CPU, 16 cores"
+    fig = plot_ladder(rows.assign(gpu="none", timestamp="2026-12-03T01:20:31Z"))
+    assert fig._suptitle.get_text() == "recorded 2026-12-03 on some CPU, 16 cores"
     plt.close(fig)
     with pytest.raises(ValueError):
         plot_ladder(rows.assign(tok_s=float("nan")))
+    with pytest.raises(ValueError, match="'c'"):
+        plot_ladder(rows, models=["c"])
+
+
+def test_plot_ladder_sorted_and_readable():
+    """Rungs sorted by speed, fastest on top; labels at least 8 pt in a figure no wider than a page allows, so
+    they stay legible at page width; ``models`` picks the panels; bars coloured by kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from secbook.ladder import KIND_COLOURS, plot_ladder
+
+    rows = pd.DataFrame({"model": ["m"] * 5 + ["n"], "tok_s": [10.0, 30.0, 80.0, 20.0, 40.0, 5.0],
+                         "rung": ["HF generate fp32 (baseline)", "ours fp32", "ours int4", "ours bf16", "lookup", "z"],
+                         "transform": ["none", "none", "int4wo", "bf16", "none", "none"],
+                         "loop": ["hf", "ours", "ours", "ours", "lookup", "hf"],
+                         "speedup": [1.0, 3.0, 8.0, 2.0, 4.0, 1.0], "token_agreement": [1.0, 1.0, 0.5, 0.9, 1.0, 1.0],
+                         "cpu": ["c"] * 6, "cores": [2] * 6})
+    fig = plot_ladder(rows, models=["m"])
+    assert len(fig.axes) == 1 and fig.get_figwidth() <= 10
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    by_y = [lab for _, lab in sorted(zip(ax.get_yticks(), labels))]
+    top_to_bottom = by_y  # the y axis is inverted: the smallest y is drawn on top
+    assert ax.yaxis_inverted() and top_to_bottom == ["ours int4", "lookup", "ours fp32", "ours bf16",
+                                                      "HF generate fp32 (baseline)"]
+    assert min(t.get_fontsize() for t in ax.get_yticklabels()) >= 8
+    assert all(t.get_fontsize() >= 8 for t in ax.texts)
+    colours = {lab: bar.get_facecolor() for lab, bar in zip(by_y, sorted(ax.patches, key=lambda b: b.get_y()))}
+    assert colours["HF generate fp32 (baseline)"] == matplotlib.colors.to_rgba(KIND_COLOURS["HF generate"])
+    assert colours["lookup"] == matplotlib.colors.to_rgba(KIND_COLOURS["speculation (same tokens)"])
+    assert colours["ours int4"] == matplotlib.colors.to_rgba(KIND_COLOURS["other weights (bf16, int8, int4)"])
+    plt.close(fig)
 
 
 def test_ladder_summary_picks_from_the_rows():
@@ -154,7 +196,7 @@ def test_ladder_summary_picks_from_the_rows():
         "transform": ["none", "none", "bf16", "int4wo", "none"], "loop": ["hf", "ours", "ours", "ours", "lookup"],
         "token_agreement": [1.0, 1.0, 0.9, 0.5, 1.0], "tiny_ppl_change": [0.0, 0.0, 0.001, 0.05, 0.0],
         "speedup": [1.0, 3.0, 5.0, 8.0, 4.0], "mbu": [0.1, 0.3, 0.5, 0.6, 0.2], "bandwidth_max_GBs": [100.0] * 5,
-        "acceptance_rate": [None, None, None, None, 0.5]})
+        "acceptance_rate": [None, None, None, None, 0.5], "judged": [None, None, None, None, 12]})
     text = ladder_summary(rows)
     assert "m: HF generate 10.0 tok/s" in text and "best lossless loop: ours fp32 3.00x (MBU 30.0%)" in text
     assert "best within 1% ppl: ours bf16 5.00x (ppl +0.10%" in text  # int4 is faster but outside the budget
@@ -164,6 +206,28 @@ def test_ladder_summary_picks_from_the_rows():
     text = ladder_summary(rows)
     assert ("prompt lookup, gamma=4: 4.00x HF, 1.33x its own loop (our loop fp32, fused weights), agreement 1.00, "
             "acceptance 0.50") in text
+
+
+def test_ladder_summary_mbu_above_one_and_unchecked_acceptance():
+    """A rung that read its weights faster than the run's memory bandwidth (a model in the CPU's caches) gets no
+    MBU share above 100%, but words that say why; an acceptance rate is printed only from rows that record the
+    drafts the target judged (the definition α = accepted ÷ judged can then be checked)."""
+    import pandas as pd
+
+    from secbook.ladder import ladder_summary
+
+    rows = pd.DataFrame({
+        "model": ["m"] * 3, "tok_s": [10.0, 120.0, 40.0],
+        "rung": ["HF generate fp32 (baseline)", "fp32, whole decode step in C++", "prompt lookup, gamma=4"],
+        "transform": ["none"] * 3, "loop": ["hf", "cpp", "lookup"], "token_agreement": [1.0] * 3,
+        "tiny_ppl_change": [0.0] * 3, "speedup": [1.0, 12.0, 4.0], "mbu": [0.1, 1.21, 0.2],
+        "bandwidth_max_GBs": [30.0] * 3, "read_bytes_per_token": [23e6] * 3, "acceptance_rate": [None, None, 0.5]})
+    text = ladder_summary(rows)
+    assert "121" not in text and "MBU 1" not in text
+    assert "its 23 MB of weights came from the CPU's caches, so MBU does not apply" in text
+    assert "acceptance" not in text  # no judged count recorded
+    text = ladder_summary(rows.assign(judged=[None, None, 10.0]))
+    assert "prompt lookup, gamma=4: 4.00x HF" in text and text.endswith("acceptance 0.50")
 
 
 def test_speculative_rows_are_compared_with_their_own_loop():
@@ -237,3 +301,30 @@ def test_real_model_lossless_rungs_match_hf_generate(monkeypatch):
         out = _generate_fn(rung, model, ids.shape[-1] + n)(ids, n)
         assert torch.equal(out, ref), rung.name
         assert tok.eos_token_id not in out[0, ids.shape[-1]:].tolist()
+
+
+def test_versus_record_agrees_or_says_which_way():
+    """The recorded ratio is taken within one run and set beside the live one; agreement within the live range
+    (plus the tolerance), otherwise the direction; a missing rung is a clear error."""
+    import pandas as pd
+
+    from secbook.claims import Comparison
+    from secbook.ladder import recorded_ratio, versus_record
+
+    rows = pd.DataFrame({"model": ["m"] * 4, "timestamp": ["t1", "t1", "t2", "t2"], "cpu": ["c"] * 4,
+                         "cores": [2] * 4, "gpu": ["none"] * 4, "rung": ["base", "fast", "base", "other"],
+                         "tok_s": [10.0, 30.0, 99.0, 1.0]})
+    r, label = recorded_ratio(rows, "m", "fast", "base")
+    assert r == 3.0 and label == {"machine": "c, 2 cores", "date": "t1"}  # the base of its own run, not t2's
+    assert versus_record(rows, "m", "fast", "base", Comparison("fast", "base", (2.8, 3.1, 2.9))).endswith(
+        ": the two agree.")
+    assert versus_record(rows, "m", "fast", "base", Comparison("fast", "base", (1.1, 1.2, 1.3))).endswith(
+        "a smaller gain than recorded.")
+    assert versus_record(rows, "m", "fast", "base", Comparison("fast", "base", (5.0, 6.0, 5.5))).endswith(
+        "a larger gain than recorded.")
+    noisy = versus_record(rows, "m", "fast", "base", Comparison("fast", "base", (0.5, 3.0, 6.0)))
+    assert "scatter too widely to confirm or contradict" in noisy and "agree" not in noisy
+    with pytest.raises(ValueError, match="no recorded row 'x'"):
+        recorded_ratio(rows, "m", "x", "base")
+    with pytest.raises(ValueError, match="in the run of t2"):
+        recorded_ratio(rows, "m", "other", "missing")
