@@ -351,7 +351,7 @@ def dtype_in_turn(model, input_ids: torch.Tensor, dtypes=("fp32", "bf16"), new_t
     running every dtype once). One row per dtype: weight MB, median tokens/s (new tokens ÷ the whole call), the
     median per-round ratio to the first dtype, and the token agreement of its greedy tokens with the first
     dtype's (``identical``: all equal). ``df.attrs["rounds"]`` keeps tokens/s per round (for
-    :func:`secbook.claims.compare`), ``df.attrs["tokens"]`` each dtype's new tokens."""
+    :func:`secbook.claims.compare`), ``df.attrs["tokens"]`` each dtype's new tokens (nested lists, one per row)."""
     import copy
     import statistics
 
@@ -378,7 +378,8 @@ def dtype_in_turn(model, input_ids: torch.Tensor, dtypes=("fp32", "bf16"), new_t
                         "vs_first": statistics.median(a / b for a, b in zip(speeds[d], speeds[first])),
                         "token_agreement": token_agreement(outs[d], outs[first]),
                         "identical": bool(torch.equal(outs[d], outs[first]))} for d in dtypes]).set_index("dtype")
-    df.attrs["rounds"], df.attrs["tokens"] = speeds, outs
+    df.attrs["rounds"] = speeds
+    df.attrs["tokens"] = {d: outs[d].tolist() for d in dtypes}  # lists, not tensors: pandas compares attrs
     return df
 
 

@@ -410,9 +410,11 @@ class StepByStep:
     and then timed *in turn* with the step before it (:func:`secbook.measure.tok_s_in_turn`: A, B, A, B, ...), so
     that a change in the machine's load hits both alike; ``add`` returns that :class:`secbook.claims.Comparison`.
     ``overall()`` times the first and the last step in turn. ``table()`` is one row per step: the change it made,
-    its median tokens/s (from the rounds against its predecessor; the baseline's from the rounds against the
-    second step), its speed ÷ the previous step's (median of per-round ratios), the weight bytes a decode step
-    reads (if given), its token agreement with the baseline and whether its tokens are identical."""
+    its median tokens/s and its predecessor's *in the same rounds* (the baseline's own from the rounds against the
+    second step), its speed ÷ the previous step's (median of per-round ratios) and the product of those ratios from
+    the baseline on (``chained_vs_first``: a chain of separate measurements, which ``overall()`` checks with one),
+    the weight bytes a decode step reads (if given), its token agreement with the baseline and whether its tokens
+    are identical."""
 
     def __init__(self, input_ids: torch.Tensor, new_tokens: int, rounds: int = 3):
         if new_tokens < 1 or rounds < 1:
@@ -420,6 +422,7 @@ class StepByStep:
         self.ids, self.new_tokens, self.rounds = input_ids, int(new_tokens), int(rounds)
         self.steps: list[dict] = []
         self.reference: torch.Tensor | None = None
+        self.overall_speeds: dict[str, list[float]] = {}
 
     def _new(self, out: torch.Tensor) -> torch.Tensor:
         return out[:, self.ids.shape[1]:].cpu()
@@ -445,13 +448,14 @@ class StepByStep:
                                rounds=self.rounds, warmup=0)
         c = compare(speeds, name, prev["step"])
         prev.setdefault("speeds", speeds[prev["step"]])
-        self.steps.append({**row, "speeds": speeds[name], "comparison": c,
+        self.steps.append({**row, "speeds": speeds[name], "prev_speeds": speeds[prev["step"]], "comparison": c,
                            "token_agreement": token_agreement(new, self.reference),
                            "identical": bool(torch.equal(new, self.reference))})
         return c
 
     def overall(self, rounds: int | None = None):
-        """The last step against the first, timed in turn (a :class:`secbook.claims.Comparison`)."""
+        """The last step against the first, timed in turn (a :class:`secbook.claims.Comparison`); the tokens/s of
+        its rounds are kept in ``self.overall_speeds``."""
         from .claims import compare
         from .measure import tok_s_in_turn
 
@@ -460,6 +464,7 @@ class StepByStep:
         first, last = self.steps[0], self.steps[-1]
         speeds = tok_s_in_turn({first["step"]: first["fn"], last["step"]: last["fn"]}, self.ids, self.new_tokens,
                                rounds=rounds or self.rounds, warmup=0)
+        self.overall_speeds = speeds
         return compare(speeds, last["step"], first["step"])
 
     def table(self):
@@ -468,13 +473,15 @@ class StepByStep:
 
         import pandas as pd
 
-        rows = []
+        rows, chained = [], 1.0
         for s in self.steps:
             c = s.get("comparison")
+            chained *= c.median if c else 1.0
             rows.append({"step": s["step"], "change": s["change"],
                          "tokens_per_s": statistics.median(s["speeds"]) if "speeds" in s else float("nan"),
+                         "previous_tokens_per_s": statistics.median(s["prev_speeds"]) if c else float("nan"),
                          "vs_previous": c.median if c else float("nan"),
-                         "verdict_vs_previous": c.verdict if c else "",
+                         "verdict_vs_previous": c.verdict if c else "", "chained_vs_first": chained,
                          "read_MB_per_token": s["read_MB_per_token"], "token_agreement": s["token_agreement"],
                          "identical_tokens": s["identical"]})
         return pd.DataFrame(rows)

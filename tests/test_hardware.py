@@ -124,6 +124,7 @@ def test_dtype_in_turn_on_our_loop(tiny):
     assert df.loc["fp32", "identical"] and df.loc["fp32", "vs_first"] == 1.0
     assert 0 <= df.loc["bf16", "token_agreement"] <= 1 and (df["tokens_per_s"] > 0).all()
     assert all(len(v) == 2 for v in df.attrs["rounds"].values())
+    assert len(df.attrs["tokens"]["bf16"][0]) == 4 and df.round(2).shape == df.shape  # plain lists: pandas copies them
     assert next(model.parameters()).dtype == torch.float32
     with pytest.raises(ValueError, match="distinct dtype"):
         hw.dtype_in_turn(model, prompt_ids(tok, 8), dtypes=("fp32", "float32"))

@@ -134,9 +134,11 @@ def test_step_by_step_checks_tokens_and_times_in_turn(tiny):
     assert t["identical_tokens"].iloc[1]  # our loop is lossless
     assert 0 <= t["token_agreement"].iloc[2] <= 1
     assert (t["tokens_per_s"] > 0).all() and t["vs_previous"].iloc[1] == c.median
+    assert t["chained_vs_first"].iloc[2] == pytest.approx(c.median * t["vs_previous"].iloc[2])
+    assert t["previous_tokens_per_s"].iloc[1] == t["tokens_per_s"].iloc[0]  # the same rounds
     assert t["read_MB_per_token"].iloc[0] == model_bytes(model) / 1e6
     whole = run.overall(rounds=1)
-    assert whole.a == "bf16" and whole.b == "hf"
+    assert whole.a == "bf16" and whole.b == "hf" and list(run.overall_speeds) == ["hf", "bf16"]
     with pytest.raises(ValueError, match="already added"):
         run.add("ours", FastGenerator(model, max_len=12).generate)
     with pytest.raises(ValueError, match="not 4"):
