@@ -290,7 +290,15 @@ def run_cli(args: argparse.Namespace) -> int:
 # Recording chapter 3.3's measurements: python -m secbook bench-hardware
 # ----------------------------------------------------------------------------------------------------------
 
-def bench_hardware(models: tuple[str, ...] = ("tiny", "replica:smollm2-135m"), device: str = "auto",
+def hardware_models() -> tuple[str, ...]:
+    """The models ``bench-hardware`` measures by default: the tiny model and the real one (SmolLM2-135M-Instruct),
+    or, where the real model has not been fetched, a random-weight replica of its shapes (same speed, no quality)."""
+    from . import pretrained
+
+    return ("tiny", pretrained.NAME if pretrained.is_fetched() else "replica:smollm2-135m")
+
+
+def bench_hardware(models: tuple[str, ...] | None = None, device: str = "auto",
                    new_tokens: int = 32, ppl_tokens: int = 4096, tensor_parallel: bool = True,
                    save: bool = True) -> dict:
     """Record this chapter's measurements on this machine as CSVs in ``data/results/`` (machine columns —
@@ -313,6 +321,7 @@ def bench_hardware(models: tuple[str, ...] = ("tiny", "replica:smollm2-135m"), d
     dev = pick_device(device)
     tag = dev.type
     text = heldout_text()
+    models = tuple(models) if models else hardware_models()
     tables: dict[str, pd.DataFrame] = {}
     prec, graphs = [], []
     for name in models:

@@ -41,7 +41,7 @@ def _bench_hardware(args: argparse.Namespace) -> int:
     from .hardware import describe
 
     print(describe().to_string())
-    for name, df in bench_hardware(tuple(args.models), device=args.device, new_tokens=args.new_tokens,
+    for name, df in bench_hardware(tuple(args.models or ()), device=args.device, new_tokens=args.new_tokens,
                           tensor_parallel=not args.no_tp).items():
         print(f"\n{name}\n{df.to_string(index=False)}")
     return 0
@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_compress_sweep)
     h = sub.add_parser("bench-hardware", help="record chapter 3.3's precision / CUDA-graph / tensor-parallel "
                                               "numbers on this machine (run it on a GPU) into data/results/")
-    h.add_argument("--models", nargs="+", default=["tiny", "replica:smollm2-135m"], help="models to measure")
+    h.add_argument("--models", nargs="+", default=None,
+                   help="models to measure (default: tiny and smollm2-135m-instruct, or its replica if not fetched)")
     h.add_argument("--device", default="auto", help="auto, cuda, cpu (default auto)")
     h.add_argument("--new-tokens", type=int, default=32, help="decoded tokens per timing (default 32)")
     h.add_argument("--no-tp", action="store_true", help="skip the 2-rank tensor-parallel run")

@@ -297,35 +297,89 @@ def precision_table(model, tokenizer, text: str, dtypes=("fp32", "bf16", "fp16")
 
     One run, side by side, on the model's device. Perplexity is measured on ``text`` (held-out) so a lower
     precision that changes the output shows by how much (Micikevicius et al. 2018, *Mixed Precision
-    Training*, for the fp16 loss-of-range problem; bf16 keeps fp32's exponent).
+    Training*, for the fp16 loss-of-range problem; bf16 keeps fp32's exponent). The decode speed is timed *in
+    turn*: ``repeats`` rounds, each timing every variant once (:func:`decode_seconds_per_token`), so that a change
+    in a shared machine's load hits all of them alike; ``ms_per_token`` is the median over rounds and
+    ``df.attrs["rounds"]`` keeps each variant's tokens/s per round, for :func:`secbook.claims.compare`.
     """
     import copy
+    import statistics
 
     import pandas as pd
 
     from .measure import perplexity
 
+    if repeats < 1:
+        raise ValueError(f"repeats (rounds in turn) must be >= 1, got {repeats}")
     dev = next(model.parameters()).device
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[:, :prompt_len].to(dev)
     variants = [(d, resolve_dtype(d), None) for d in dtypes]
     if autocast is not None:
         variants.append((f"fp32 + autocast {autocast}", torch.float32, resolve_dtype(autocast)))
-    rows = []
+    built, rows = {}, {}
     for label, dt, ac in variants:
         m = copy.deepcopy(model).to(dt).eval()
-        weight_bytes = sum(p.numel() * p.element_size() for p in m.parameters())
         if ac is None:
             ppl = perplexity(m, tokenizer, text, max_tokens=max_tokens)
         else:
             with torch.autocast(dev.type, dtype=ac):
                 ppl = perplexity(m, tokenizer, text, max_tokens=max_tokens)
-        spt = decode_seconds_per_token(m, ids, new_tokens=new_tokens, autocast=ac, repeats=repeats)
-        rows.append({"variant": label, "weights_MB": weight_bytes / 1e6, "ms_per_token": spt * 1e3,
-                     "tokens_per_s": 1 / spt, "perplexity": ppl})
-        del m
-    df = pd.DataFrame(rows).set_index("variant")
+        decode_seconds_per_token(m, ids, new_tokens=new_tokens, autocast=ac, repeats=1)  # warm-up
+        built[label] = (m, ac)
+        rows[label] = {"variant": label, "weights_MB": sum(p.numel() * p.element_size() for p in m.parameters()) / 1e6,
+                       "perplexity": ppl}
+    rounds: dict[str, list[float]] = {label: [] for label in built}
+    for _ in range(repeats):
+        for label, (m, ac) in built.items():
+            rounds[label].append(1 / decode_seconds_per_token(m, ids, new_tokens=new_tokens, autocast=ac, repeats=1))
+    del built
+    for label, tps in rounds.items():
+        rows[label]["ms_per_token"] = 1e3 / statistics.median(tps)
+        rows[label]["tokens_per_s"] = statistics.median(tps)
+    df = pd.DataFrame(list(rows.values())).set_index("variant")
+    df = df[["weights_MB", "ms_per_token", "tokens_per_s", "perplexity"]]
     df["perplexity_change_%"] = 100 * (df["perplexity"] / df["perplexity"].iloc[0] - 1)
     df["device"] = str(dev)
+    df.attrs["rounds"] = rounds
+    return df
+
+
+@torch.no_grad()
+def dtype_in_turn(model, input_ids: torch.Tensor, dtypes=("fp32", "bf16"), new_tokens: int = 16, rounds: int = 3):
+    """The same model with its weights in each of ``dtypes``, decoded greedily by our static-cache loop
+    (:class:`secbook.generate.FastGenerator`) from ``input_ids`` and timed *in turn* (``rounds`` rounds, each
+    running every dtype once). One row per dtype: weight MB, median tokens/s (new tokens ÷ the whole call), the
+    median per-round ratio to the first dtype, and the token agreement of its greedy tokens with the first
+    dtype's (``identical``: all equal). ``df.attrs["rounds"]`` keeps tokens/s per round (for
+    :func:`secbook.claims.compare`), ``df.attrs["tokens"]`` each dtype's new tokens (nested lists, one per row)."""
+    import copy
+    import statistics
+
+    import pandas as pd
+
+    from .generate import FastGenerator
+    from .measure import tok_s_in_turn, token_agreement
+
+    if rounds < 1 or new_tokens < 1 or not dtypes:
+        raise ValueError("need rounds >= 1, new_tokens >= 1 and at least one dtype")
+    names = {resolve_dtype(d): d for d in dtypes}
+    if None in names or len(names) != len(dtypes):
+        raise ValueError(f"dtypes must be distinct dtype names such as 'fp32', 'bf16', 'fp16'; got {dtypes}")
+    T = input_ids.shape[1]
+    gens, outs, mb = {}, {}, {}
+    for dt, name in names.items():
+        m = model if dt == next(model.parameters()).dtype else copy.deepcopy(model).to(dt)
+        mb[name] = sum(p.numel() * p.element_size() for p in m.parameters()) / 1e6
+        gens[name] = FastGenerator(m, max_len=T + new_tokens).generate
+        outs[name] = gens[name](input_ids, new_tokens)[:, T:].cpu()  # also the warm-up
+    speeds = tok_s_in_turn(gens, input_ids, new_tokens, rounds=rounds, warmup=0)
+    first = dtypes[0]
+    df = pd.DataFrame([{"dtype": d, "weights_MB": mb[d], "tokens_per_s": statistics.median(speeds[d]),
+                        "vs_first": statistics.median(a / b for a, b in zip(speeds[d], speeds[first])),
+                        "token_agreement": token_agreement(outs[d], outs[first]),
+                        "identical": bool(torch.equal(outs[d], outs[first]))} for d in dtypes]).set_index("dtype")
+    df.attrs["rounds"] = speeds
+    df.attrs["tokens"] = {d: outs[d].tolist() for d in dtypes}  # lists, not tensors: pandas compares attrs
     return df
 
 
@@ -550,7 +604,8 @@ def cuda_graph_benchmark(model, input_ids: torch.Tensor, new_tokens: int = 32, c
 
 def recorded_gpu_results(kind: str):
     """GPU results recorded by ``bench-hardware`` for this chapter (``data/results/hardware_<kind>_cuda.csv`` or
-    ``_nccl.csv``), labelled by the GPU they came from; prints a line and returns ``None`` if none exist."""
+    ``_nccl.csv``), labelled by the GPU they came from (a printed line, and ``df.attrs["where"]``: GPU, date, torch);
+    prints a line and returns ``None`` if none exist."""
     import pandas as pd
 
     from .paths import result_files
@@ -570,7 +625,9 @@ def recorded_gpu_results(kind: str):
     print(f"Recorded on {where}:")
     # the line above names the machine: the table keeps the measurements (and the GPU, one column)
     drop = [c for c in (*MACHINE_COLUMNS, "load_avg_1m", "timestamp", "device") if c in df.columns and c != "gpu"]
-    return df.drop(columns=drop)
+    df = df.drop(columns=drop)
+    df.attrs["where"] = where  # the label, for sentences printed about these rows
+    return df
 
 
 def gpu_only(what: str, kind: str | None = None) -> bool:

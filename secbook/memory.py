@@ -283,7 +283,8 @@ def offload_cost(model, input_ids: torch.Tensor, max_memory: dict, repeats: int 
     """Measure what offloading costs: one forward of ``input_ids`` with the model in memory vs the same model
     with part of it on disk (a temporary offload folder), same run, same inputs. Returns a one-row-per-variant
     table with seconds, bytes on disk, where the layers went, and the largest logit difference (should be 0:
-    offload moves bytes, it does not change the arithmetic)."""
+    offload moves bytes, it does not change the arithmetic). ``df.attrs["rounds"]`` keeps each variant's seconds
+    per round (the rounds run in turn)."""
     import pandas as pd
 
     import statistics
@@ -304,10 +305,13 @@ def offload_cost(model, input_ids: torch.Tensor, max_memory: dict, repeats: int 
         places = pd.Series(list(m.hf_device_map.values())).value_counts().to_dict()
         del m
     diff = float((logits.float() - ref.float()).abs().max())
-    return pd.DataFrame([
+    off = f"offloaded (max_memory={max_memory})"
+    df = pd.DataFrame([
         {"variant": "in memory", "seconds_per_forward": t_mem, "bytes_on_disk": 0, "placement": "all cpu",
          "max_logit_diff": 0.0},
-        {"variant": f"offloaded (max_memory={max_memory})", "seconds_per_forward": t_off, "bytes_on_disk": disk,
+        {"variant": off, "seconds_per_forward": t_off, "bytes_on_disk": disk,
          "placement": ", ".join(f"{v} modules: {k}" for k, v in places.items()), "max_logit_diff": diff},
     ]).set_index("variant")
+    df.attrs["rounds"] = {"in memory": times["mem"], off: times["off"]}  # seconds per round, for claims.compare
+    return df
 

@@ -10,7 +10,9 @@ gpt-fast), ``Compile`` (the same loop with the decode step compiled by ``torch.c
 records, after every stage, the stored bytes (``measure.model_bytes``), decode speed and first-token time
 (``measure.time_generation``, medians after warm-up), held-out perplexity (``measure.perplexity``) and the
 agreement of the greedy output with the unmodified model's — one tidy table (``Pipeline.table``) with the
-machine's columns, and ``plot_waterfall`` draws how each stage moved each number. The compression and
+machine's columns, and ``plot_waterfall`` draws how each stage moved each number. :class:`StepByStep` is the
+same idea for ways of *decoding* (HF ``generate``, our loop, the C++ step, ...): each step checked token for token
+against the first and timed in turn with the one before it, as a shared machine requires. The compression and
 decoding ideas are those of the chapters that implement them (Jacob et al. 2018; Frantar et al. 2022;
 Han et al. 2015; the PyTorch team's gpt-fast, 2023).
 """
@@ -397,6 +399,92 @@ def summary(table):
     cols = [c for c in SUMMARY_COLUMNS if c in table.columns]
     return table[cols].round({"size_vs_input": 3, "tokens_per_s": 1, "speedup_vs_input": 2, "ttft_ms": 2,
                               "first_call_s": 2, "perplexity": 2, "ppl_change_pct": 1, "agreement": 3})
+
+
+class StepByStep:
+    """A worked optimisation, measured one step at a time the way a shared machine allows.
+
+    ``add(name, generate)`` adds a way of decoding the same prompt (``generate(ids, n) -> ids``: HF ``generate``,
+    our loop, the C++ step, ...). The first one is the baseline: its greedy tokens are the reference. Every later
+    one is run once (its tokens are compared with the reference: token agreement, and whether they are identical)
+    and then timed *in turn* with the step before it (:func:`secbook.measure.tok_s_in_turn`: A, B, A, B, ...), so
+    that a change in the machine's load hits both alike; ``add`` returns that :class:`secbook.claims.Comparison`.
+    ``overall()`` times the first and the last step in turn. ``table()`` is one row per step: the change it made,
+    its median tokens/s and its predecessor's *in the same rounds* (the baseline's own from the rounds against the
+    second step), its speed ÷ the previous step's (median of per-round ratios) and the product of those ratios from
+    the baseline on (``chained_vs_first``: a chain of separate measurements, which ``overall()`` checks with one),
+    the weight bytes a decode step reads (if given), its token agreement with the baseline and whether its tokens
+    are identical."""
+
+    def __init__(self, input_ids: torch.Tensor, new_tokens: int, rounds: int = 3):
+        if new_tokens < 1 or rounds < 1:
+            raise ValueError(f"need new_tokens >= 1 and rounds >= 1, got {new_tokens} and {rounds}")
+        self.ids, self.new_tokens, self.rounds = input_ids, int(new_tokens), int(rounds)
+        self.steps: list[dict] = []
+        self.reference: torch.Tensor | None = None
+        self.overall_speeds: dict[str, list[float]] = {}
+
+    def _new(self, out: torch.Tensor) -> torch.Tensor:
+        return out[:, self.ids.shape[1]:].cpu()
+
+    def add(self, name: str, generate: Callable, change: str = "", read_bytes: int | None = None):
+        """Check ``generate``'s tokens against the baseline's and time it in turn with the previous step."""
+        from .claims import compare
+        from .measure import tok_s_in_turn, token_agreement
+
+        if any(s["step"] == name for s in self.steps):
+            raise ValueError(f"a step called {name!r} was already added; give each step its own name")
+        new = self._new(generate(self.ids, self.new_tokens))  # also its warm-up
+        if new.shape[1] != self.new_tokens:
+            raise ValueError(f"step {name!r} returned {new.shape[1]} new tokens, not {self.new_tokens}")
+        row = {"step": name, "change": change, "read_MB_per_token": read_bytes / 1e6 if read_bytes else float("nan"),
+               "fn": generate}
+        if self.reference is None:
+            self.reference = new
+            self.steps.append({**row, "token_agreement": 1.0, "identical": True})
+            return None
+        prev = self.steps[-1]
+        speeds = tok_s_in_turn({prev["step"]: prev["fn"], name: generate}, self.ids, self.new_tokens,
+                               rounds=self.rounds, warmup=0)
+        c = compare(speeds, name, prev["step"])
+        prev.setdefault("speeds", speeds[prev["step"]])
+        self.steps.append({**row, "speeds": speeds[name], "prev_speeds": speeds[prev["step"]], "comparison": c,
+                           "token_agreement": token_agreement(new, self.reference),
+                           "identical": bool(torch.equal(new, self.reference))})
+        return c
+
+    def overall(self, rounds: int | None = None):
+        """The last step against the first, timed in turn (a :class:`secbook.claims.Comparison`); the tokens/s of
+        its rounds are kept in ``self.overall_speeds``."""
+        from .claims import compare
+        from .measure import tok_s_in_turn
+
+        if len(self.steps) < 2:
+            raise ValueError("overall() needs at least two steps")
+        first, last = self.steps[0], self.steps[-1]
+        speeds = tok_s_in_turn({first["step"]: first["fn"], last["step"]: last["fn"]}, self.ids, self.new_tokens,
+                               rounds=rounds or self.rounds, warmup=0)
+        self.overall_speeds = speeds
+        return compare(speeds, last["step"], first["step"])
+
+    def table(self):
+        """One row per step (see the class docstring)."""
+        import statistics
+
+        import pandas as pd
+
+        rows, chained = [], 1.0
+        for s in self.steps:
+            c = s.get("comparison")
+            chained *= c.median if c else 1.0
+            rows.append({"step": s["step"], "change": s["change"],
+                         "tokens_per_s": statistics.median(s["speeds"]) if "speeds" in s else float("nan"),
+                         "previous_tokens_per_s": statistics.median(s["prev_speeds"]) if c else float("nan"),
+                         "vs_previous": c.median if c else float("nan"),
+                         "verdict_vs_previous": c.verdict if c else "", "chained_vs_first": chained,
+                         "read_MB_per_token": s["read_MB_per_token"], "token_agreement": s["token_agreement"],
+                         "identical_tokens": s["identical"]})
+        return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------------------------- waterfall

@@ -96,8 +96,14 @@ def _load(model_or_name, tokenizer):
 
 
 def sweep(model, tokenizer, configs: dict[str, list[Step]] | None = None, hardware: str = "this machine",
-          prompt_len: int = 32, new_tokens: int = 32, repeats: int = 2, ppl_tokens: int = 512, progress: bool = False):
-    """Measure every configuration (or predict its speed on a GPU that is not here); return a DataFrame."""
+          prompt_len: int = 32, new_tokens: int = 32, repeats: int = 2, ppl_tokens: int = 512, progress: bool = False,
+          rounds: int | None = None):
+    """Measure every configuration (or predict its speed on a GPU that is not here); return a DataFrame.
+
+    With ``rounds`` (measured here only), the configurations are also timed *in turn* — every round generates
+    once with each of them (:func:`secbook.measure.tok_s_in_turn`), so a change in a shared machine's load hits
+    all alike — and ``tokens_per_s`` is then the median of those rounds (new tokens ÷ the whole call, prompt
+    included); ``df.attrs["rounds"]`` keeps them, for :func:`secbook.claims.compare`."""
     from tqdm.auto import tqdm
 
     from .measure import results_frame
@@ -110,7 +116,10 @@ def sweep(model, tokenizer, configs: dict[str, list[Step]] | None = None, hardwa
     elif not predict:
         from .hardware import pick_device
         dev = str(pick_device("auto"))
-    rows, ref = [], None
+    if rounds is not None and rounds < 1:
+        raise ValueError(f"rounds must be >= 1 (or None: no timing in turn), got {rounds}")
+    in_turn = rounds is not None and not predict
+    rows, ref, gens = [], None, {}
     for name, steps in tqdm(configs.items(), desc="recommend", disable=not progress):
         row = {"config": name, "steps": " → ".join(s.name for s in steps) or "(none)", "hardware": label}
         try:
@@ -126,15 +135,38 @@ def sweep(model, tokenizer, configs: dict[str, list[Step]] | None = None, hardwa
         row["speed_source"] = f"measured ({r['device']})"
         if predict:
             row.update(_predicted(m, label, prompt_len, new_tokens, name))
-        del m
+        if in_turn:
+            gens[name] = _generate_fn(m, prompt_len + new_tokens)
+        else:
+            del m
         rows.append(row)
     df = results_frame(rows)
+    if in_turn and gens:
+        import statistics
+
+        from .measure import prompt_ids, tok_s_in_turn
+
+        ids = prompt_ids(tokenizer, prompt_len).to(dev)
+        speeds = tok_s_in_turn(gens, ids, new_tokens, rounds=rounds, warmup=0)
+        df.loc[df["config"].isin(list(speeds)), "tokens_per_s"] = [statistics.median(speeds[c]) for c in df["config"]
+                                                                  if c in speeds]
+        df.attrs["rounds"] = speeds
+        del gens
     ok = df["perplexity"].notna() if "perplexity" in df else None
     if ok is not None and ok.any():
         base = df.loc[ok].iloc[0]
         df["ppl_change_pct"] = 100 * (df["perplexity"] / base["perplexity"] - 1)
         df["size_vs_fp32"] = df["model_bytes"] / base["model_bytes"]
     return df
+
+
+def _generate_fn(model, max_len: int):
+    """The greedy ``generate(ids, n)`` a configuration decodes with: our fast loop if a step attached it, else HF
+    ``generate``."""
+    from .measure import hf_generate_fn
+    from .pipeline import generate_fn_for
+
+    return generate_fn_for(model, max_len) or hf_generate_fn(model)
 
 
 def _predicted(model, gpu: str, prompt_len: int, new_tokens: int, name: str) -> dict:
@@ -223,21 +255,37 @@ def recommend(model_or_name="tiny", hardware: str = "this machine", latency_budg
 
 # ----------------------------------------------------------------------------------------------- the book's results
 SPEED_COLS = ("tokens_per_s", "tok_s", "decode_tokens_per_s", "decode_tok_s")
-QUALITY_COLS = ("ppl_change_pct", "ppl_increase_pct")
+QUALITY_COLS = ("ppl_change_pct", "ppl_increase_pct", "perplexity_change_%")
 PPL_COLS = ("perplexity", "ppl")
-BYTES_COLS = ("model_bytes", "weight_bytes", "bytes")
+BYTES_COLS = ("model_bytes", "weight_bytes", "weights_MB", "bytes")
 LABEL_COLS = ("variant", "config", "rung", "step", "label", "name", "transform")
+AGREEMENT_COLS = ("token_agreement",)  # not "agreement": in some files it is the top-1 match
+GROUP = ("source", "machine", "model")  # one protocol, one machine, one model: the only fair comparison
 
 
 def _first(df, cols):
     return next((c for c in cols if c in df.columns), None)
 
 
+def _baseline_index(group, labels) -> int:
+    """The row a group's quality is measured against: its fp32 row if one is named so, else its first row."""
+    for i in group.index:
+        if str(labels[i]).lower().startswith(("fp32", "hf generate fp32")):
+            return i
+    return group.index[0]
+
+
 def collect_results(results_dir=None):
-    """Every ``data/results/*.csv`` that has a speed column, normalised to one table: ``source`` (CSV
-    stem), ``machine`` (its GPU, else its CPU), ``model``, ``variant``, ``tokens_per_s``, ``model_bytes`` and
-    ``ppl_change_pct`` (perplexity change against the CSV's own first row when only perplexities are
-    recorded; NaN when the CSV has no quality column). Rows with errors or no speed are dropped."""
+    """Every ``data/results/*.csv`` that has a speed column, normalised to one table: ``source`` (CSV stem),
+    ``machine`` (its GPU, else its CPU), ``model``, ``variant``, ``tokens_per_s``, ``model_bytes``,
+    ``ppl_change_pct``, ``token_agreement`` and ``timestamp`` (the first of the rows' dates, if recorded).
+
+    Quality is always against the same model on the same machine in the same file: a perplexity change column is
+    taken as it is; a perplexity column is turned into a change against the fp32 row (else the first row) of the
+    same (file, machine, model); the ladder's ``tiny_ppl_change`` (the *tiny* model's perplexity change under
+    the same weight transform) is used for the tiny model's rows only. Token agreement is copied where a
+    ``token_agreement`` column records it (an ``agreement`` column may hold the top-1 match instead: not copied).
+    Rows with errors or no speed are dropped."""
     import pandas as pd
 
     from .paths import result_files
@@ -255,35 +303,69 @@ def collect_results(results_dir=None):
         gpu = df["gpu"].astype(str) if "gpu" in df else pd.Series("", index=df.index)
         cpu = df["cpu"].astype(str) if "cpu" in df else pd.Series("unknown machine", index=df.index)
         out["machine"] = [g if g and g.lower() not in ("none", "nan", "") else c for g, c in zip(gpu, cpu)]
-        out["model"] = df["model"].astype(str) if "model" in df else "?"
+        out["model"] = df["model"].astype(str) if "model" in df else "(not recorded)"
         lab = _first(df, LABEL_COLS)
         out["variant"] = df[lab].astype(str) if lab else [f"row {i}" for i in range(len(df))]
         b = _first(df, BYTES_COLS)
-        out["model_bytes"] = pd.to_numeric(df[b], errors="coerce") if b else float("nan")
+        out["model_bytes"] = (pd.to_numeric(df[b], errors="coerce") * (1e6 if b == "weights_MB" else 1)) if b \
+            else float("nan")
         q, p = _first(df, QUALITY_COLS), _first(df, PPL_COLS)
+        out["ppl_change_pct"] = float("nan")
         if q:
             out["ppl_change_pct"] = pd.to_numeric(df[q], errors="coerce")
         elif p:
             ppl = pd.to_numeric(df[p], errors="coerce")
-            out["ppl_change_pct"] = 100 * (ppl / ppl.dropna().iloc[0] - 1) if ppl.notna().any() else float("nan")
+            for _, g in out.groupby(["machine", "model"], sort=False):
+                base = ppl[_baseline_index(g, out["variant"])]
+                out.loc[g.index, "ppl_change_pct"] = 100 * (ppl[g.index] / base - 1)
         elif "tiny_ppl_change" in df:
-            out["ppl_change_pct"] = 100 * pd.to_numeric(df["tiny_ppl_change"], errors="coerce")
-        else:
-            out["ppl_change_pct"] = float("nan")
+            tiny = out["model"] == "tiny"
+            out.loc[tiny, "ppl_change_pct"] = 100 * pd.to_numeric(df.loc[tiny, "tiny_ppl_change"], errors="coerce")
+        a = _first(df, AGREEMENT_COLS)
+        out["token_agreement"] = pd.to_numeric(df[a], errors="coerce") if a else float("nan")
+        out["timestamp"] = df["timestamp"].astype(str) if "timestamp" in df else ""
         frames.append(out[out["tokens_per_s"].notna() & (out["tokens_per_s"] > 0)])
-    cols = ["source", "machine", "model", "variant", "tokens_per_s", "model_bytes", "ppl_change_pct"]
+    cols = ["source", "machine", "model", "variant", "tokens_per_s", "model_bytes", "ppl_change_pct",
+            "token_agreement", "timestamp"]
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
-def pareto_front(df, speed: str = "tokens_per_s", quality: str = "ppl_change_pct", size: str = "model_bytes"):
-    """Boolean Series: rows no other row beats on all of speed (higher), quality loss and size (lower)."""
+def pareto_front(df, speed: str = "tokens_per_s", quality: str = "ppl_change_pct", size: str = "model_bytes",
+                 by=None, higher_quality_is_better: bool = False):
+    """Boolean Series: rows no other row beats on all of speed (higher), quality and size (lower). ``quality`` is a
+    loss (lower is better, e.g. a perplexity change) unless ``higher_quality_is_better`` (e.g. accuracy or token
+    agreement). With ``by`` (column names, e.g. :data:`GROUP`), each group has its own front: points measured on
+    different machines, models or protocols never dominate each other."""
     import numpy as np
+    import pandas as pd
 
+    if by is not None:
+        keep = pd.Series(False, index=df.index)
+        for _, g in df.groupby(list(by), sort=False, dropna=False):
+            keep[g.index] = pareto_front(g, speed, quality, size, None, higher_quality_is_better)
+        return keep
     s = df[speed].to_numpy(float)
-    q = df[quality].fillna(np.inf).to_numpy(float)
+    q = df[quality].to_numpy(float)
+    q = np.where(np.isnan(q), np.inf, -q if higher_quality_is_better else q)
     b = df[size].fillna(np.inf).to_numpy(float)
     keep = []
     for i in range(len(df)):
         dominated = ((s >= s[i]) & (q <= q[i]) & (b <= b[i]) & ((s > s[i]) | (q < q[i]) | (b < b[i]))).any()
         keep.append(not dominated)
-    return __import__("pandas").Series(keep, index=df.index)
+    return pd.Series(keep, index=df.index)
+
+
+def fastest_within(df, quality: str, tolerance: float, higher_is_better: bool = True, speed: str = "tokens_per_s",
+                   baseline=None):
+    """The recommender's rule on any measured table: the rows whose ``quality`` is within ``tolerance`` of the
+    baseline row's (``baseline``: an index label; default the first row) — at most ``tolerance`` worse — sorted
+    fastest first. E.g. ``fastest_within(t, "correct", 2)``: variants that answer at most two questions fewer than
+    the baseline. Rows without a quality value never qualify."""
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    for col in (quality, speed):
+        if col not in df.columns:
+            raise ValueError(f"column {col!r} is not in the table; it has {list(df.columns)}")
+    base = df[quality].loc[baseline] if baseline is not None else df[quality].iloc[0]
+    gap = (base - df[quality]) if higher_is_better else (df[quality] - base)
+    return df[gap.notna() & (gap <= tolerance)].sort_values(speed, ascending=False)

@@ -108,22 +108,43 @@ def ask(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:
     return _replies(model, tokenizer, [prompt], max_new_tokens)[0]
 
 
+def _replies_with(generate, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy replies through ``generate(ids [1, T], n) -> ids [1, T + n]``, one prompt at a time, each cut at
+    the first end-of-sequence token (where ``model.generate`` would have stopped)."""
+    out = []
+    for p in prompts:
+        ids = torch.tensor([_prompt_ids(tokenizer, p)])
+        new = generate(ids, max_new_tokens)[0, ids.shape[1]:].tolist()
+        if tokenizer.eos_token_id in new:
+            new = new[:new.index(tokenizer.eos_token_id)]
+        out.append(tokenizer.decode(new, skip_special_tokens=True).strip())
+    return out
+
+
 def score(model, tokenizer, questions=QUESTIONS, max_new_tokens: int = 32, batch_size: int = 16,
-          progress: bool = False):
+          progress: bool = False, generate=None):
     """Ask every question greedily and check each reply; one row per question (kind, prompt, expected, reply,
     correct). Questions go in left-padded batches of ``batch_size`` for speed; padding changes the order of
     some sums, so in a rare near-tie a batched greedy reply can differ from the one-at-a-time reply
-    (``batch_size=1`` gives exactly those)."""
+    (``batch_size=1`` gives exactly those).
+
+    ``generate(ids, n) -> ids`` (e.g. ``FastGenerator(model, max_len).generate``, which may run our C++ step)
+    asks the questions one at a time through that loop instead of ``model.generate`` — the answers of a model
+    as it is actually decoded; ``model`` may then be ``None``."""
     import pandas as pd
     from tqdm.auto import tqdm
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if model is None and generate is None:
+        raise ValueError("pass a model, or generate=a greedy generate(ids, n) function")
     questions = list(questions)
     replies: list[str] = []
     for i in tqdm(range(0, len(questions), batch_size), disable=not progress, desc="questions"):
         chunk = questions[i:i + batch_size]
-        replies += _replies(model, tokenizer, [q.prompt for q in chunk], max_new_tokens)
+        prompts = [q.prompt for q in chunk]
+        replies += (_replies(model, tokenizer, prompts, max_new_tokens) if generate is None
+                    else _replies_with(generate, tokenizer, prompts, max_new_tokens))
     return pd.DataFrame({"kind": [q.kind for q in questions], "prompt": [q.prompt for q in questions],
                          "expected": [" / ".join(q.answers) for q in questions], "reply": replies,
                          "correct": [is_correct(r, q.answers) for r, q in zip(replies, questions)]})

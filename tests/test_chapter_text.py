@@ -15,8 +15,9 @@ PAGES = sorted((ROOT / "book").glob("*.md")) + sorted((ROOT / "chapters").glob("
 # Chapters not yet rewritten to this standard: strictly expected to fail, so each one drops off this list (and
 # the test then holds it to the standard) as soon as it passes. The list only shrinks.
 REWRITTEN = {"01_why_latency.ipynb", "02_core_concepts.ipynb", "03_1a_quantization.ipynb", "03_1b_pruning.ipynb",
-             "03_1c_distillation.ipynb", "03_2_algorithms.ipynb", "03_2b_cpu_step.ipynb", "04_latency_model.ipynb",
-             "05_hands_on.ipynb", "06_applications.ipynb", "06b_serving.ipynb", "07_tools.ipynb", "09_faq.ipynb"}
+             "03_1c_distillation.ipynb", "03_2_algorithms.ipynb", "03_2b_cpu_step.ipynb", "03_3_hardware.ipynb",
+             "03_4_worked_run.ipynb", "04_latency_model.ipynb", "05_hands_on.ipynb", "06_applications.ipynb",
+             "06b_serving.ipynb", "07_tools.ipynb", "08_summary.ipynb", "09_faq.ipynb"}
 PENDING = {"structure": {p.name for p in CHAPTERS} - REWRITTEN,
            "prose": {"02_core_concepts.ipynb", "03_2_algorithms.ipynb", "03_3_hardware.ipynb", "07_tools.ipynb"} - REWRITTEN}
 

@@ -109,6 +109,25 @@ def test_precision_table_bf16_halves_weights(tiny):
     assert abs(df.loc["bf16", "perplexity_change_%"]) < 5  # bf16 changes the output, but little
     assert (df["ms_per_token"] > 0).all()
     assert next(model.parameters()).dtype == torch.float32  # the original is untouched
+    rounds = df.attrs["rounds"]  # timed in turn: one tokens/s per round and variant, the median in the table
+    assert set(rounds) == {"fp32", "bf16"} and all(len(v) == 3 for v in rounds.values())
+    assert df.loc["fp32", "tokens_per_s"] == pytest.approx(sorted(rounds["fp32"])[1])
+
+
+def test_dtype_in_turn_on_our_loop(tiny):
+    from secbook.measure import prompt_ids
+
+    model, tok = tiny
+    df = hw.dtype_in_turn(model, prompt_ids(tok, 8), dtypes=("fp32", "bf16"), new_tokens=4, rounds=2)
+    assert list(df.index) == ["fp32", "bf16"]
+    assert df.loc["bf16", "weights_MB"] == pytest.approx(df.loc["fp32", "weights_MB"] / 2)
+    assert df.loc["fp32", "identical"] and df.loc["fp32", "vs_first"] == 1.0
+    assert 0 <= df.loc["bf16", "token_agreement"] <= 1 and (df["tokens_per_s"] > 0).all()
+    assert all(len(v) == 2 for v in df.attrs["rounds"].values())
+    assert len(df.attrs["tokens"]["bf16"][0]) == 4 and df.round(2).shape == df.shape  # plain lists: pandas copies them
+    assert next(model.parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="distinct dtype"):
+        hw.dtype_in_turn(model, prompt_ids(tok, 8), dtypes=("fp32", "float32"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need an NVIDIA GPU")
@@ -140,6 +159,7 @@ def test_gpu_cells_on_cpu_say_what_they_would_do(no_gpu, tmp_path, monkeypatch, 
         tmp_path / "hardware_precision_cpu.csv", index=False)
     df = hw.recorded_gpu_results("cuda_graphs")
     assert len(df) == 1 and "Recorded on Tesla T4" in capsys.readouterr().out
+    assert df.attrs["where"].startswith("Tesla T4 (t)")
     assert hw.recorded_gpu_results("precision") is None  # a CPU recording is not a GPU result
 
 
@@ -148,3 +168,12 @@ def test_bench_hardware_is_a_cli_command():
 
     args = build_parser().parse_args(["bench-hardware", "--models", "tiny", "--no-tp", "--new-tokens", "4"])
     assert args.models == ["tiny"] and args.no_tp and args.new_tokens == 4 and callable(args.func)
+
+
+def test_bench_hardware_measures_the_real_model_when_fetched(monkeypatch):
+    from secbook import bench, pretrained
+
+    monkeypatch.setattr(pretrained, "is_fetched", lambda: True)
+    assert bench.hardware_models() == ("tiny", pretrained.NAME)
+    monkeypatch.setattr(pretrained, "is_fetched", lambda: False)
+    assert bench.hardware_models() == ("tiny", "replica:smollm2-135m")

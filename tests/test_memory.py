@@ -143,3 +143,12 @@ def test_estimates_right_for_each_family(family):
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
     assert model_bytes(model) == 4 * real + buffers
     assert M.estimate(model.config, dtype="fp32", context=20).weights == 4 * real
+
+
+def test_offload_cost_keeps_its_rounds(tiny):
+    model, tok = tiny
+    ids = tok("def f(x):\n", return_tensors="pt").input_ids
+    df = M.offload_cost(model, ids, {"cpu": "12MB"}, repeats=2)
+    assert df["max_logit_diff"].iloc[1] == 0.0 and df["bytes_on_disk"].iloc[1] > 0
+    rounds = df.attrs["rounds"]
+    assert list(rounds) == list(df.index) and all(len(v) == 2 for v in rounds.values())

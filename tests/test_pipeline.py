@@ -113,3 +113,33 @@ def test_pipeline_widget_callback_and_checks(tiny):
     with pytest.raises(AssertionError):
         exercises.check_needed_speed(64)
     exercises.check_needed_speed(78.75)
+
+
+def test_step_by_step_checks_tokens_and_times_in_turn(tiny):
+    """Each step is compared token for token with the baseline and timed in turn with the step before it."""
+    from secbook.generate import FastGenerator, hf_generate
+    from secbook.measure import prompt_ids
+    from secbook.pipeline import StepByStep
+
+    model, tok = tiny
+    ids = prompt_ids(tok, 8)
+    run = StepByStep(ids, new_tokens=4, rounds=2)
+    assert run.add("hf", lambda x, n: hf_generate(model, x, n), "baseline", read_bytes=model_bytes(model)) is None
+    c = run.add("ours", FastGenerator(model, max_len=12).generate, "our loop")
+    assert c.a == "ours" and c.b == "hf" and len(c.ratios) == 2
+    lossy = copy.deepcopy(model).to(torch.bfloat16)
+    run.add("bf16", FastGenerator(lossy, max_len=12).generate, "bf16 weights")
+    t = run.table()
+    assert list(t["step"]) == ["hf", "ours", "bf16"]
+    assert t["identical_tokens"].iloc[1]  # our loop is lossless
+    assert 0 <= t["token_agreement"].iloc[2] <= 1
+    assert (t["tokens_per_s"] > 0).all() and t["vs_previous"].iloc[1] == c.median
+    assert t["chained_vs_first"].iloc[2] == pytest.approx(c.median * t["vs_previous"].iloc[2])
+    assert t["previous_tokens_per_s"].iloc[1] == t["tokens_per_s"].iloc[0]  # the same rounds
+    assert t["read_MB_per_token"].iloc[0] == model_bytes(model) / 1e6
+    whole = run.overall(rounds=1)
+    assert whole.a == "bf16" and whole.b == "hf" and list(run.overall_speeds) == ["hf", "bf16"]
+    with pytest.raises(ValueError, match="already added"):
+        run.add("ours", FastGenerator(model, max_len=12).generate)
+    with pytest.raises(ValueError, match="not 4"):
+        run.add("short", lambda x, n: hf_generate(model, x, n - 1))

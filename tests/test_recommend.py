@@ -70,3 +70,47 @@ def test_collect_results_and_pareto(tmp_path):
     pts = pd.DataFrame({"tokens_per_s": [1.0, 2.0, 2.0], "ppl_change_pct": [0.0, 0.0, 5.0],
                         "model_bytes": [10, 10, 10]})
     assert list(pareto_front(pts)) == [False, True, False]
+
+
+def test_results_normalised_within_one_model_and_one_machine(tmp_path):
+    """A perplexity is compared only with the same model's on the same machine; the tiny model's perplexity change
+    in the ladder is never lent to another model; each (source, machine, model) has its own Pareto front."""
+    import pandas as pd
+
+    from secbook.recommend import GROUP, collect_results, fastest_within, pareto_front
+
+    pd.DataFrame({"variant": ["fp32", "bf16", "fp32", "bf16"], "model": ["tiny", "tiny", "replica", "replica"],
+                  "perplexity": [35.0, 35.35, 56000.0, 56560.0], "tokens_per_s": [200.0, 210.0, 50.0, 55.0],
+                  "weights_MB": [23.0, 11.5, 538.0, 269.0], "gpu": "H200", "cpu": "Z"}).to_csv(tmp_path / "p.csv",
+                                                                                               index=False)
+    pd.DataFrame({"rung": ["HF generate fp32 (baseline)", "int8"], "model": ["real", "real"], "tok_s": [12.0, 150.0],
+                  "tiny_ppl_change": [0.0, 0.002], "token_agreement": [1.0, 0.9], "cpu": "EPYC",
+                  "timestamp": "2026-12-03T01:20:31Z"}).to_csv(tmp_path / "ladder.csv", index=False)
+    d = collect_results(tmp_path).set_index(["source", "model", "variant"])
+    assert d.loc[("p", "replica", "bf16"), "ppl_change_pct"] == pytest.approx(1.0)  # against the replica's fp32
+    assert d.loc[("p", "tiny", "bf16"), "ppl_change_pct"] == pytest.approx(1.0)
+    assert d.loc[("p", "tiny", "bf16"), "model_bytes"] == pytest.approx(11.5e6)
+    assert pd.isna(d.loc[("ladder", "real", "int8"), "ppl_change_pct"])  # the tiny model's change is not the real one's
+    assert d.loc[("ladder", "real", "int8"), "token_agreement"] == 0.9
+    assert d.loc[("ladder", "real", "int8"), "timestamp"].startswith("2026-12-03")
+    pts = collect_results(tmp_path)
+    front = pareto_front(pts, by=GROUP)
+    # per group: bf16 is faster, smaller and a little worse, so fp32 and bf16 both stay on each front (across groups
+    # the tiny rows would have "beaten" the replica's); the ladder: only int8 (faster; no perplexity for this model)
+    assert front.sum() == 4 + 1
+    assert not pareto_front(pts).loc[pts["model"] == "replica"].any()  # what mixing models would have said
+    acc = pd.DataFrame({"variant": ["fp32", "int8", "dyn8"], "correct": [21, 20, 9], "tokens_per_s": [12.0, 150, 70],
+                        "model_bytes": [540, 140, 140]})
+    assert list(fastest_within(acc, "correct", 2).variant) == ["int8", "fp32"]
+    assert pareto_front(acc, quality="correct", higher_quality_is_better=True).tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="not in the table"):
+        fastest_within(acc, "accuracy", 1)
+
+
+def test_sweep_in_turn(tiny):
+    from secbook.recommend import sweep
+
+    df = sweep(*tiny, configs=CONFIGS, rounds=2, **FAST)
+    rounds = df.attrs["rounds"]
+    assert list(rounds) == list(CONFIGS) and all(len(v) == 2 for v in rounds.values())
+    assert df.set_index("config").loc["bf16", "tokens_per_s"] == pytest.approx(sum(rounds["bf16"]) / 2)

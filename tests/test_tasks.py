@@ -52,3 +52,17 @@ def test_the_real_model_answers_some_questions():
     df = tasks.score(model, tok, max_new_tokens=16)
     assert df.loc[df["prompt"].str.contains("capital of France"), "correct"].all()
     assert 0 < df["correct"].mean() < 1
+
+
+def test_score_through_a_generate_function_matches_batch_one(tiny):
+    """Questions asked one at a time through our own loop give model.generate's batch-1 replies (cut at EOS)."""
+    from secbook.generate import FastGenerator
+
+    model, tok = tiny
+    qs = tasks.QUESTIONS[:4]
+    gen = FastGenerator(model, max_len=128)
+    ours = tasks.score(None, tok, questions=qs, max_new_tokens=6, generate=gen.generate)
+    ref = tasks.score(model, tok, questions=qs, max_new_tokens=6, batch_size=1)
+    assert list(ours["reply"]) == list(ref["reply"])
+    with pytest.raises(ValueError, match="pass a model"):
+        tasks.score(None, tok, questions=qs)

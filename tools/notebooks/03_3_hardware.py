@@ -2,7 +2,7 @@
 import sys
 
 sys.path.insert(0, "tools")
-from nb import code, md, solution  # noqa: E402
+from nb import answer, code, exercise, md, opening, solution, summary  # noqa: E402
 
 NAME = "03_3_hardware"
 
@@ -13,7 +13,7 @@ CELLS = [
 The third family of speed-ups in the source is the hardware itself: run on a GPU, in a lower precision,
 with fewer kernel launches, and — when one device is not enough — spread the model over several. Each of
 these is a decision the code must take *for the machine it runs on*: a Colab T4 has no bf16, a laptop has
-no GPU at all, and the machine that built this page has two CPU cores and no GPU. This chapter covers:
+no GPU at all, and the machine that built this page is named under the first code cell. This chapter covers:
 
 1. **What is here** — one table of the machine, and the device/dtype choice made from it;
 2. **Mixed precision** — fp32, bf16, fp16 weights and autocast: memory, speed, and how much the output
@@ -27,14 +27,24 @@ no GPU at all, and the machine that built this page has two CPU cores and no GPU
    serving engines take over.
 
 The code lives in `secbook.hardware`, `secbook.memory` and `secbook.parallel`. GPU-only cells say what they
-would do on a GPU and show GPU numbers only where a real run was recorded — none are made up.
+would do on a GPU and show GPU numbers only where a real run was recorded, labelled with the GPU and the date.
 """),
+    opening(["tell from a machine's description which device and number format to use, and why",
+             "measure what a lower precision costs in memory, speed, tokens and answers, on a tiny and a real model",
+             "explain launch overhead and how CUDA graphs remove it",
+             "estimate whether a model fits a GPU, and what offloading to CPU or disk costs when it does not",
+             "split a model across two processes with tensor parallelism, and say when that pays off"],
+            ["chapter 1 (tokens/s) and chapter 2; chapter 3.2's decode loop helps",
+             "no GPU: every cell runs on a CPU, and GPU-only cells show recorded results"], 35),
     code(r"""
 import secbook
 machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import os, tempfile
 import torch, pandas as pd, matplotlib.pyplot as plt
-from secbook import corpus, exercises, hardware, measure, memory, parallel, paths, widgets
+from secbook import corpus, exercises, hardware, measure, memory, parallel, paths, tasks, widgets
+from secbook.claims import compare, guard, say, times
+from secbook.measure import PPL_TOKENS, perplexity_protocol
+from secbook.pretrained import chat_ids
 pd.set_option("display.width", 160)
 print("measured on:", machine)
 """),
@@ -78,8 +88,8 @@ for ask in ("cuda", "mps"):
     md(r"""
 ## Mixed precision
 
-A 16-bit format halves the bytes of every weight, and decoding is limited by how fast weights are read
-(chapter 4), so it can nearly double the speed. The two 16-bit formats split their bits differently:
+A 16-bit format halves the bytes of every weight. Once a model is large enough that its decode step is limited by
+how fast its weights are read (chapter 4), that can nearly double the speed. The two 16-bit formats split their bits differently:
 fp16 keeps 10 mantissa bits but only 5 exponent bits; bf16 keeps fp32's 8 exponent bits and only 7 mantissa
 bits.
 """),
@@ -98,13 +108,15 @@ T4, and why mixed-precision *training* needs loss scaling in fp16 {cite}`micikev
 
 Now the measurement: the tiny model with its weights in each format, plus fp32 weights under
 `torch.autocast` (the matmuls run in bf16, the weights stay fp32). Same model, same prompt, same held-out
-text, one run.
+text, one run; the decode speed is timed in turn — each round times every variant once — so that other work on
+the machine slows all of them alike.
 """),
     code(r"""
 model, tok = secbook.load("tiny")
-text = corpus.heldout_text(max_chars=12000)
+text = corpus.heldout_text(max_chars=48000)
 prec = hardware.precision_table(model, tok, text, dtypes=("fp32", "bf16", "fp16"), autocast="bf16",
-                                new_tokens=6, max_tokens=256, repeats=1)
+                                new_tokens=8, max_tokens=PPL_TOKENS, repeats=3)
+print("perplexity:", perplexity_protocol(PPL_TOKENS), "| decode speed: median of 3 rounds in turn")
 prec.round(3)
 """),
     code(r"""
@@ -112,26 +124,85 @@ fig, axes = plt.subplots(1, 3, figsize=(12, 3), sharey=True)
 for ax, col, title in zip(axes, ["weights_MB", "ms_per_token", "perplexity_change_%"],
                           ["weight memory (MB)", "decode ms / token", "perplexity change vs fp32 (%)"]):
     prec[col].plot.barh(ax=ax, color="#4c72b0"); ax.set_title(title); ax.set_ylabel("")
-fig.suptitle(f"tiny model, {measure.machine_info()['cpu']}, {measure.machine_info()['cores']} cores"); fig.tight_layout()
+fig.suptitle(f"tiny model, {secbook.describe_machine()}", fontsize=9); fig.tight_layout()
 plt.show()
 """),
+    code(r"""
+guard(prec.loc["bf16", "weights_MB"] == prec.loc["fp32", "weights_MB"] / 2
+      and prec.loc["fp16", "weights_MB"] == prec.loc["bf16", "weights_MB"], "16-bit weights take exactly half the bytes")
+r = prec.attrs["rounds"]
+speed = "; ".join(compare(r, v, "fp32").words() for v in prec.index[1:])
+say(f"The 16-bit weights took exactly half the bytes. Perplexity changed by "
+    + ", ".join(f"{prec.loc[v, 'perplexity_change_%']:+.3f} % ({v})" for v in prec.index[1:])
+    + f". Decode speed of the tiny model, timed in turn: {speed}.");
+""", tags=("remove-input",)),
     md(r"""
-What to read from it. The bytes halve exactly. The perplexity column shows what the rounding costs: bf16's
-7-bit mantissa is a relative error of up to 0.4% on every weight, fp16's 10 bits eight times less, and both
-errors mostly average out over a dot product. The speed column depends on the kernels, not on the bytes
-alone: the tiny model reads only 23 MB of weights per token, so reading them is not what limits its step
-(next section), and halving the bytes can gain little — or lose, when a dtype's CPU kernels are slower for
-such small matrices. Autocast
-keeps fp32 weights in memory and converts them on every call: it saves no memory and, for inference, rarely
-time; store the weights in the low precision instead. The numbers were measured while this page was built,
-on a shared 2-core machine: read them as a comparison within one run. On a GPU:
+What to read from it. The perplexity column shows what the rounding costs: bf16's 7-bit mantissa is a relative
+error of up to 0.4% on every weight, fp16's 10 bits eight times less, and both errors mostly average out over a
+dot product. The speed column depends on the kernels, not on the bytes alone: the tiny model reads only a few
+tens of MB of weights per token, so reading them is not what limits its step (next section), and halving the
+bytes can gain little — or lose, where a format's CPU kernels are slower for such small matrices. Autocast keeps
+fp32 weights in memory and converts them on every call: it saves no memory, and whatever it saves in arithmetic
+it pays in conversions; for inference, store the weights in the low precision instead.
+
+### The real model in bf16
+
+The tiny model shows the mechanics; whether a lower precision still gives the same *answers* is a question for
+a real model. SmolLM2-135M-Instruct in fp32 and in bf16 (the format `pick_dtype` chooses on a CPU with bf16
+instructions), both decoded by our loop of chapter 3.2 from one chat turn and timed in turn; then both answer the
+30 questions of `secbook.tasks` (chapter 3.1), greedy, at most 24 new tokens.
 """),
     code(r"""
-if hardware.gpu_only("time fp32/bf16/fp16 weights and autocast for each model on the GPU", "precision"):
-    m, t = secbook.load("replica:smollm2-135m", device="cuda")
-    display(hardware.precision_table(m, t, text, dtypes=("fp32", "fp16") + (("bf16",) * hardware.supports_bf16("cuda")),
-                                     autocast="bf16" if hardware.supports_bf16("cuda") else "fp16"))
+real, rtok = secbook.load("smollm2-135m-instruct")
+turn = chat_ids(rtok, "Explain how a bicycle works, step by step.")
+dt = hardware.dtype_in_turn(real, turn, dtypes=("fp32", "bf16"), new_tokens=16, rounds=3)
+import copy
+bf16 = copy.deepcopy(real).to(torch.bfloat16)
+answers = {"fp32": tasks.score(real, rtok, max_new_tokens=24, batch_size=30),
+           "bf16": tasks.score(bf16, rtok, max_new_tokens=24, batch_size=30)}
+del bf16
+dt["answered"] = [f"{int(answers[d].correct.sum())}/30" for d in dt.index]
+dt.round({"weights_MB": 0, "tokens_per_s": 1, "vs_first": 2, "token_agreement": 3})
 """),
+    code(r"""
+c = compare(dt.attrs["rounds"], "bf16", "fp32")
+pairs = list(zip(dt.attrs["tokens"]["bf16"][0], dt.attrs["tokens"]["fp32"][0]))
+first_diff = next((i for i, (x, y) in enumerate(pairs) if x != y), None)
+n_fp32, n_bf16 = (int(answers[d].correct.sum()) for d in ("fp32", "bf16"))
+changed = int((answers["fp32"].reply != answers["bf16"].reply).sum())
+say(f"On the real model, timed in turn with our loop: {c.words()}. "
+    + ("bf16 produced fp32's 16 greedy tokens exactly. " if dt.loc["bf16", "identical"] else
+       f"bf16's greedy reply left fp32's at token {first_diff + 1} of 16 (token agreement "
+       f"{dt.loc['bf16', 'token_agreement']:.3f}): one different token sends the rest of the reply its own way. ")
+    + f"Yet on the question set bf16 answered {n_bf16}/30 and fp32 {n_fp32}/30 ({n_bf16 - n_fp32:+d}; one answer is "
+    f"about 3 percentage points, so a difference of one or two is noise), with {changed} of the 30 replies "
+    f"changed at all. "
+    + (f"`pick_dtype` chose bf16 for this CPU from its instruction set; on the real model with our loop bf16 was "
+       f"{c.verdict} than fp32 here" + (", which bears the rule out." if c.verdict == "faster" else
+       ": a rule from the instruction set is a starting point, and a measurement decides.")
+       if hardware.pick_dtype("cpu") == torch.bfloat16 else
+       "`pick_dtype` chose fp32 for this CPU: it has no bf16 instructions, so bf16 is emulated."));
+""", tags=("remove-input",)),
+    md(r"""
+On a GPU the same comparison runs on the GPU (and the recorded runs below were made on one):
+"""),
+    code(r"""
+if hardware.gpu_only("time fp32/bf16/fp16 weights and autocast for the real model on the GPU"):
+    m, t = secbook.load("smollm2-135m-instruct", device="cuda")
+    display(hardware.precision_table(m, t, text, dtypes=("fp32", "fp16") + (("bf16",) * hardware.supports_bf16("cuda")),
+                                     autocast="bf16" if hardware.supports_bf16("cuda") else "fp16",
+                                     max_tokens=PPL_TOKENS))
+"""),
+    code(r"""
+rec = hardware.recorded_gpu_results("precision")
+if rec is not None:
+    display(rec.round(3))
+    replicas = sorted({m for m in rec["model"] if str(m).startswith("replica:")})
+    say("In the recorded table, " + (f"{', '.join(replicas)} has the real model's shapes but random weights: its speed "
+        "is that of a model of that shape, and its perplexity is a random model's, so only the change between "
+        "formats means anything there. " if replicas else "")
+        + "The GPU's speeds are not comparable with this page's CPU rows: another machine, another run.");
+""", tags=("remove-input",)),
     md(r"""
 ## Launch overhead and CUDA graphs
 
@@ -143,8 +214,10 @@ them exactly, by intercepting every operator of one decode step:
 # NBVAL_CHECK_OUTPUT
 ids = tok("def read_config(path):\n", return_tensors="pt").input_ids
 n_ops = hardware.count_ops(model, ids)
-print(f"{n_ops} operators in one decode step of a {model.config.num_hidden_layers}-layer model "
+print(f"tiny: {n_ops} operators in one decode step of a {model.config.num_hidden_layers}-layer model "
       f"({n_ops // model.config.num_hidden_layers} per layer, plus embedding and LM head)")
+n_real = hardware.count_ops(real, turn)
+print(f"smollm2-135m-instruct: {n_real:,} operators per decode step ({real.config.num_hidden_layers} layers)")
 """),
     code(r"""
 per_op, bw = hardware.launch_overhead_seconds("cpu"), hardware.read_bandwidth("cpu")
@@ -152,19 +225,24 @@ step = hardware.decode_seconds_per_token(model, ids, new_tokens=8)
 floor = pd.Series({"reading the weights once": measure.model_bytes(model) / bw * 1e3,
                    "dispatch floor (ops × trivial-op cost)": n_ops * per_op * 1e3, "measured decode step": step * 1e3})
 print(f"one trivial operator: {per_op * 1e6:.1f} µs; read bandwidth {bw / 1e9:.0f} GB/s (this CPU, now)")
-print(f"weights: {floor.iloc[0] / floor.iloc[2]:.0%} of the step; bare dispatch: {floor.iloc[1] / floor.iloc[2]:.0%}")
 floor.plot.barh(figsize=(7, 1.8), title="ms per token, tiny model, CPU"); plt.show()
 """),
+    code(r"""
+w_share, d_share = floor.iloc[0] / floor.iloc[2], floor.iloc[1] / floor.iloc[2]
+say(f"The measured step took {floor.iloc[2]:.2f} ms. Reading the weights once at the measured bandwidth would take "
+    f"{w_share:.0%} of it, bare dispatch of its {n_ops} operators {d_share:.0%}"
+    + (": the step is far above what its bytes need, and most of it is the fixed cost of running hundreds of small "
+       "operators, not arithmetic or bytes." if w_share < 0.5 else
+       ": reading the weights is a large share of this step here, so fewer bytes would show in its speed."));
+""", tags=("remove-input",)),
     md(r"""
 The first bar is what the step would cost if it only had to read the weights at the machine's measured
 bandwidth — the decode bound of chapter 4. The second is time spent *only* dispatching operators, with no
 arithmetic (a lower bound: real operators also allocate outputs, check shapes and, on a multi-core CPU,
-start and join threads). The measured step is far above both: for a model this small, almost all of a
-token's time is the fixed cost of running hundreds of *small* operators, not the arithmetic or the bytes. On
-a GPU the arithmetic of a small model takes a few microseconds per
-kernel, so the GPU idles while the CPU launches the next one: the step costs about (number of operators) ×
-(launch time), whatever the GPU. A **CUDA graph** records the whole sequence of kernels once and replays it
-with a single launch.
+start and join threads). On a GPU the arithmetic of a small model takes a few microseconds per kernel, so the
+GPU idles while the CPU launches the next one: the step costs about (number of operators) × (launch time),
+whatever the GPU. A **CUDA graph** records the whole sequence of kernels once and replays it with a single
+launch.
 
 Capturing needs every tensor at a fixed address: a pre-allocated (static) KV cache, a pre-allocated
 attention mask, and fixed input buffers into which each new token is copied. `hardware.StaticDecoder` does
@@ -176,27 +254,42 @@ must produce the same tokens as `generate` — checked here on the CPU:
 ref = model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False)
 static = hardware.StaticDecoder(model, batch=1, max_len=64).generate(ids, 12)
 print("static-cache decoder == generate:", torch.equal(static, ref))
+guard(torch.equal(static, ref), "the static-cache decoder gives generate's greedy tokens")
 """),
     md(r"""
 The capture itself, on a GPU (the code in `StaticDecoder.capture`): warm up on a side stream, then record
 one forward inside `torch.cuda.graph(g)`; each later token is `token.copy_(...)`, one mask slot opened,
 `g.replay()`. `torch.compile(mode="reduce-overhead")` does the same automatically (it also fuses operators
 first). `cuda_graph_benchmark` times the four ways side by side and checks the tokens of the captured graph
-and of the compiled step against eager (a table recorded before the compiled step's check was added leaves
-that row's `token_agreement_vs_eager` empty):
+and of the compiled step against eager (`token_agreement_vs_eager`):
 """),
     code(r"""
-if hardware.gpu_only("time eager vs static cache vs a hand-captured CUDA graph vs torch.compile(mode='reduce-overhead')",
-                     "cuda_graphs"):
+if hardware.gpu_only("time eager vs static cache vs a hand-captured CUDA graph vs torch.compile(mode='reduce-overhead')"):
     g = model.to("cuda")
     display(hardware.cuda_graph_benchmark(g, ids.cuda(), new_tokens=32))
     model = g.to("cpu")
 """),
+    code(r"""
+graphs = hardware.recorded_gpu_results("cuda_graphs")
+if graphs is not None:
+    ms = graphs.pivot_table(index="variant", columns=["model", "dtype"], values="ms_per_token", sort=False)
+    print("milliseconds per decode step:")
+    display(ms.round(2))
+    checked = graphs[graphs["token_agreement_vs_eager"].notna()] if "token_agreement_vs_eager" in graphs else graphs[:0]
+    unchecked = sorted(set(graphs.variant) - set(checked.variant))
+    speed = [f"{m} in {d}: {times(ms.loc['static cache, eager', (m, d)] / ms.loc['static cache, CUDA graph (manual)', (m, d)])}"
+             for m, d in ms.columns]
+    say(f"In the recorded run ({', '.join(graphs.gpu.unique())}), the hand-captured graph's step was faster than "
+        f"the same static-cache step run eagerly by " + ", ".join(speed) + ". "
+        + (f"Its token check against eager covers {', '.join(sorted(set(checked.variant)))} (agreement "
+           f"{checked.token_agreement_vs_eager.min():.3f} at worst); " if len(checked) else "")
+        + (f"the rows of {', '.join(unchecked)} were timed without that check." if unchecked else ""));
+""", tags=("remove-input",)),
     md(r"""
 On the CPU there are no graphs to capture (no launch queue to batch) — the CPU's cure for per-operator
-overhead is to do more work per operator (larger batches, fused kernels, `torch.compile`). As a rule of
-thumb, graphs help most when the model is small relative to the GPU and batch is 1: exactly the decode
-case. A T4 note: CUDA graphs work on a T4 as on any GPU since CUDA 10; what a T4 lacks is bf16.
+overhead is to do more work per operator (larger batches, fused kernels, `torch.compile`), or to run the whole
+step as one call (section 3.2.1). As a rule of thumb, graphs help most when the model is small relative to the
+GPU and batch is 1: exactly the decode case. A T4 note: CUDA graphs work on a T4 as on any GPU since CUDA 10; what a T4 lacks is bf16.
 
 ## Will it fit?
 
@@ -219,11 +312,14 @@ real_kv = sum(l.keys.nbytes + l.values.nbytes for l in cache.layers)
 print("parameters  estimate", memory.parameter_count(model.config), "| real", sum(p.numel() for p in model.parameters()))
 print("KV cache    estimate", memory.kv_cache_bytes(model.config, batch=2, context=100, dtype="fp32"), "| real", real_kv)
 print("Llama-3.1-8B parameters from its config:", f"{memory.parameter_count('Llama-3.1-8B'):,}")
+guard(memory.parameter_count(model.config) == sum(p.numel() for p in model.parameters())
+      and memory.kv_cache_bytes(model.config, batch=2, context=100, dtype="fp32") == real_kv,
+      "the parameter and KV-cache estimates equal what torch allocates")
 """),
     md(r"""
-Both are exact. Now real models on real GPUs. The runtime term is an assumption (0.5 GiB for the CUDA
-context and library workspaces); activations are a rough peak of one layer during a prefill. The bars show
-where the memory goes for an 8k-token context:
+Both are exact (the check in the cell stops the build if not). Now real models on real GPUs. The runtime term is
+an assumption (0.5 GiB for the CUDA context and library workspaces); activations are a rough peak of one layer
+during a prefill. The bars show where the memory goes for an 8k-token context:
 """),
     code(r"""
 cases = [("T4", "Llama-3.2-1B", "fp16"), ("T4", "Llama-3.1-8B", "fp16"), ("T4", "Llama-3.1-8B", "int4"),
@@ -273,12 +369,18 @@ display(cost)
 print(f"offloaded / in memory: {cost.seconds_per_forward.iloc[1] / cost.seconds_per_forward.iloc[0]:.2f}×")
 cost["seconds_per_forward"].plot.barh(figsize=(7, 1.8), title="one forward of 16 tokens (s), median"); plt.show()
 """),
+    code(r"""
+guard(cost.max_logit_diff.iloc[1] == 0, "offloaded layers give exactly the in-memory logits")
+rounds = {"the model in memory": cost.attrs["rounds"]["in memory"], "the offloaded one": cost.attrs["rounds"][cost.index[1]]}
+off = compare(rounds, "the model in memory", "the offloaded one", higher_is_better=False)
+say(f"The logits were identical. Timed in turn, one forward: {off.words()}; the offloaded model read "
+    f"{cost.bytes_on_disk.iloc[1] / 1e6:.0f} MB back from its offload folder on every forward.");
+""", tags=("remove-input",)),
     md(r"""
-The logits are identical (offload moves bytes, it does not change arithmetic). The price is reading the
-`bytes_on_disk` back and copying them on every forward — on every *token* when decoding. Here the files were
-just written, so the operating system's page cache serves them from RAM and the price is modest (on a busy
-machine it can even vanish in the noise: read the ratio, not a single run). From a cold cache it is the disk's
-speed; on a GPU every offloaded layer also crosses PCIe (≈ 25 GB/s for PCIe 4.0 x16, against 300–4800 GB/s of
+Offload moves bytes; it does not change the arithmetic. The price is reading the `bytes_on_disk` back and
+copying them on every forward — on every *token* when decoding. Here the files were just written, so the
+operating system's page cache serves them from RAM, at memory speed rather than the disk's; from a cold cache it
+is the disk's speed; on a GPU every offloaded layer also crosses PCIe (≈ 25 GB/s for PCIe 4.0 x16, against 300–4800 GB/s of
 GPU memory bandwidth). A 70B model with 100 GB offloaded thus needs seconds per token. Offload is a way to
 run a model at all, not to run it fast.
 
@@ -297,7 +399,7 @@ transformers memory-maps those layers straight from the checkpoint file, so the 
 """),
     code(r"""
 with tempfile.TemporaryDirectory() as folder:
-    dm_model = memory.load_with_device_map(paths.MODELS_DIR / "tiny", {"cpu": "10MB"}, folder)
+    dm_model = memory.load_with_device_map(paths.find_model("tiny"), {"cpu": "10MB"}, folder)
     print("device map:", dm_model.hf_device_map, "| files in offload folder:", len(os.listdir(folder)))
     with torch.no_grad():
         print("same logits as in memory:", torch.equal(dm_model(ids).logits, model(ids).logits))
@@ -332,24 +434,30 @@ print("all-reduces per token:", tp["allreduce_calls_per_token"], "| gate_proj pe
 """),
     md(r"""
 The logits agree to float rounding (a sum split in two and added back is not bit-identical). Now the cost.
-Each all-reduce moves only one hidden vector (256 floats here), but it is a synchronisation of two processes:
+Each all-reduce moves only one hidden vector (its size is printed below), but it is a synchronisation of two
+processes:
 """),
     code(r"""
 comm = pd.Series({"1 process (1 thread)": tp["seconds_per_token_1proc"] * 1e3,
                   "2 ranks: total": tp["seconds_per_token"] * 1e3,
                   "2 ranks: inside all-reduce": tp["comm_seconds_per_token"] * 1e3})
 print(f"one bare all-reduce of {model.config.hidden_size} floats over gloo: {tp['allreduce_seconds'] * 1e6:.0f} µs")
-print(f"2 ranks run at {comm.iloc[0] / comm.iloc[1]:.2f}× the speed of one process; "
-      f"{comm.iloc[2] / comm.iloc[1]:.0%} of their step is spent inside all-reduce")
 comm.plot.barh(figsize=(7, 2), title="ms per token, tiny model, this CPU"); plt.show()
 """),
+    code(r"""
+ratio, share = comm.iloc[0] / comm.iloc[1], comm.iloc[2] / comm.iloc[1]
+say(f"Two ranks ran at {times(ratio)} the speed of one process "
+    + ("(slower)" if ratio < 0.95 else "(faster)" if ratio > 1.05 else "(about the same)")
+    + f", and {share:.0%} of their step was spent inside the {tp['allreduce_calls_per_token']:.0f} all-reduces per "
+    f"token (one measurement each, not timed in turn: other work on the machine moves them).");
+""", tags=("remove-input",)),
     md(r"""
 Read the speed ratio and the all-reduce share together. The tiny model's per-rank arithmetic per layer is
-small, and each of the 12 all-reduces per token is a round trip between processes through the OS — plus
-waiting for the slower rank, which on a shared 2-core machine is often descheduled (the time "inside
-all-reduce" includes that wait). The general lesson: tensor parallelism pays off when the matrices are large enough that halving them saves more than the
-all-reduces cost, and when the interconnect has microsecond latency (NVLink: ~900 GB/s between H100s). It is
-used *within* a server, across GPUs joined by NVLink — rarely across machines.
+small, and each all-reduce is a round trip between processes through the operating system — plus waiting for
+the slower rank, which on a machine with other work is often descheduled (the time "inside all-reduce" includes
+that wait). The general lesson: tensor parallelism pays off when the matrices are large enough that halving them
+saves more than the all-reduces cost, and when the interconnect has microsecond latency (NVLink: ~900 GB/s
+between H100s). It is used *within* a server, across GPUs joined by NVLink — rarely across machines.
 
 ### The library version: `tp_plan="auto"`
 
@@ -404,11 +512,23 @@ bubble = pd.DataFrame({f"{p} stages": [(p - 1) / (m + p - 1) for m in (1, 4, 16,
 ax = bubble.plot(marker="o", logx=True, figsize=(6, 3), title="pipeline bubble: fraction of time idle")
 ax.set_ylabel("idle fraction"); plt.show()
 """),
+    summary(["What a machine offers decides the device and the number format: bf16 where the hardware has it "
+             "(Ampere GPUs and later, CPUs with AVX512-BF16 or AMX), fp16 on older GPUs, fp32 otherwise.",
+             "A 16-bit format halves the bytes; whether it is faster depends on the kernels and on how much of a step "
+             "is reading weights; whether it still answers is a question for the question set, not for token "
+             "agreement alone.",
+             "A small model's decode step is mostly the fixed cost of hundreds of operators; on a GPU a CUDA graph "
+             "replays them with one launch.",
+             "Memory is weights + KV cache + activations + runtime; offload runs a model that does not fit, at the "
+             "speed of whatever link brings its layers back.",
+             "Tensor parallelism splits every matrix and adds two all-reduces per layer per token: worth it for large "
+             "matrices and fast links; pipeline parallelism splits layers and needs many requests in flight."]),
     md(r"""
 ## Exercises
-
-**1.** Compute the KV-cache size, in bytes, of Llama-3.1-8B (32 layers, 8 key/value heads of size 128) for
-one sequence of 8192 tokens in bf16. Check it with `exercises.check_kv_cache_8k(answer)`.
+"""),
+    exercise(1, r"""
+Compute the KV-cache size, in bytes, of Llama-3.1-8B (32 layers, 8 key/value heads of size 128) for one sequence
+of 8192 tokens in bf16. Check it with `exercises.check_kv_cache_8k(answer)`.
 """),
     code(r"""
 answer = None  # your number of bytes
@@ -419,24 +539,23 @@ if answer is not None:
 answer = 2 * 32 * 8 * 128 * 8192 * 2   # K and V × layers × KV heads × head size × tokens × bytes
 exercises.check_kv_cache_8k(answer)
 """),
-    md(r"""
-**2.** A Colab T4 has 16 GiB. What is the largest model (in billions of parameters) whose fp16 weights
-alone fit? Check with `exercises.check_weights_fit_t4(answer)`. Then use the panel: what is the
-longest context Llama-3.1-8B in int4 supports on a T4 at batch 1, and at batch 8? Why can you not choose bf16
-there?
+    exercise(2, r"""
+A Colab T4 has 16 GiB. What is the largest model (in billions of parameters) whose fp16 weights alone fit? Check
+with `exercises.check_weights_fit_t4(answer)`. Then use the panel (or `memory.max_context`): what is the longest
+context Llama-3.1-8B in int4 supports on a T4 at batch 1, and at batch 8? Why can you not choose bf16 there?
 """),
     solution(r"""
 answer = 16 * 2**30 / 2 / 1e9   # bytes / (2 bytes per fp16 parameter), in billions
 exercises.check_weights_fit_t4(answer)
 for b in (1, 8):
     print(f"batch {b}: longest context", f"{memory.max_context('Llama-3.1-8B', 'T4', 'int4', batch=b):,}")
-print("bf16 needs compute capability >= 8.0; a T4 is 7.5 (pick_dtype refuses it, use fp16)")
+print("bf16 needs compute capability >= 8.0; a T4 is 7.5 (pick_dtype refuses it: use fp16)")
 """),
-    md(r"""
-**3.** How many bytes does 2-way tensor parallelism of the tiny model (6 layers, hidden size 256, fp32,
-batch 1) all-reduce per generated token? Check with `exercises.check_allreduce_bytes(answer)`. If
-each all-reduce has a fixed latency of 10 µs over NVLink and 500 µs between machines, what is the
-communication floor per token for a 32-layer model in each case?
+    exercise(3, r"""
+How many bytes does 2-way tensor parallelism of the tiny model (6 layers, hidden size 256, fp32, batch 1)
+all-reduce per generated token? Check with `exercises.check_allreduce_bytes(answer)`. If each all-reduce has a
+fixed latency of 10 µs over NVLink and 500 µs between machines, what is the communication floor per token for a
+32-layer model in each case?
 """),
     solution(r"""
 answer = 2 * 6 * 256 * 4   # two all-reduces per layer, one hidden vector of fp32 each
@@ -444,18 +563,28 @@ exercises.check_allreduce_bytes(answer)
 for name, lat in (("NVLink", 10e-6), ("between machines", 500e-6)):
     print(f"{name}: {2 * 32 * lat * 1e3:.2f} ms per token just in all-reduce latency")
 """),
-    md(r"""
-**4.** Run the precision measurement with `dtypes=("fp32", "bf16")` on the Llama-3.2-1B replica
-(`secbook.load("replica:llama-3.2-1b")`) instead of the tiny model. Does bf16 now help more on this CPU? Relate
-the answer to section 3: which share of a decode step is operator overhead for each model?
+    exercise(4, r"""
+**Would fp16 overflow on the real model?** fp16's largest value is 65,504. Run one forward of the real model
+over a chat turn with a forward hook on every RMSNorm, record the largest |activation| entering each, and find
+the largest one of the model. Would the mean of squares an RMSNorm computes overflow in fp16 for that
+activation alone (its square)? Why does transformers' RMSNorm compute in fp32 anyway?
 """),
     solution(r"""
-# Takes a few minutes on 2 cores: the 1B replica's fp32 weights are ~5 GB.
-# big, btok = secbook.load("replica:llama-3.2-1b")
-# hardware.precision_table(big, btok, text, dtypes=("fp32", "bf16"), autocast=None, new_tokens=4, max_tokens=256)
-# What to look for: at 1.2 B parameters each step reads gigabytes of weights, so halving the bytes can matter,
-# while the operator count (and its overhead) is about the same as the tiny model's and becomes a small share.
-# If bf16 is still not faster on your CPU, its bf16 matmul kernels are the limit (check describe()).
-print("see the comments in this cell")
+peaks = []
+hooks = [mod.register_forward_hook(lambda mod, inp, out: peaks.append(float(inp[0].abs().max())))
+         for name, mod in real.named_modules() if type(mod).__name__.endswith("RMSNorm")]
+with torch.no_grad():
+    real(turn)
+for h in hooks:
+    h.remove()
+top = max(peaks)
+fp16_max = torch.finfo(torch.float16).max
+print(f"{len(peaks)} RMSNorm inputs; the largest |activation| is {top:,.1f}; its square {top ** 2:,.0f}")
+print(f"The activation itself {'fits in' if top < fp16_max else 'overflows'} fp16 (largest value {fp16_max:,.0f}"
+      + (f", {fp16_max / top:.1f}x above it" if top < fp16_max else "") + "); its square "
+      + ("overflows." if top ** 2 > fp16_max else "fits."))
+print(f"Any activation above {fp16_max ** 0.5:.0f} squares to more than fp16 can hold, and another prompt can push "
+      "one higher than this one did; computing the norm in fp32 removes the risk for every prompt at the cost of "
+      "two conversions per norm.")
 """),
 ]

@@ -1,148 +1,354 @@
-"""Chapter 3.4 — the source's step list as one worked, measured run on the tiny model."""
+"""Chapter 3.4 — the source's recipe as one worked, measured run on the real model, step by step, in turn."""
 import sys
 
 sys.path.insert(0, "tools")
-from nb import code, md, solution  # noqa: E402
+from nb import answer, code, exercise, md, opening, solution, summary  # noqa: E402
 
 NAME = "03_4_worked_run"
 
 CELLS = [
     md(r"""
-# A worked run: choose, compress, optimize, accelerate, evaluate
+# A worked run: choose, optimize, accelerate, compress, evaluate
 
-The source closes its core-algorithms part with a recipe in five steps: **choose a model**, **compress**
-it, **optimize** the inference algorithm, **accelerate** it on the hardware, and **evaluate** the result.
-This section follows the recipe once, on the book's tiny model, with every step measured on the machine
-that builds the page — so each step's effect is a number, not a promise. Chapters 3.1–3.3 explain each
-technique; here we only chain them.
+The source closes its core-algorithms part with a recipe in five steps: **choose a model**, **compress** it,
+**optimize** the inference algorithm, **accelerate** it on the hardware, and **evaluate** the result. This section
+follows the recipe once, end to end, on the real model — SmolLM2-135M-Instruct answering a chat question — on the
+CPU of the machine that builds the page. Every step is timed against the step before it, and every sentence about
+its effect is printed from that measurement.
+
+We take the steps in a different order from the source's list: the two that cannot change the output first, the
+one that does last. A lossless step can be checked exactly — the same greedy tokens, token for token — so when the
+lossy step comes, every change in the answers is its own. Compression also turns into speed only on a loop and a
+kernel that read the smaller weights fast; exercise 2 measures it without them.
 """),
+    opening(["follow an optimisation recipe from a baseline to a faster model, one measured step at a time",
+             "check each lossless step token for token, and price the lossy one in changed tokens and in answers",
+             "read a speed-up from rounds timed in turn, not from two runs made minutes apart",
+             "decide from the measurements which steps earned their place on a given machine"],
+            ["chapter 1 (tokens/s, greedy decoding) and chapter 3.1 (int8 weights, the question set)",
+             "chapter 3.2 (our decode loop) and section 3.2.1 (the whole step in C++)",
+             "chapter 3.3 helps for the GPU remarks"], 20),
     code(r"""
 import secbook
 machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import copy
-import pandas as pd
-import torch
-import matplotlib.pyplot as plt
-from myst_nb import glue
-from secbook.pipeline import Quantize, FastDecode, Dtype, Device, measure_model, stage_table, summary, plot_waterfalls
-SETTINGS = dict(prompt_len=16, new_tokens=8, repeats=2, ppl_tokens=256)
+import torch, pandas as pd
+import matplotlib, matplotlib.pyplot as plt
+from secbook import kernels, tasks
+from secbook.claims import say, guard, times
+from secbook.generate import FastGenerator, hf_generate
+from secbook.ladder import apply_transform, ladder_prompt
+from secbook.measure import decode_read_bytes
+from secbook.pipeline import StepByStep
+from secbook.pretrained import PROVENANCE, chat_ids
 print("measured on:", machine)
 """),
     md(r"""
+The whole run is on the CPU: the C++ step of section 3.2.1 is CPU code, and a computer without a GPU is where a
+model of this size is most often run. On a GPU the hardware step would be a different one (CUDA graphs, chapter
+3.3), and so would the fastest low-precision format.
+
 ## Step 1 — choose the model
 
-The choice sets the floor: every later step divides what this one costs. We take the tiny model (a
-6-layer Llama-architecture model trained on Python code) and measure it as it is: the baseline row.
-"""),
-    code(r"""
-model, tok = secbook.load("tiny")
+The choice sets the floor: every later step divides what this one costs. A decode step at batch size one reads
+every weight once, so the model's bytes are the first number to look at. We take the real model in fp32 and decode
+with Hugging Face `generate`, greedy, the way most code calls a model.
 """),
     code(r"""
 # NBVAL_CHECK_OUTPUT
+model, tok = secbook.load("smollm2-135m-instruct")
 cfg = model.config
-print(f"{cfg.model_type}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size}, "
+print(f"{cfg.model_type}: {cfg.num_hidden_layers} layers, hidden size {cfg.hidden_size}, vocabulary {cfg.vocab_size:,}, "
       f"{sum(p.numel() for p in model.parameters()):,} parameters")
-"""),
-    code(r"""
-rows = []
-row, reference = measure_model(model, tok, **SETTINGS)
-rows.append({"stage": 0, "step": "1. choose: tiny fp32", "box": "input", **row})
-pd.DataFrame(rows)[["step", "model_bytes", "tokens_per_s", "ttft_ms", "perplexity"]].round(2)
+print(f"weights a decode step reads in fp32: {decode_read_bytes(model) / 1e6:,.0f} MB")
+print(PROVENANCE)
 """),
     md(r"""
-## Step 2 — compress
-
-Weight-only quantization to 4 bits with one scale per group of 64 weights (round-to-nearest, chapter 3.1),
-applied to a copy. The bytes shrink; the held-out perplexity and the greedy agreement say what it cost.
+The prompt is one chat turn; every step generates exactly the same number of new tokens from it (none stops
+early). `secbook.pipeline.StepByStep` keeps the run: the first way of decoding is the baseline and its greedy
+tokens are the reference; each later one is checked against that reference and timed *in turn* with the step
+before it — A, B, A, B, … — so that other work on the machine slows both alike, and a step counts as faster only
+if it was faster in every round.
 """),
     code(r"""
-m = Quantize(bits=4, group_size=64).apply(copy.deepcopy(model))
-row, _ = measure_model(m, tok, reference=reference, **SETTINGS)
-rows.append({"stage": 1, "step": "2. compress: int4 g64", "box": "model compression", **row})
-pd.DataFrame(rows)[["step", "model_bytes", "tokens_per_s", "perplexity", "agreement"]].round(3)
+ids, what = ladder_prompt(tok)
+N, ROUNDS = 32, 3
+longest = max(chat_ids(tok, q.prompt).shape[1] for q in tasks.QUESTIONS)
+MAX_LEN = max(ids.shape[1], longest) + max(N, 24)   # room for the prompt and for every question of step 5
+run = StepByStep(ids, N, rounds=ROUNDS)
+run.add("1. HF generate, fp32", lambda x, n: hf_generate(model, x, n), "the baseline", decode_read_bytes(model))
+print("prompt:", what)
+print(f"baseline reply, first {N} tokens:", repr(tok.decode(run.reference[0], skip_special_tokens=True)))
 """),
     md(r"""
-## Step 3 — optimize the algorithm
+## Step 2 — optimize the algorithm
 
-Replace Hugging Face `generate` by the static-KV-cache decode loop of chapter 3.2: the same greedy tokens
-with less work per token.
+Hugging Face `generate` is general: for every token it runs logits processors and stopping criteria, grows the
+cache and rebuilds masks — hundreds of small operations around the model. Our loop from chapter 3.2
+pre-allocates the KV cache (a static cache), multiplies q, k and v as one matrix and gate and up as another, and
+runs a bare single-token step. It computes the same thing, so it must produce the same greedy tokens; the check
+below stops the build if it does not.
 """),
     code(r"""
-m = FastDecode().apply(m)
-row, _ = measure_model(m, tok, reference=reference, **SETTINGS)
-rows.append({"stage": 2, "step": "3. optimize: fast decode loop", "box": "algorithm optimization", **row})
-pd.DataFrame(rows)[["step", "tokens_per_s", "ttft_ms", "agreement"]].round(3)
-"""),
+ours = FastGenerator(model, max_len=ids.shape[1] + N)
+c2 = run.add("2. our loop, fp32", ours.generate, "static KV cache, fused projections (ch. 3.2)", decode_read_bytes(model))
+guard(run.table().identical_tokens.iloc[-1], "our loop produces HF generate's greedy tokens")
+say(f"Our loop produced the baseline's {N} tokens exactly. Timed in turn: {c2.words()}.");
+""", tags=("remove-input",)),
     md(r"""
-## Step 4 — accelerate on the hardware
+## Step 3 — accelerate on the hardware
 
-Run the non-quantized parts (embeddings, norms, activations) in bf16 when the processor has fast bf16
-(`secbook.hardware.pick_dtype`), and put the model on the best device present.
+On a CPU, accelerating on the hardware means using what the processor offers — its vector instructions, its
+memory system, all its cores — which general-purpose operators called one at a time leave partly unused. Our loop
+still calls a few hundred PyTorch operators per token, and each costs microseconds of dispatch before it does any
+work (chapter 3.3 counts them). The C++ step of section 3.2.1 (`secbook.kernels.CppDecoder`) runs the whole decode
+step as one call, compiled for this CPU's instruction set, with the weights packed so that each core reads one
+sequential stream and the cores start once per step — what llama.cpp does. The weights stay fp32, so the tokens
+must again be identical.
 """),
     code(r"""
-from secbook.hardware import pick_dtype
-dt = pick_dtype("auto")
-m = Device("auto").apply(Dtype(dt).apply(m))
-row, _ = measure_model(m, tok, reference=reference, **SETTINGS)
-rows.append({"stage": 3, "step": f"4. accelerate: {str(dt)[6:]} on {row['device']}", "box": "hardware acceleration", **row})
-print("dtype chosen for this machine:", dt)
+cpp_ok = kernels.available()
+if cpp_ok:
+    cpp32 = FastGenerator(model, max_len=MAX_LEN, cpp=True)
+    c3 = run.add("3. whole step in C++, fp32", cpp32.generate, "one C++ call per token, weights packed per core",
+                 decode_read_bytes(model))
+    guard(run.table().identical_tokens.iloc[-1], "the C++ step on fp32 weights produces HF generate's greedy tokens")
+    say(f"The C++ step produced the baseline's {N} tokens exactly. Timed in turn: {c3.words()}.")
+else:
+    say(f"**This step does nothing here**: the C++ step cannot be built on this machine "
+        f"({kernels.unavailable_reason()}); the run continues without steps 3 and 4.");
+""", tags=("remove-input",)),
+    md(r"""
+## Step 4 — compress
+
+Now the one step that changes the numbers. Every weight matrix — the attention and MLP projections and the LM
+head — is stored as int8 with one fp32 scale per output row (round-to-nearest, chapter 3.1): about a quarter of
+the fp32 bytes. The same C++ step multiplies them: it rounds each input vector to int16 (one scale per 256 values)
+and uses the CPU's integer multiply-add instructions. The embedding table stays fp32, but a step only looks up one
+of its rows. Since the step mostly reads weights, fewer bytes should mean a faster step; the tokens it changes are
+the price.
+"""),
+    code(r"""
+if cpp_ok:
+    model8 = apply_transform(copy.deepcopy(model), "int8k")
+    cpp8 = FastGenerator(model8, max_len=MAX_LEN, cpp=True)
+    c4 = run.add("4. int8 weights, C++ step", cpp8.generate, "int8 weights, one scale per row (ch. 3.1)",
+                 decode_read_bytes(model8))
+    t = run.table()
+    fp32_mb, int8_mb, agree = t.read_MB_per_token.iloc[-2], t.read_MB_per_token.iloc[-1], t.token_agreement.iloc[-1]
+    new8 = cpp8.generate(ids, N)[0, ids.shape[1]:].cpu()
+    diff = (new8 != run.reference[0]).nonzero()
+    where = ("all of them" if len(diff) == 0 else
+             f"the first difference is token {int(diff[0]) + 1}, after which the two replies go their own ways")
+    say(f"The int8 step reads {int8_mb:,.0f} MB of weights per token instead of {fp32_mb:,.0f} MB "
+        f"({times(fp32_mb / int8_mb)} fewer bytes). Timed in turn: {c4.words()}. Of its {N} greedy tokens, "
+        f"{round(agree * N)} equal the baseline's at the same position (token agreement {agree:.3f}): {where}. "
+        f"Its int8 products used {'AVX-512 VNNI instructions' if kernels.has_vnni() else 'the portable loops (no AVX-512 VNNI on this CPU)'}.")
+else:
+    say("Step 4 in this form needs the C++ int8 kernel, which is not available here: it is left out.");
+""", tags=("remove-input",)),
+    code(r"""
+if cpp_ok:
+    print("fp32:", repr(tok.decode(run.reference[0], skip_special_tokens=True)))
+    print("int8:", repr(tok.decode(new8, skip_special_tokens=True)))
 """),
     md(r"""
 ## Step 5 — evaluate
 
-All four rows together, with ratios to the baseline and the machine columns (`stage_table`), then the
-waterfalls.
-"""),
-    code(r"""
-table = stage_table(rows)
-summary(table)
-"""),
-    code(r"""
-plot_waterfalls(table)
-plt.show()
-end = table.iloc[-1]
-glue("ch34_size", f"{end['size_vs_input']:.2f}", display=False)
-glue("ch34_speed", f"{end['speedup_vs_input']:.2f}", display=False)
-glue("ch34_ppl", f"{end['ppl_change_pct']:+.1f}", display=False)
-glue("ch34_agree", f"{100 * end['agreement']:.0f}", display=False)
-"""),
-    md(r"""
-After the five steps the tiny model is stored in {glue:text}`ch34_size`× its fp32 bytes and decodes at
-{glue:text}`ch34_speed`× the baseline speed on this machine; held-out perplexity changed by
-{glue:text}`ch34_ppl` % and {glue:text}`ch34_agree` % of the greedy tokens are unchanged. Read the waterfall
-bar by bar: the evaluation step is what tells you whether a step earned its place. A step that makes the
-model smaller but slower (as eager 4-bit dequantization can be on a CPU) is a memory win, not a latency
-win — chapter 3.3 shows how compilation fuses it back.
+### Speed
 
-The same run in one line is `Pipeline([Quantize(4, 64), FastDecode(), Dtype(dt), Device("auto")])` —
-chapter 2's API; here we wrote it step by step to see each measurement.
+Each step was timed in turn with the one before it, so each row's two speeds come from the same rounds; a row's
+speed and the next row's "previous" speed come from different rounds, and a shared machine's load can differ
+between them. Multiplying the per-step ratios gives the chained speed-up over the baseline — a product of
+separate measurements — and the last step is then timed in turn against the baseline once more, one measurement
+of the whole run. A speed here is the new tokens ÷ the time of the whole call, the prompt's prefill included.
 """),
+    code(r"""
+table = run.table()
+whole = run.overall()
+table[["step", "previous_tokens_per_s", "tokens_per_s", "vs_previous", "verdict_vs_previous", "chained_vs_first",
+       "read_MB_per_token", "token_agreement", "identical_tokens"]].round(
+    {"previous_tokens_per_s": 1, "tokens_per_s": 1, "vs_previous": 2, "chained_vs_first": 2, "read_MB_per_token": 0,
+     "token_agreement": 3})
+"""),
+    code(r"""
+fig, ax = plt.subplots(figsize=(7.5, 3.6))
+ax.bar(range(len(table)), table.chained_vs_first, width=0.6, color=["0.6"] + ["tab:blue"] * (len(table) - 1))
+for i, r in table.iterrows():
+    label = "baseline" if i == 0 else f"{times(r.vs_previous)} prev.\n{times(r.chained_vs_first)} chained"
+    ax.text(i, r.chained_vs_first, label, ha="center", va="bottom", fontsize=8)
+last = len(table) - 1
+ax.errorbar(last + 0.4, whole.median, yerr=[[whole.median - whole.low], [whole.high - whole.median]], fmt="D",
+            color="tab:red", capsize=3, label=f"last vs baseline, timed in turn: {times(whole.median)}")
+ax.set_yscale("log"); ax.set_ylim(0.5, max(table.chained_vs_first.max(), whole.high) * 4)
+ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+ax.set_xticks(range(len(table)), [s.split(". ", 1)[1] for s in table.step], fontsize=8)
+ax.set(ylabel="speed ÷ the baseline's (log scale)",
+       title=f"smollm2-135m-instruct, {N} new tokens, medians of {ROUNDS} rounds in turn")
+ax.legend(fontsize=8, loc="upper left"); fig.text(0.01, 0.01, secbook.describe_machine(), fontsize=6)
+plt.tight_layout(); plt.show()
+"""),
+    code(r"""
+if cpp_ok:
+    guard(whole.median >= 2, "the run ends at least twice as fast as it started", whole.words())
+chain = table.chained_vs_first.iloc[-1]
+say(f"Per step, timed in turn with the step before: "
+    + "; ".join(f"step {r.step.split('.')[0]} {times(r.vs_previous)} ({r.verdict_vs_previous})"
+                for r in table.iloc[1:].itertuples())
+    + f" — {times(chain)} chained. The whole run, timed in turn in one measurement: {whole.words()}. "
+    + ("The chain and the direct measurement agree within a factor of 1.5." if 1 / 1.5 < chain / whole.median < 1.5 else
+       "The chain and the direct measurement differ by more than a factor of 1.5: the machine's load changed between "
+       "the rounds of different steps; the direct measurement is the one to quote."));
+""", tags=("remove-input",)),
+    md(r"""
+### Answers
+
+Speed is only half of the evaluation. Token agreement falls fast — one changed token usually changes the rest of
+the reply — so it says *that* the int8 model writes differently, not whether it still answers. The question set of
+chapter 3.1 (`secbook.tasks`: 30 questions with expected answers, facts, arithmetic and Python) asks both models,
+each decoded by its own loop from this run, one question at a time, at most 24 new tokens. The fp32 answers come
+from the fastest lossless step: steps 1 to 3 give the same tokens.
+"""),
+    code(r"""
+lossless = cpp32 if cpp_ok else FastGenerator(model, max_len=MAX_LEN)
+scores = {"fp32 (steps 1-3)": tasks.score(None, tok, max_new_tokens=24, generate=lossless.generate)}
+if cpp_ok:
+    scores["int8 (step 4)"] = tasks.score(None, tok, max_new_tokens=24, generate=cpp8.generate)
+acc = pd.DataFrame({k: {r.kind: f"{r.correct}/{r.total}" for r in tasks.summary(v).itertuples()} for k, v in scores.items()})
+acc
+"""),
+    code(r"""
+right = {k: int(v.correct.sum()) for k, v in scores.items()}
+if cpp_ok:
+    a, b = scores["fp32 (steps 1-3)"], scores["int8 (step 4)"]
+    changed = int((a.reply != b.reply).sum())
+    flips = int((a.correct != b.correct).sum())
+    d = right["int8 (step 4)"] - right["fp32 (steps 1-3)"]
+    verdict = ("within the question set's noise (one answer is about 3 percentage points; a difference of one or "
+               "two answers says nothing)" if abs(d) <= 2 else "more than the question set's noise of one or two answers")
+    say(f"fp32 answered {right['fp32 (steps 1-3)']}/30 and int8 {right['int8 (step 4)']}/30 ({d:+d}), {verdict}. "
+        f"{changed} of the 30 replies changed at all, and {flips} of them changed between right and wrong.")
+else:
+    say(f"fp32 answered {right['fp32 (steps 1-3)']}/30; with no lossy step in this run, there is nothing to compare.");
+""", tags=("remove-input",)),
+    code(r"""
+if cpp_ok:
+    side = pd.DataFrame({"question": a.prompt.str.slice(0, 45), "fp32": a.reply.str.slice(0, 60),
+                         "int8": b.reply.str.slice(0, 60), "fp32 ok": a.correct, "int8 ok": b.correct})
+    display(side[a.correct != b.correct].head(6) if (a.correct != b.correct).any() else side[a.reply != b.reply].head(4))
+"""),
+    code(r"""
+last = table.iloc[-1]
+sp = {k: pd.Series(v).median() for k, v in run.overall_speeds.items()}
+say(f"**The run in one line:** from {sp[table.step.iloc[0]]:.1f} tokens/s with `generate` to "
+    f"{sp[last.step]:.1f} tokens/s with {last.step.split('. ', 1)[1]} ({times(whole.median)} the baseline's "
+    f"speed, timed in turn), reading {last.read_MB_per_token:,.0f} MB of weights per token instead of "
+    f"{table.read_MB_per_token.iloc[0]:,.0f} MB, answering {right[list(right)[-1]]} of the 30 questions "
+    f"(fp32: {right['fp32 (steps 1-3)']}).");
+""", tags=("remove-input",)),
+    md(r"""
+## What the run shows
+
+The three speed steps attack different parts of a decode step. The loop and the C++ step removed work *around*
+the weights — Python, dispatch, allocation, threads started and joined — and changed no number the model
+computes, so they needed only a token-for-token check. The int8 step removed bytes of weights, which is the part
+that remains once everything around it is gone; it changed the numbers, so it needed the question set. How large
+each effect is depends on the machine: a CPU without AVX-512 runs the C++ step's portable loops, a faster memory
+moves the balance between reading weights and the rest, and on a GPU the hardware step is a CUDA graph (chapter
+3.3) while int8 competes with bf16 and int4 kernels. That is why the recipe ends with *evaluate*: the order of the
+steps and the choice among them are decided by measurements on the machine that will run the model.
+"""),
+    summary(["The source's recipe — choose, compress, optimize, accelerate, evaluate — was run here as choose, "
+             "optimize, accelerate, compress, evaluate: lossless steps first, each checked token for token, the "
+             "lossy step last, priced in tokens and in answers.",
+             "Each step is timed in turn with the step before it, and the whole run once more against the baseline: "
+             "comparisons made minutes apart on a shared machine can be swayed by its load.",
+             "The loop and the whole-step C++ decoder remove work around the weights without changing the output; "
+             "int8 weights remove bytes, which is what a decode step mostly reads, and change some tokens.",
+             "Token agreement says that a lossy model writes differently; a question set says whether it still "
+             "answers. Both belong in the evaluation."]),
     md(r"""
 ## Exercises
-
-1. **Ideal ratio.** Ignoring the group scales, by what factor does 4-bit storage shrink fp32 weights? Check
-   with `secbook.exercises.check_weight_ratio(answer)`. Why is the measured `size_vs_input` larger than
-   1/your answer? (Two reasons: scales, and a part of the model that is not quantized.)
-2. **Swap step 2.** Replace `Quantize(bits=4, group_size=64)` by `Quantize(bits=8, group_size=64)`. What
-   happens to perplexity and agreement?
-3. **Reorder.** Put step 4 before step 2. Does the result change? Which order would you use on a GPU?
 """),
-    code(r"""
-from secbook import exercises
-answer = None  # your ratio here
-if answer is not None:
-    exercises.check_weight_ratio(answer)
+    exercise(1, r"""
+**Bytes.** Predict, from the model's shapes alone, the ratio of weight bytes a decode step reads in fp32 and in
+int8 (one byte per weight plus one fp32 scale per output row; the norms stay fp32; the LM head shares the
+embedding table in fp32 but gets its own int8 copy). Compare it with the measured `decode_read_bytes` of both
+models, and with step 4's speed ratio. Is the speed ratio larger or smaller than the bytes ratio, and what does
+that say about the step?
 """),
     solution(r"""
-exercises.check_weight_ratio(32 / 4)
-# The embedding table (tied with the LM head) stays in fp32 and each group of 64 weights carries a 2-byte scale.
-emb = model.model.embed_tokens.weight
-print(f"unquantized embedding: {emb.numel() * 4 / secbook.model_bytes(model):.0%} of the fp32 bytes")
-# 2: int8 g64 keeps nearly all greedy tokens and changes perplexity by a fraction of a percent.
-m8 = Quantize(bits=8, group_size=64).apply(copy.deepcopy(model))
-r8, _ = measure_model(m8, tok, reference=reference, prompt_len=16, new_tokens=8, repeats=1, ppl_tokens=256)
-print(f"int8 g64: perplexity {r8['perplexity']:.2f} vs {rows[0]['perplexity']:.2f}, agreement {r8['agreement']:.2f}")
-# 3: quantization works from whatever dtype the weights have (bf16 weights round to a coarser grid first);
-#    on a GPU move first (Device), then quantize on the device, so the packing runs there.
+lins = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]   # projections and the LM head
+norms = sum(p.numel() for n, p in model.named_parameters() if "norm" in n) * 4
+fp32_pred = sum(m.weight.numel() for m in lins) * 4 + norms
+int8_pred = sum(m.weight.numel() + 4 * m.out_features for m in lins) + norms
+print(f"predicted: fp32 {fp32_pred / 1e6:.1f} MB, int8 {int8_pred / 1e6:.1f} MB, ratio {fp32_pred / int8_pred:.2f}")
+if cpp_ok:
+    m_fp32, m_int8 = decode_read_bytes(model), decode_read_bytes(model8)
+    print(f"measured:  fp32 {m_fp32 / 1e6:.1f} MB, int8 {m_int8 / 1e6:.1f} MB, ratio {m_fp32 / m_int8:.2f}")
+    speed = table.vs_previous.iloc[-1]
+    print(f"step 4's speed ratio: {speed:.2f} —", "smaller than the bytes ratio: the step does more than read weights "
+          "(attention over the cache, norms, quantizing each input vector, waiting at barriers), and that part did "
+          "not shrink." if speed < m_fp32 / m_int8 else "at least the bytes ratio: the int8 products also read their "
+          "weights at a higher rate than the fp32 ones (integer multiply-add does more per instruction).")
+"""),
+    exercise(2, r"""
+**Compression first.** The source's order compresses before optimizing the loop. Run step 4's int8 model (each of
+its layers on the C++ int8 kernel, but called one by one by Hugging Face `generate`) timed in turn against the
+baseline, 16 new tokens, two rounds (`secbook.measure.tok_s_in_turn` and `secbook.claims.compare`). How much of
+the int8 gain survives without our loop and the whole-step decoder?
+"""),
+    solution(r"""
+from secbook.claims import compare
+from secbook.measure import tok_s_in_turn
+if cpp_ok:
+    gens = {"fp32, HF generate": lambda x, n: hf_generate(model, x, n),
+            "int8 layers, HF generate": lambda x, n: hf_generate(model8, x, n)}
+    alone = compare(tok_s_in_turn(gens, ids, 16, rounds=2), "int8 layers, HF generate", "fp32, HF generate")
+    print(alone.words())
+    share = alone.median / whole.median
+    print(f"The whole run reached {times(whole.median)} the baseline's speed; int8 layers alone, inside generate, "
+          f"{times(alone.median)}: {share:.0%} of the whole run's gain (medians of rounds in turn).")
+    print("Inside generate every int8 layer already calls the C++ int8 kernel and reads a quarter of the bytes, but "
+          "the rest of generate's work per token stays: " + ("most of the gain came from the bytes here, and the loop "
+          "and the whole step added the rest." if share > 0.5 else "the loop and the whole-step decoder brought most "
+          "of the gain here, the bytes alone less than half."))
+"""),
+    exercise(3, r"""
+**Exact and fast.** Speculative decoding keeps the target model's greedy tokens exactly (chapter 3.2). Let step 4's
+int8 model draft 8 tokens at a time for the fp32 model, both on the C++ step
+(`secbook.speculative.SpeculativeDecoder(model, model8, gamma=8, max_len=..., cpp_draft=True, cpp_target=True)`),
+check its tokens against the baseline's, and time it in turn with steps 3 and 4. Which would you deploy, and why?
+"""),
+    solution(r"""
+from secbook.claims import compare
+from secbook.measure import tok_s_in_turn
+from secbook.speculative import SpeculativeDecoder
+if cpp_ok:
+    spec = SpeculativeDecoder(model, model8, gamma=8, max_len=ids.shape[1] + N, cpp_draft=True, cpp_target=True)
+    res = spec.generate(ids, N)
+    exact = torch.equal(res.ids[:, ids.shape[1]:].cpu(), run.reference)
+    print(f"speculative: tokens identical to the fp32 baseline: {exact}; acceptance rate {res.acceptance_rate:.2f}")
+    gens = {"speculative": lambda x, n: spec.generate(x, n).ids, "C++ fp32": cpp32.generate, "C++ int8": cpp8.generate}
+    speeds = tok_s_in_turn(gens, ids, N, rounds=3)
+    vs32, vs8 = compare(speeds, "speculative", "C++ fp32"), compare(speeds, "speculative", "C++ int8")
+    print(vs32.words()); print(vs8.words())
+    print(f"Speculation kept fp32's exact tokens and was {vs32.verdict} than fp32 on the C++ step and {vs8.verdict} "
+          "than int8 on it. If it is faster than fp32, it buys speed at no cost in answers; whether int8's extra speed "
+          "is worth its changed tokens is what the question set (or your own evaluation) decides.")
+"""),
+    exercise(4, r"""
+**On a GPU.** Rewrite the recipe of this section for a machine with an NVIDIA GPU. Which step changes, which stays,
+and what must the evaluation check again?
+"""),
+    answer(r"""
+Choosing stays (the model's bytes set the floor on any device). The loop stays too: our static-cache loop runs on
+a GPU and gives the same tokens. The hardware step becomes CUDA graphs (`torch.compile(mode="reduce-overhead")` or
+`FastGenerator(..., compile=True)`, chapter 3.3): on a GPU the time around the weights is kernel launches, which a
+graph replays in one. The C++ step does not apply (it is CPU code). Compression changes its form: bf16 weights on
+a GPU with bf16 tensor cores (compute capability 8.0 or later), or int8/int4 weight-only kernels (torchao), each
+with its own speed and error. The evaluation must check the lossless steps token for token again — a GPU's kernels
+add numbers in a different order, so near-ties can flip — and the lossy step on the question set again, because a
+different kernel rounds differently.
 """),
 ]
