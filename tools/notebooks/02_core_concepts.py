@@ -123,7 +123,8 @@ pd.DataFrame(rounds).describe().loc[["50%", "min", "max"]].rename(index={"50%": 
 step1 = compare(rounds, "int8 model", "input model")
 step2 = compare(rounds, "int8 model + fast loop", "int8 model")
 whole = compare(rounds, "int8 model + fast loop", "input model")
-say("Timed in turn, decode tokens/s: " + "; ".join(c.words() for c in (step1, step2, whole)) + ".");
+say("Timed in turn, decode tokens/s: " + "; ".join(c.words() for c in (step1, step2, whole)) + ".",
+    zh="轮流测量的解码每秒词元数：" + "；".join(c.words_zh() for c in (step1, step2, whole)) + "。");
 """, tags=("remove-input",)),
     code(r"""
 same = torch.equal(gens["int8 model"](ids, 16), gens["int8 model + fast loop"](ids, 16))
@@ -132,7 +133,10 @@ last = table.iloc[-1]
 say(f"The fast loop's greedy tokens were identical to `generate`'s on the same model (checked above), so the "
     f"token agreement did not move at that step. The whole pipeline stored the model in "
     f"{last['size_vs_input']:.2f}x the bytes, changed held-out perplexity by {last['ppl_change_pct']:+.1f} % and "
-    f"kept {100 * last['agreement']:.0f} % of the 16 greedy tokens of the input model.");
+    f"kept {100 * last['agreement']:.0f} % of the 16 greedy tokens of the input model.",
+    zh=f"在同一个模型上，快速循环贪心生成的词元与 `generate` 的完全相同（上面已检查），所以词元一致率在这一步没有变化。"
+       f"整条流水线把模型的存储字节数变为原来的 {last['size_vs_input']:.2f} 倍，使留出文本上的困惑度变化了 "
+       f"{last['ppl_change_pct']:+.1f} %，并保留了输入模型 16 个贪心词元中的 {100 * last['agreement']:.0f} %。");
 """, tags=("remove-input",)),
     md(r"""
 Three things to notice, whatever the exact numbers on your machine:
@@ -237,8 +241,10 @@ group_size=64)]` works?
 """),
     solution(r"""
 print(Pipeline([Dtype("bf16"), Quantize(bits=8, group_size=64)], measure=False).apply(model, tok).dtype)
-print("torch.ao dynamic int8 layers quantize fp32 activations on the fly and run on the CPU only, so a later cast")
-print("to bf16 has nothing valid to apply to; QuantLinear dequantizes to whatever dtype its input has, so bf16")
-print("first and int8 weights after work.")
+say("torch.ao dynamic int8 layers quantize fp32 activations on the fly and run on the CPU only, so a later cast "
+    "to bf16 has nothing valid to apply to; QuantLinear dequantizes to whatever dtype its input has, so bf16 "
+    "first and int8 weights after work.",
+    zh="torch.ao 的动态 int8 层即时量化 fp32 激活值，并且只能在 CPU 上运行，所以之后再转换为 bf16 就没有可以有效"
+       "作用的对象；QuantLinear 则按输入的 dtype 反量化，所以先转为 bf16、再量化为 int8 权重是可行的。");
 """),
 ]

@@ -77,7 +77,11 @@ say(f"Going from 4 to 3 bits multiplied this layer's error by {step[1]:.1f}, fro
     f"(one bit fewer halves the number of levels, so about doubles the step). "
     + ("Finer groups lowered the error at every bit width" if finer else "Finer groups mostly lowered the error")
     + (", and the asymmetric scheme was better than the symmetric one in every row." if asym else
-       "; the asymmetric scheme was not better in every row."));
+       "; the asymmetric scheme was not better in every row."),
+    zh=f"从 4 位降到 3 位，这一层的误差变为原来的 {step[1]:.1f} 倍；从 3 位降到 2 位，变为原来的 {step[0]:.1f} 倍"
+       f"（少一位，级别数减半，步长大约加倍）。"
+       + ("在每一种位宽下，更细的分组都降低了误差" if finer else "更细的分组大多降低了误差")
+       + ("，而且在每一行中非对称方案都优于对称方案。" if asym else "；非对称方案并非在每一行中都更好。"));
 """, tags=("remove-input",)),
     md(r"""
 The histogram shows why so few bits hurt: the weights are bell-shaped, and at 3 bits only eight levels (vertical
@@ -140,7 +144,13 @@ say(f"Relative to fp32, held-out perplexity changed by {inc['rtn int8 pc']:+.3f}
     f"at int2 g64: " + ("plain rounding to 2 bits breaks the model. " if inc["rtn int2 g64"] > 25 else "")
     + f"The quantized layers shrank to {lay['rtn int4 g64']:.3f}x their fp32 bytes at int4 g64 (scales included), "
       f"the whole model only to {live.set_index('variant').MB['rtn int4 g64'] / live.MB[0]:.2f}x, because the "
-      f"{model.config.vocab_size} × {model.config.hidden_size} embedding stays in fp32.");
+      f"{model.config.vocab_size} × {model.config.hidden_size} embedding stays in fp32.",
+    zh=f"与 fp32 相比，留出文本上的困惑度在 int8 逐通道时变化了 {inc['rtn int8 pc']:+.3f} %，int4 g64 时为 "
+       f"{inc['rtn int4 g64']:+.1f} %，int3 g64 时为 {inc['rtn int3 g64']:+.1f} %，int2 g64 时为 {inc['rtn int2 g64']:+.0f} %："
+       + ("直接舍入到 2 位会把模型弄坏。" if inc["rtn int2 g64"] > 25 else "")
+       + f"在 int4 g64 下，量化后的各层缩小到其 fp32 字节数的 {lay['rtn int4 g64']:.3f} 倍（含缩放因子），整个模型却只缩小到 "
+         f"{live.set_index('variant').MB['rtn int4 g64'] / live.MB[0]:.2f} 倍，因为 "
+         f"{model.config.vocab_size} × {model.config.hidden_size} 的嵌入层仍保留为 fp32。");
 """, tags=("remove-input",)),
     md(r"""
 ## Where the error comes from
@@ -176,7 +186,11 @@ o = outliers.set_index("model")["outlier channels"]
 say(f"Outlier channels (largest input above 6x the layer's median channel): {o['tiny']} in the tiny model, "
     f"{o['smollm2-135m-instruct']} in the real one"
     + (" — the real model has many; LLM.int8() found that such outliers emerge as trained transformers grow."
-       if o["smollm2-135m-instruct"] > 2 * max(o["tiny"], 1) else "."));
+       if o["smollm2-135m-instruct"] > 2 * max(o["tiny"], 1) else "."),
+    zh=f"离群通道（最大输入超过该层中位通道的 6 倍）：小模型中有 {o['tiny']} 个，真实模型中有 "
+       f"{o['smollm2-135m-instruct']} 个"
+       + ("——真实模型中有很多；LLM.int8() 发现，这样的离群值会随着训练好的 Transformer 规模增大而出现。"
+          if o["smollm2-135m-instruct"] > 2 * max(o["tiny"], 1) else "。"));
 """, tags=("remove-input",)),
     md(r"""
 ## GPTQ: rounding with error feedback
@@ -204,7 +218,11 @@ better = ppl_g < rtn3.perplexity
 say(f"At 3 bits, GPTQ's perplexity increase was {100 * (ppl_g / ppl0 - 1):.1f} % against round-to-nearest's "
     f"{100 * (rtn3.perplexity / ppl0 - 1):.1f} %" + (": error feedback recovered most of what rounding lost."
     if better and (ppl_g - ppl0) < 0.5 * (rtn3.perplexity - ppl0) else
-    ": better, but not by half." if better else ": no better here."));
+    ": better, but not by half." if better else ": no better here."),
+    zh=f"在 3 位下，GPTQ 使困惑度上升了 {100 * (ppl_g / ppl0 - 1):.1f} %，而就近舍入上升了 "
+       f"{100 * (rtn3.perplexity / ppl0 - 1):.1f} %" + ("：误差反馈挽回了舍入损失的大部分。"
+       if better and (ppl_g - ppl0) < 0.5 * (rtn3.perplexity - ppl0) else
+       "：更好，但上升幅度没有减半。" if better else "：这里并没有更好。"));
 """, tags=("remove-input",)),
     md(r"""
 ## AWQ: protect the salient channels
@@ -234,12 +252,18 @@ quant = sweep[sweep.family.isin(["fp32", "rtn", "gptq", "awq"])]
 quant[qcols].rename(columns={"agreement": "top-1 match"})
 """),
     code(r"""
+def perplexity_protocol_zh(n):  # the words of secbook.measure.perplexity_protocol, in Chinese
+    return ("全部" if n is None else f"前 {n:,} 个") + "留出词元的困惑度（窗口为 256，步长为 128）"
 if rec_tokens == len(ids):
-    say(f"Same protocol as the live rows: the recorded fp32 perplexity is {rec_fp:.2f}, the live one {ppl0:.2f}.")
+    say(f"Same protocol as the live rows: the recorded fp32 perplexity is {rec_fp:.2f}, the live one {ppl0:.2f}.",
+        zh=f"与上面实时测得的各行评测方案相同：记录的 fp32 困惑度为 {rec_fp:.2f}，实时测得的为 {ppl0:.2f}。")
 else:
     say(f"The sweep was recorded with a different protocol ({perplexity_protocol(rec_tokens)}) from the live rows "
         f"({perplexity_protocol(len(ids))}): its fp32 perplexity is {rec_fp:.2f}, the live one {ppl0:.2f}. Compare "
-        f"perplexities within one table only; the increases in % are comparable in trend.")
+        f"perplexities within one table only; the increases in % are comparable in trend.",
+        zh=f"这次扫描记录时所用的评测方案（{perplexity_protocol_zh(rec_tokens)}）与上面实时测得的各行"
+           f"（{perplexity_protocol_zh(len(ids))}）不同：它的 fp32 困惑度为 {rec_fp:.2f}，实时测得的为 {ppl0:.2f}。"
+           f"困惑度只在同一张表内比较；以 % 计的增幅在趋势上可以比较。")
 """, tags=("remove-input",)),
     code(r"""
 fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -274,7 +298,11 @@ f = formats.set_index("format")
 say(f"{f.loc['Q4_1', 'tensors']} matrices are stored as Q4_1 at {f.loc['Q4_1', 'bits_per_weight']:.2f} bits per weight. "
     + (f"The token embedding (tied to the output layer) is the one Q8_0 tensor: 8-bit codes with one fp16 scale per "
        f"block of 32, {f.loc['Q8_0', 'bits_per_weight']:.2f} bits per weight. " if "Q8_0" in f.index else "")
-    + (f"The {f.loc['F32', 'tensors']} normalisation vectors stay in fp32." if "F32" in f.index else ""));
+    + (f"The {f.loc['F32', 'tensors']} normalisation vectors stay in fp32." if "F32" in f.index else ""),
+    zh=f"有 {f.loc['Q4_1', 'tensors']} 个矩阵以 Q4_1 存储，每个权重 {f.loc['Q4_1', 'bits_per_weight']:.2f} 比特。"
+       + (f"词元嵌入（与输出层共享）是唯一的 Q8_0 张量：8 位编码，每 32 个一块、每块一个 fp16 缩放因子，"
+          f"每个权重 {f.loc['Q8_0', 'bits_per_weight']:.2f} 比特。" if "Q8_0" in f.index else "")
+       + (f"{f.loc['F32', 'tensors']} 个归一化向量仍为 fp32。" if "F32" in f.index else ""));
 """, tags=("remove-input",)),
     md(r"""
 Now one block: the first 32 weights of row 0 of layer 0's `down_proj` (`blk.0.ffn_down.weight` in llama.cpp's
@@ -305,7 +333,9 @@ all_q41 = G.q4_1_dequantize(*G.q4_1_split(raw))
 guard(torch.equal(all_q41, real.model.layers[0].mlp.down_proj.weight.detach()),
       "the converted model holds exactly the weights the Q4_1 blocks decode to")
 say(f"Decoded by hand, all {all_q41.numel():,} weights of this matrix equal the converted model's fp32 weights "
-    f"exactly. Every one of them lies on its block's grid of 16 levels m, m + d, …, m + 15·d.");
+    f"exactly. Every one of them lies on its block's grid of 16 levels m, m + d, …, m + 15·d.",
+    zh=f"手工解码后，这个矩阵的全部 {all_q41.numel():,} 个权重与转换后模型的 fp32 权重完全相等。"
+       f"每一个都落在所在块的 16 级网格 m, m + d, …, m + 15·d 上。");
 """, tags=("remove-input",)),
     md(r"""
 ### Our asymmetric int4 with groups of 32, on the same weights
@@ -346,7 +376,13 @@ say(f"Q4_1 applied again left {fixed:.2%} of the weights unchanged: a 4-bit grid
     f"same order as its error on the tiny model's full-precision weights ({tiny_err:.3f} in the first table): its "
     f"integer zero point puts the 16 levels at multiples of the scale, where Q4_1's float minimum put them "
     f"anywhere, so most weights fall between two of our levels. It stores "
-    f"{ours['bits per weight']:.2f} bits per weight against Q4_1's {bpw['Q4_1 (llama.cpp)']:.2f}.");
+    f"{ours['bits per weight']:.2f} bits per weight against Q4_1's {bpw['Q4_1 (llama.cpp)']:.2f}.",
+    zh=f"再次应用 Q4_1 后，{fixed:.2%} 的权重保持不变：把一个 4 位网格重新量化到它自身上，得到的是一个不动点，"
+       f"所以这说明不了 4 位量化让这个模型付出了什么代价。我们的 int4 g32 改变了其中 "
+       f"{1 - ours['weights unchanged']:.0%} 的权重，相对误差为 {ours['relative error']:.3f}——与它在小模型的全精度权重上的"
+       f"误差同一量级（第一张表中为 {tiny_err:.3f}）：它的整数零点把 16 个级别放在缩放因子的整数倍上，而 Q4_1 的浮点"
+       f"最小值可以把它们放在任何位置，所以大多数权重落在我们的两个级别之间。它每个权重存储 "
+       f"{ours['bits per weight']:.2f} 比特，而 Q4_1 为 {bpw['Q4_1 (llama.cpp)']:.2f} 比特。");
 """, tags=("remove-input",)),
     md(r"""
 What this can and cannot show. The original bf16 weights are not in the file, so the cost of Q4_1 itself — how
@@ -408,13 +444,19 @@ say(f"With 30 questions one answer is about 3 percentage points, so a difference
     + (" ".join(f"**{k}** answered {base + dv}/30 ({dv:+d}), a difference larger than that noise." for k, dv in far.items())
        if far else "No variant differed from fp32 by more than two answers.")
     + " How many of the 30 replies changed at all, right or wrong: "
-    + ", ".join(f"{k} {n}" for k, n in changed.items()) + ".");
+    + ", ".join(f"{k} {n}" for k, n in changed.items()) + ".",
+    zh=f"只有 30 个问题时，一个答案约为 3 个百分点，所以相差一两个答案只是噪声。fp32 答对了 {base}/30。"
+       + (f"与它相差不超过两个答案的有：{', '.join(near)}。" if near else "")
+       + ("".join(f"**{k}** 答对了 {base + dv}/30（{dv:+d}），差异大于这一噪声。" for k, dv in far.items())
+          if far else "没有哪个变体与 fp32 相差超过两个答案。")
+       + "30 个回复中有多少发生了变化（无论对错）："
+       + "，".join(f"{k} {n} 个" for k, n in changed.items()) + "。");
 """, tags=("remove-input",)),
     code(r"""
 from torch.ao.quantization import default_dynamic_qconfig
 wq, aq = default_dynamic_qconfig.weight(), default_dynamic_qconfig.activation()
 g32, tiny4 = a["int4 rtn g32"], live.set_index("variant").increase_pct["rtn int4 g64"]
-notes = []
+notes, notes_zh = [], []
 if round(30 * g32) < base - 2:
     same = abs(ours["relative error"] / tiny_err - 1) < 0.2
     notes.append(f"The second rounding to int4 g32 cost this model {base - round(30 * g32)} answers, with a relative "
@@ -423,12 +465,22 @@ if round(30 * g32) < base - 2:
                  f"4-bit rounding adds to that of the first, which these weights already carry, and a small model may "
                  f"have little redundancy to absorb both. It is a measured effect of quantizing twice — not a measure "
                  f"of what 4 bits cost a model trained in full precision.")
+    notes_zh.append(f"第二次舍入到 int4 g32 让这个模型少答对了 {base - round(30 * g32)} 个问题，相对权重误差为 "
+                    f"{ours['relative error']:.3f}" + (f"，与在小模型上的大致相同（{tiny_err:.3f}），而在小模型上 4 位量化"
+                    f"只让困惑度变化了 {tiny4:+.1f} %" if same else "") + "。第二次 4 位舍入的误差叠加在第一次的误差之上"
+                    "（这些权重已经带有第一次的误差），而小模型可能没有多少冗余来同时吸收两者。这是实测到的两次量化的效应"
+                    "——而不是衡量 4 位量化会让一个以全精度训练的模型付出多少代价。")
 if round(30 * a["int8 torch.ao"]) < base - 2 and round(30 * a["int8 rtn"]) >= base - 2:
     notes.append(f"int8 itself is not the problem — our per-channel int8 weights answered {round(30 * a['int8 rtn'])}/30. "
                  f"torch.ao's default dynamic configuration quantizes the weights per tensor ({wq.qscheme}) and each "
                  f"activation tensor with one scale ({aq.qscheme}, {aq.dtype}): with the outlier channels counted "
                  f"above, one scale per tensor leaves few levels for all the other channels.")
-say(" ".join(notes) if notes else "No quantized variant lost more than two answers against fp32.");
+    notes_zh.append(f"问题不在 int8 本身——我们逐通道的 int8 权重答对了 {round(30 * a['int8 rtn'])}/30。"
+                    f"torch.ao 默认的动态量化配置对权重逐张量量化（{wq.qscheme}），每个激活张量也只用一个缩放因子"
+                    f"（{aq.qscheme}，{aq.dtype}）：有了上面统计的那些离群通道，每个张量一个缩放因子只给其余所有通道"
+                    f"留下很少的级别。")
+say(" ".join(notes) if notes else "No quantized variant lost more than two answers against fp32.",
+    zh="".join(notes_zh) if notes_zh else "没有哪个量化变体比 fp32 少答对两个以上的问题。");
 """, tags=("remove-input",)),
     md(r"""
 A changed reply is not always a wrong one: greedy decoding follows the most likely token, and a small change in
@@ -506,7 +558,15 @@ say("Against fp32 on this machine, timed in turn: " + "; ".join(c.words() for c 
     + (f"The fastest, {fastest}, is the variant that answered {round(30 * a[answered[fastest]])}/30 questions "
        f"above: speed and size say nothing about answers." if fastest in answered and fastest != "fp32" else "")
     + " Fewer bytes become speed only where a kernel computes in the smaller type faster than it would read the "
-      "larger one.");
+      "larger one.",
+    zh="在这台机器上与 fp32 轮流测量比较：" + "；".join(c.words_zh() for c in verdicts) + "。"
+       f"最小的变体是 {smallest.variant}，为 fp32 字节数的 {smallest['size vs fp32']:.2f} 倍"
+       + (f"——不是 4 位所许诺的八分之一，因为 {emb.shape[0]:,} × {emb.shape[1]} 的嵌入层"
+          f"（占参数的 {emb.numel() / sum(p.numel() for p in real.parameters()):.0%}）在这里的每个库中都保留为全精度"
+          if smallest["size vs fp32"] > 0.25 else "") + "。"
+       + (f"最快的 {fastest} 正是上面答对了 {round(30 * a[answered[fastest]])}/30 个问题的那个变体："
+          f"速度和大小说明不了回答的好坏。" if fastest in answered and fastest != "fp32" else "")
+       + "只有在内核用较小的类型计算比读取较大的类型还快的地方，更少的字节才会变成速度。");
 """, tags=("remove-input",)),
     md(r"""
 On a GPU the same calls use the CUDA kernels of bitsandbytes and torchao (and torchao's int4). The cell below
@@ -514,7 +574,8 @@ runs only there.
 """),
     code(r"""
 if not torch.cuda.is_available():
-    print("No CUDA GPU here: on a GPU this cell loads the real model in nf4 on cuda and times its decoding.")
+    say("No CUDA GPU here: on a GPU this cell loads the real model in nf4 on cuda and times its decoding.",
+        zh="这里没有 CUDA GPU：在 GPU 上，这个单元格会在 cuda 上以 nf4 加载真实模型，并为它的解码计时。")
 else:
     from secbook.measure import time_generation
     g4 = Q.bnb_quantize(str(pretrained.model_dir()), "nf4", device="cuda")
@@ -588,9 +649,12 @@ qa, _ = Q.quantize(secbook.load("tiny")[0], 2, 64, "asym")
 ppl_a, _, _ = evaluate(qa, ids, ref)
 sym2 = live.set_index("variant").perplexity["rtn int2 g64"]
 print(f"int2 g64: symmetric {sym2:.2f}, asymmetric {ppl_a:.2f} (fp32 {ppl0:.2f}; {perplexity_protocol(len(ids))})")
-print("A symmetric 2-bit grid has levels -2, -1, 0, 1 times the scale, with the scale set by max|w|: one side")
-print("of the range gets a single level and much of the grid can fall where a group has no weights. The")
-print("asymmetric grid spans [min, max] with all four levels, which matters most when there are only four.")
+say("A symmetric 2-bit grid has levels -2, -1, 0, 1 times the scale, with the scale set by max|w|: one side "
+    "of the range gets a single level and much of the grid can fall where a group has no weights. The "
+    "asymmetric grid spans [min, max] with all four levels, which matters most when there are only four.",
+    zh="对称的 2 位网格的级别是缩放因子的 -2、-1、0、1 倍，而缩放因子由 max|w| 决定：范围的一侧只分到一个级别，"
+       "网格的很大一部分可能落在组内没有权重的地方。非对称网格用全部四个级别覆盖 [min, max]，"
+       "而级别只有四个时，这一点最为重要。");
 """),
     exercise(4, r"""
 **GPTQ without act-order.** Re-run the GPTQ section with `act_order=False` (`Q.quantize(..., method="gptq",
@@ -601,10 +665,13 @@ gn, _ = Q.quantize(secbook.load("tiny")[0], 3, 64, method="gptq", calib=calib, a
 ppl_n, match_n, _ = evaluate(gn, ids, ref)
 print(f"int3 g64 GPTQ: act-order {ppl_g:.2f}, in order {ppl_n:.2f}; round-to-nearest {rtn3.perplexity:.2f} "
       f"(fp32 {ppl0:.2f})")
-print("GPTQ can only push a column's error onto the columns after it. Visiting the columns with the largest")
-print("Hessian diagonal (the inputs with the most energy) first quantizes the most important ones while the")
-print("most columns are left to absorb their error; in plain order they may come last, with little left to")
-print("compensate. How much it matters depends on how uneven the input energies are.")
+say("GPTQ can only push a column's error onto the columns after it. Visiting the columns with the largest "
+    "Hessian diagonal (the inputs with the most energy) first quantizes the most important ones while the "
+    "most columns are left to absorb their error; in plain order they may come last, with little left to "
+    "compensate. How much it matters depends on how uneven the input energies are.",
+    zh="GPTQ 只能把一列的误差推给它后面的列。先访问 Hessian 对角元最大的列（能量最大的输入），就能趁剩下的列最多、"
+       "最能吸收误差时量化最重要的列；按原来的顺序，它们可能排在最后，几乎没有剩下的列来补偿。"
+       "这有多重要，取决于各个输入的能量有多不均匀。");
 """),
     exercise(5, r"""
 **Another block.** Decode block 5 of row 100 of `blk.3.ffn_up.weight` by hand and compare it with the converted
@@ -629,10 +696,15 @@ pc = quantize_dynamic(copy.deepcopy(real), spec, dtype=torch.qint8)
 n_pc = int(tasks.score(pc, rtok, max_new_tokens=24, batch_size=30).correct.sum())
 n_default, n_fp32 = int(scores["int8 torch.ao"].correct.sum()), int(scores["fp32"].correct.sum())
 print(f"torch.ao dynamic int8, per-tensor weights: {n_default}/30; per-channel weights: {n_pc}/30; fp32: {n_fp32}/30")
-print("Recovered to within two answers of fp32." if n_pc >= n_fp32 - 2 else
-      "Still more than two answers below fp32: the weights' scale was not the whole story.")
-print("The activations are still quantized with one scale per tensor, recomputed for every batch: an outlier")
-print("channel sets that scale, and the ordinary channels share the few levels left (LLM.int8() keeps outlier")
-print("channels in 16 bits for that reason).")
+recovered = n_pc >= n_fp32 - 2
+say(("Recovered to within two answers of fp32." if recovered else
+     "Still more than two answers below fp32: the weights' scale was not the whole story.")
+    + " The activations are still quantized with one scale per tensor, recomputed for every batch: an outlier "
+      "channel sets that scale, and the ordinary channels share the few levels left (LLM.int8() keeps outlier "
+      "channels in 16 bits for that reason).",
+    zh=("恢复到了与 fp32 相差不超过两个答案。" if recovered else
+        "仍比 fp32 少两个以上的答案：权重的缩放因子并不是问题的全部。")
+       + "激活值仍然是每个张量一个缩放因子，而且每个批次都重新计算：一个离群通道决定了这个缩放因子，"
+         "普通通道只能共用剩下的少数几个级别（LLM.int8() 正是因此把离群通道保留为 16 位）。");
 """),
 ]
