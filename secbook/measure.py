@@ -51,6 +51,12 @@ def perplexity_protocol(max_tokens: int | None = PPL_TOKENS) -> str:
     return f"perplexity of {n} held-out tokens (windows of 256, stride 128)"
 
 
+def perplexity_protocol_zh(max_tokens: int | None = PPL_TOKENS) -> str:
+    """The words of :func:`perplexity_protocol` in Chinese, with the same numbers (for ``say(..., zh=...)``)."""
+    n = "全部" if max_tokens is None else f"前 {max_tokens:,} 个"
+    return f"{n}留出词元上的困惑度（窗口 256，步长 128）"
+
+
 # --------------------------------------------------------------------------------------------- quality
 @torch.no_grad()
 def perplexity(model, tokenizer, text: str | None = None, window: int = 256, stride: int = 128,

@@ -30,9 +30,10 @@ import tempfile
 import numpy as np, torch, pandas as pd, matplotlib.pyplot as plt
 from secbook import prune as P
 from secbook.quantize import calibration_ids
+from dataclasses import replace
 from secbook.claims import say, guard, compare, times
 from secbook.compress import eval_ids, evaluate, forward_speed_in_turn, model_size
-from secbook.measure import describe_machine, load_results, perplexity_protocol, PPL_TOKENS
+from secbook.measure import describe_machine, load_results, perplexity_protocol, perplexity_protocol_zh, PPL_TOKENS
 pd.set_option("display.width", 140); pd.set_option("display.precision", 3)
 print("measured on:", machine)
 """),
@@ -83,11 +84,17 @@ live
     code(r"""
 inc = live.set_index("variant").increase_pct
 wanda_better = [p for p in ("unstructured", "2:4") if inc[f"wanda {p}"] < inc[f"magnitude {p}"]]
+pattern_zh = {"unstructured": "非结构化剪枝", "2:4": "2:4 模式"}
 say(f"At 50 % sparsity, perplexity rose by {inc['magnitude unstructured']:.1f} % (magnitude) and "
     f"{inc['wanda unstructured']:.1f} % (Wanda) unstructured, and by {inc['magnitude 2:4']:.1f} % and "
     f"{inc['wanda 2:4']:.1f} % with the 2:4 pattern, which constrains where the zeros may go. "
-    + (f"Wanda was the better criterion for {' and '.join(wanda_better)}." if wanda_better else
-       "Wanda was not better than magnitude here."));
+    + ("Wanda was the better criterion for " + " and ".join(wanda_better) + "." if wanda_better else
+       "Wanda was not better than magnitude here."),
+    zh=f"稀疏度为 50 % 时，非结构化剪枝使困惑度上升了 {inc['magnitude unstructured']:.1f} %（幅值）和 "
+       f"{inc['wanda unstructured']:.1f} %（Wanda）；采用 2:4 模式时上升了 {inc['magnitude 2:4']:.1f} % 和 "
+       f"{inc['wanda 2:4']:.1f} %，因为这种模式限制了零可以出现的位置。"
+       + ("在" + "、".join(pattern_zh[p] for p in wanda_better) + "中，Wanda 是更好的剪枝标准。" if wanda_better else
+          "在这里 Wanda 并不比幅值剪枝更好。"));
 """, tags=("remove-input",)),
     md(r"""
 ## Zeros are not speed
@@ -112,16 +119,23 @@ med.pivot(index="sparsity", columns="kernel", values="median").round(3)
 """),
     code(r"""
 name = lambda k, s: ("the dense kernel" if k == "dense" else "the CSR kernel") + (f" at {100 * s:g} % zeros" if s else " without zeros")
+name_zh = lambda k, s: (f"含 {100 * s:g} % 零的" if s else "不含零的") + ("稠密内核" if k == "dense" else " CSR 内核")
 per_round = {name(k, s): g.sort_values("round").ms.tolist() for (k, s), g in sp.groupby(["kernel", "sparsity"])}
 base = name("dense", 0)
 vs = lambda k, s: compare(per_round, name(k, s), base, higher_is_better=False)
+vs_zh = lambda k, s: replace(vs(k, s), a=name_zh(k, s), b=name_zh("dense", 0))
 csr_wins = [s for s in (0.5, 0.9, 0.99) if vs("csr", s).verdict == "faster"]
 say(f"Time per matmul, in turn: {vs('dense', 0.5).words()}; {vs('csr', 0.5).words()}. "
-    + (f"The CSR kernel was faster than the dense one in every round only at "
-       f"{' and '.join(f'{100 * s:g} %' for s in csr_wins)} zeros" if csr_wins else
+    + ("The CSR kernel was faster than the dense one in every round only at "
+       + " and ".join(f"{100 * s:g} %" for s in csr_wins) + " zeros" if csr_wins else
        "The CSR kernel was not faster in every round at any sparsity tried")
     + " — a sparse format trades regular, vectorised memory access for index chasing, and pays only far beyond "
-      "the 50 % where the model still works.");
+      "the 50 % where the model still works.",
+    zh=f"轮流计时的每次矩阵乘法时间：{vs_zh('dense', 0.5).words_zh()}；{vs_zh('csr', 0.5).words_zh()}。"
+       + ("只有在零占 " + " 和 ".join(f"{100 * s:g} %" for s in csr_wins) + " 时，CSR 内核才在每一轮中都快于稠密内核"
+          if csr_wins else "在所试的任何稀疏度下，CSR 内核都没有在每一轮中都更快")
+       + "——稀疏格式用规则的、向量化的内存访问换来了按索引跳转的访问，只有远远超过 50 %（模型在此时仍然可用）"
+         "的稀疏度才划算。");
 """, tags=("remove-input",)),
     md(r"""
 The whole model behaves the same way. Below, the dense model and the same model with 50 % of its weights zeroed
@@ -134,11 +148,17 @@ pd.DataFrame(zeros_speed).describe().loc[["50%", "min", "max"]].rename(index={"5
 """),
     code(r"""
 c = compare(zeros_speed, "the model with 50 % zeros", "the dense model")
+c_zh = replace(c, a="置零 50 % 的模型", b="稠密模型")
 say(f"Prefill tokens/s: {c.words()}. "
     + ("Zeros bought no speed: the dense kernels multiply them like any other number."
        if c.verdict != "faster" else
        "It was faster in every round — unexpected for dense kernels; a change of load between rounds can do this, "
-       "so run the cell again before believing it."));
+       "so run the cell again before believing it."),
+    zh=f"预填充每秒词元数：{c_zh.words_zh()}。"
+       + ("零没有换来速度：稠密内核像乘其他任何数一样乘这些零。"
+          if c.verdict != "faster" else
+          "它在每一轮中都更快——这对稠密内核来说出乎意料；各轮之间负载的变化可能造成这种结果，"
+          "所以在相信它之前请再运行一次这个单元格。"));
 """, tags=("remove-input",)),
     md(r"""
 ## Structured pruning: smaller matrices
@@ -166,10 +186,15 @@ pd.DataFrame([{"model": "dense", "MB": model_size(model) / 1e6, "perplexity": pp
 """),
     code(r"""
 c = compare(struct_speed, "the structured-pruned model", "the dense model")
+c_zh = replace(c, a="结构化剪枝后的模型", b="稠密模型")
 say(f"Timed in turn (the pruned model after a save and reload, as a plain Hugging Face model): "
     f"{c.words()}, with {model_size(reloaded) / model_size(model):.2f}x the bytes. "
     f"Its perplexity rose by {100 * (ppl_s / ppl0 - 1):.0f} % without retraining"
-    + (" — a large cost." if ppl_s > 1.25 * ppl0 else "."));
+    + (" — a large cost." if ppl_s > 1.25 * ppl0 else "."),
+    zh=f"轮流计时（剪枝后的模型经过保存和重新加载，作为一个普通的 Hugging Face 模型）："
+       f"{c_zh.words_zh()}，字节数是原来的 {model_size(reloaded) / model_size(model):.2f} 倍。"
+       f"在不重新训练的情况下，它的困惑度上升了 {100 * (ppl_s / ppl0 - 1):.0f} %"
+       + ("——代价很大。" if ppl_s > 1.25 * ppl0 else "。"));
 """, tags=("remove-input",)),
     md(r"""
 Structured pruning is usually followed by some training to recover the quality — or replaced by distillation into
@@ -204,9 +229,13 @@ sweep[sweep.family.isin(["fp32", "prune", "structured"])][cols].rename(columns={
 if rec_tokens != len(ids):
     say(f"The sweep used a different perplexity protocol ({perplexity_protocol(rec_tokens)}) from the live rows "
         f"above ({perplexity_protocol(len(ids))}): its dense perplexity is {fp:.2f}, the live one {ppl0:.2f}. "
-        f"Compare perplexities within one table.")
+        f"Compare perplexities within one table.",
+        zh=f"参数扫描采用的困惑度评测方案（{perplexity_protocol_zh(rec_tokens)}）与上面实时测量的各行"
+           f"（{perplexity_protocol_zh(len(ids))}）不同：扫描中稠密模型的困惑度为 {fp:.2f}，实时测得的为 {ppl0:.2f}。"
+           f"只在同一张表之内比较困惑度。")
 else:
-    say(f"Same protocol as the live rows: recorded dense perplexity {fp:.2f}, live {ppl0:.2f}.")
+    say(f"Same protocol as the live rows: recorded dense perplexity {fp:.2f}, live {ppl0:.2f}.",
+        zh=f"评测方案与实时测量的各行相同：记录的稠密模型困惑度为 {fp:.2f}，实时测得的为 {ppl0:.2f}。")
 """, tags=("remove-input",)),
     md(r"""
 ## Try it
@@ -271,14 +300,20 @@ for name, mask in (("per row", P.row_mask(score, 0.5)), ("layer-wide", P.magnitu
     err[name] = float((X @ (wl * mask).T - X @ wl.T).norm() / (X @ wl.T).norm())
     print(f"{name:>10}: relative output error {err[name]:.3f}, fewest weights kept in a row: "
           f"{int(mask.sum(1).min())} of {lin.in_features}")
-print("A layer-wide threshold can strip the rows whose scores are all small of most of their weights; per-row")
-print("pruning keeps the same number in every row, so no output loses more than half its inputs.")
+say("A layer-wide threshold can strip the rows whose scores are all small of most of their weights; per-row "
+    "pruning keeps the same number in every row, so no output loses more than half its inputs.",
+    zh="整层统一的阈值可能把那些得分全都偏小的行剥去大部分权重；按行剪枝在每一行中保留同样多的权重，"
+       "所以没有哪个输出会失去一半以上的输入。")
 if err["per row"] < 0.95 * err["layer-wide"]:
-    print("Here that protected the outputs: the per-row error is clearly lower.")
+    say("Here that protected the outputs: the per-row error is clearly lower.",
+        zh="在这里，这一点保护了输出：按行剪枝的误差明显更低。")
 else:
-    print("In this layer it made little difference: its rows have similar scores, so a layer-wide threshold already")
-    print("kept nearly half of each row. The Wanda paper found the per-output comparison matters in large LLMs, whose")
-    print("rows differ more; try other layers (attention o_proj, gate_proj) to find one where it matters.")
+    say("In this layer it made little difference: its rows have similar scores, so a layer-wide threshold already "
+        "kept nearly half of each row. The Wanda paper found the per-output comparison matters in large LLMs, whose "
+        "rows differ more; try other layers (attention o_proj, gate_proj) to find one where it matters.",
+        zh="在这一层中差别不大：它的各行得分相近，所以整层统一的阈值本来就在每一行中保留了将近一半的权重。"
+           "Wanda 的论文发现，在各行差异更大的大型 LLM 中，按输出比较很重要；试试其他层（注意力的 o_proj、"
+           "gate_proj），找一个差别明显的层。")
 """),
     exercise(3, r"""
 **How sparse must CSR be?** Use `P.sparse_speed_rounds` to find the sparsity from which the CSR kernel beats the
@@ -290,12 +325,17 @@ for tokens in (1, 256):
     t = P.sparse_speed_rounds(tokens=tokens, sparsities=levels, rounds=3, repeats=3)
     r = {f"{k} {s:g}": g.sort_values("round").ms.tolist() for (k, s), g in t.groupby(["kernel", "sparsity"])}
     wins = [s for s in levels if compare(r, f"csr {s:g}", "dense 0", higher_is_better=False).verdict == "faster"]
-    print(f"{tokens:>3} token(s): CSR faster in every round from {wins[0]:.0%} zeros" if wins else
-          f"{tokens:>3} token(s): CSR never faster in every round up to {levels[-1]:.0%}")
-print("The crossing point depends on the two kernels, not only on the zeros: with one token the dense kernel is a")
-print("matrix-vector product limited by reading the weight, and CSR must read an index per non-zero as well; with")
-print("many tokens CSR reuses each index for every token, while the dense kernel still multiplies every zero. Which")
-print("effect wins, and where, is specific to the libraries and the CPU: the numbers above are this machine's.")
+    say(f"{tokens:>3} token(s): CSR faster in every round from {wins[0]:.0%} zeros" if wins else
+        f"{tokens:>3} token(s): CSR never faster in every round up to {levels[-1]:.0%}",
+        zh=f"{tokens:>3} 个词元：从 {wins[0]:.0%} 的零开始，CSR 在每一轮中都更快" if wins else
+           f"{tokens:>3} 个词元：直到 {levels[-1]:.0%} 的零，CSR 都没有在每一轮中都更快")
+say("The crossing point depends on the two kernels, not only on the zeros: with one token the dense kernel is a "
+    "matrix-vector product limited by reading the weight, and CSR must read an index per non-zero as well; with "
+    "many tokens CSR reuses each index for every token, while the dense kernel still multiplies every zero. Which "
+    "effect wins, and where, is specific to the libraries and the CPU: the numbers above are this machine's.",
+    zh="交叉点取决于两个内核，而不只取决于零的多少：只有一个词元时，稠密内核是一次受权重读取限制的矩阵-向量乘法，"
+       "而 CSR 还得为每个非零元素读一个索引；词元很多时，CSR 对每个词元重复使用每个索引，而稠密内核仍要乘每一个零。"
+       "哪种效应占上风、在哪里占上风，取决于具体的库和 CPU：上面的数字是这台机器的。")
 """),
     exercise(4, r"""
 **Heads only.** Run `P.prune_structured(model, 0.0, 0.5, calib=calib)`: how much speed and how much perplexity do
@@ -308,12 +348,18 @@ s = forward_speed_in_turn({"dense": model, "heads -50%": heads}, rounds=5)
 c = compare(s, "heads -50%", "dense")
 print(f"heads -50% only: perplexity {ppl_h:.2f} vs dense {ppl0:.2f} ({100 * (ppl_h / ppl0 - 1):+.0f} %), and "
       f"{ppl_s:.2f} ({100 * (ppl_s / ppl0 - 1):+.0f} %) with half the MLP removed as well.")
-print(f"Speed: {c.words()}.")
-print(f"Parameters {rep_h['parameters_before']:,} -> {rep_h['parameters_after']:,} (both halved: "
-      f"{rep['parameters_after']:,}): the query and output projections of half the heads are a small part of each")
-print("block next to the MLP, so the heads alone remove few weights" + (" and bought little speed here." if c.median < 1.2 else "."))
+c_zh = replace(c, a="去掉 50% 注意力头的模型", b="稠密模型")
+say(f"Speed: {c.words()}.", zh=f"速度：{c_zh.words_zh()}。")
+say(f"Parameters {rep_h['parameters_before']:,} -> {rep_h['parameters_after']:,} (both halved: "
+    f"{rep['parameters_after']:,}): the query and output projections of half the heads are a small part of each "
+    "block next to the MLP, so the heads alone remove few weights" + (" and bought little speed here." if c.median < 1.2 else "."),
+    zh=f"参数量 {rep_h['parameters_before']:,} -> {rep_h['parameters_after']:,}（两者都减半时为 "
+       f"{rep['parameters_after']:,}）：与 MLP 相比，一半注意力头的查询投影和输出投影只占每个块的一小部分，"
+       "所以单剪注意力头去掉的权重很少" + ("，在这里也几乎没有换来速度。" if c.median < 1.2 else "。"))
 share = (ppl_h - ppl0) / (ppl_s - ppl0)
-print(f"The heads account for {share:.0%} of the perplexity increase of the combined pruning: "
-      + ("most of the damage." if share > 0.5 else "less than half of the damage."))
+say(f"The heads account for {share:.0%} of the perplexity increase of the combined pruning: "
+    + ("most of the damage." if share > 0.5 else "less than half of the damage."),
+    zh=f"在两者结合的剪枝造成的困惑度上升中，注意力头占了 {share:.0%}："
+       + ("大部分损害来自它们。" if share > 0.5 else "不到一半的损害来自它们。"))
 """),
 ]

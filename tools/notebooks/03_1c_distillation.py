@@ -35,12 +35,13 @@ speculative decoding later in the book.
 import secbook
 machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import json
+from dataclasses import replace
 import numpy as np, torch, pandas as pd, matplotlib.pyplot as plt
 from secbook import distill as D
-from secbook.claims import say, guard, compare, times
+from secbook.claims import say, guard, compare, times, times_zh
 from secbook.compress import eval_ids, evaluate, forward_speed_in_turn, model_size
-from secbook.measure import (describe_machine, load_results, perplexity_protocol, PPL_TOKENS, tok_s_in_turn,
-                             hf_generate_fn, prompt_ids)
+from secbook.measure import (describe_machine, load_results, perplexity_protocol, perplexity_protocol_zh, PPL_TOKENS,
+                             tok_s_in_turn, hf_generate_fn, prompt_ids)
 from secbook.paths import MODELS_DIR, RESULTS_DIR
 pd.set_option("display.width", 140); pd.set_option("display.precision", 3)
 print("measured on:", machine)
@@ -96,11 +97,17 @@ recorded
 """),
     code(r"""
 st, bs, tt = rec["student"], rec["baseline_student"], rec["teacher"]
+better = "better" if st["heldout_perplexity"] < bs["heldout_perplexity"] else "not better"
+better_zh = "更好" if st["heldout_perplexity"] < bs["heldout_perplexity"] else "并不更好"
 say(f"In the recorded run the distilled student reached a held-out perplexity of {st['heldout_perplexity']:.1f} "
     f"against {bs['heldout_perplexity']:.1f} for the same student trained on labels only "
-    f"({'better' if st['heldout_perplexity'] < bs['heldout_perplexity'] else 'not better'}) and "
+    f"({better}) and "
     f"{tt['heldout_perplexity']:.1f} for the teacher, with {st['parameters'] / tt['parameters']:.2f}x the "
-    f"teacher's parameters. Training took {st['train_minutes']:.0f} minutes on the recording machine ({m['cpu']}).");
+    f"teacher's parameters. Training took {st['train_minutes']:.0f} minutes on the recording machine ({m['cpu']}).",
+    zh=f"在记录下来的训练中，蒸馏得到的学生在留出文本上的困惑度为 {st['heldout_perplexity']:.1f}，"
+       f"只用标签训练的同一个学生为 {bs['heldout_perplexity']:.1f}（蒸馏{better_zh}），"
+       f"教师为 {tt['heldout_perplexity']:.1f}；学生的参数量是教师的 {st['parameters'] / tt['parameters']:.2f} 倍。"
+       f"训练在记录所用的机器（{m['cpu']}）上花了 {st['train_minutes']:.0f} 分钟。");
 """, tags=("remove-input",)),
     md(r"""
 Now live, side by side: the saved student against the teacher — held-out perplexity with the book's protocol,
@@ -124,9 +131,12 @@ live
 """),
     code(r"""
 c = compare(decode, "the student", "the teacher")
+c_zh = replace(c, a="学生", b="教师")
 say(f"Live, {c.words()}, at {model_size(student) / model_size(teacher):.2f}x the "
     f"bytes, with a perplexity {100 * (ppl_s / ppl_t - 1):+.0f} % from the teacher's and a top-1 match of "
-    f"{match_s:.2f}.");
+    f"{match_s:.2f}.",
+    zh=f"实时测量：{c_zh.words_zh()}；字节数是教师的 {model_size(student) / model_size(teacher):.2f} 倍，"
+       f"困惑度相对教师的变化为 {100 * (ppl_s / ppl_t - 1):+.0f} %，top-1 匹配率为 {match_s:.2f}。");
 """, tags=("remove-input",)),
     code(r"""
 # NBVAL_CHECK_OUTPUT
@@ -217,13 +227,23 @@ with pd.option_context("display.max_colwidth", 70):
 v = {k: c.verdict for k, c in verdict.items()}
 def moved(k):
     return {"faster": "made it faster", "slower": "made it slower"}.get(v[k], f"did not change its speed clearly ({v[k]})")
+def moved_zh(k):
+    words = {"faster": "更快", "slower": "更慢", "about as fast": "速度相当", "not clearly faster": "并不明显更快",
+             "not clearly slower": "并不明显更慢"}
+    return {"faster": "使它变快了", "slower": "使它变慢了"}.get(v[k], f"没有明显改变它的速度（{words[v[k]]}）")
 say("What the measurements say about speed on this machine, timed in turn: "
     f"our 4-bit `QuantLinear` (dequantize, then multiply in fp32) {moved('rtn int4 g64 sym')}; "
     f"torch.ao's int8 kernel {moved('dynamic_int8')}; zeroing half the weights {moved('magnitude unstructured 50%')}; "
     f"removing half the MLP channels {moved('structured mlp-50% heads-0%')}; the 2-layer student "
     f"{moved('student')}. Smaller storage becomes speed only where a kernel computes in the smaller type or the "
     f"matrices themselves shrink; chapter 4 and the fast-generation chapter show when fewer bytes pay off in "
-    f"memory-bound decoding.");
+    f"memory-bound decoding.",
+    zh="在这台机器上轮流计时，测量结果对速度的结论是："
+       f"我们的 4 位 `QuantLinear`（先反量化，再以 fp32 相乘）{moved_zh('rtn int4 g64 sym')}；"
+       f"torch.ao 的 int8 内核{moved_zh('dynamic_int8')}；把一半权重置零{moved_zh('magnitude unstructured 50%')}；"
+       f"去掉一半 MLP 通道{moved_zh('structured mlp-50% heads-0%')}；2 层的学生"
+       f"{moved_zh('student')}。只有当内核以更小的类型计算，或者矩阵本身变小时，更小的存储才会变成速度；"
+       f"第 4 章和讲快速生成循环的那一章会说明，在受内存带宽限制的解码中，字节更少何时能带来回报。");
 """, tags=("remove-input",)),
     code(r"""
 sv = sweep.set_index("variant").ppl_increase_pct
@@ -232,7 +252,13 @@ say(f"In quality (recorded sweep, {sweep.cpu.iloc[0]}): rounding to int4 g64 cos
     f"and {sv['magnitude unstructured 50%']:+.1f} % but saved no bytes (the zeros are still stored); removing half "
     f"the MLP channels cost {sv['structured mlp-50% heads-0%']:+.1f} % without recovery training; the distilled "
     f"student cost {100 * (dst['heldout_perplexity'] / dtt['heldout_perplexity'] - 1):+.0f} % and "
-    f"{dst['train_minutes']:.0f} minutes of training.");
+    f"{dst['train_minutes']:.0f} minutes of training.",
+    zh=f"质量方面（记录的参数扫描，{sweep.cpu.iloc[0]}）：舍入到 int4 g64 使困惑度变化 {sv['rtn int4 g64 sym']:+.1f} %，"
+       f"不需要训练；把 30 % 和 50 % 的权重置零分别使困惑度变化 {sv['magnitude unstructured 30%']:+.1f} % "
+       f"和 {sv['magnitude unstructured 50%']:+.1f} %，但没有节省任何字节（零仍然要存储）；去掉一半 MLP 通道"
+       f"在没有恢复训练时使困惑度变化 {sv['structured mlp-50% heads-0%']:+.1f} %；蒸馏得到的学生使困惑度变化 "
+       f"{100 * (dst['heldout_perplexity'] / dtt['heldout_perplexity'] - 1):+.0f} %，并需要 "
+       f"{dst['train_minutes']:.0f} 分钟的训练。");
 """, tags=("remove-input",)),
     summary(["Distillation trains a smaller student on the teacher's softened output distribution (KL at temperature "
              "T, times T²) mixed with the usual label loss.",
@@ -259,11 +285,15 @@ for T in (1.0, 4.0):
     res[T] = evaluate(s_T, ids)[0]
     print(f"T = {T}: held-out perplexity {res[T]:.1f} after {cfg.steps} steps ({perplexity_protocol(len(ids))})")
 lo, hi = min(res, key=res.get), max(res, key=res.get)
-print(f"T = {lo} gave the lower perplexity in this short run" + (", but by less than 5 %: one short run per setting "
-      "cannot separate them." if res[hi] < 1.05 * res[lo] else "; a longer run would show whether that lasts."))
-print("T spreads the teacher's probability over more tokens; with a small vocabulary most of the mass is already on")
-print("a few tokens the student sees anyway, while with 50,000 tokens the soft targets carry the ranking of a long")
-print("tail that labels never show, so the temperature that exposes it matters more.")
+say(f"T = {lo} gave the lower perplexity in this short run" + (", but by less than 5 %: one short run per setting "
+    "cannot separate them." if res[hi] < 1.05 * res[lo] else "; a longer run would show whether that lasts."),
+    zh=f"在这次短训练中，T = {lo} 得到的困惑度较低" + ("，但差距不到 5 %：每种设置只跑一次短训练，无法区分两者。"
+       if res[hi] < 1.05 * res[lo] else "；要看这一优势能否保持，需要更长的训练。"))
+say("T spreads the teacher's probability over more tokens; with a small vocabulary most of the mass is already on "
+    "a few tokens the student sees anyway, while with 50,000 tokens the soft targets carry the ranking of a long "
+    "tail that labels never show, so the temperature that exposes it matters more.",
+    zh="T 把教师的概率分散到更多的词元上；词表较小时，大部分概率质量本来就集中在学生反正也会看到的少数几个词元上，"
+       "而词表有 50,000 个词元时，软目标携带着标签永远不会展示的长尾的排序，所以揭示这条长尾的温度就更重要。")
 """),
     exercise(2, r"""
 **Pure imitation.** Set `alpha=1.0` (no label term). Does the student still learn? What does that say about how
@@ -275,10 +305,14 @@ ppl_kl = evaluate(s_kl, ids)[0]
 ppl_mix = evaluate(s_kd, ids)[0]
 print(f"alpha = 1.0 (KL only): loss {h_kl[0]['loss']:.3f} -> {h_kl[-1]['loss']:.3f}; held-out perplexity {ppl_kl:.1f} "
       f"against {ppl_mix:.1f} with alpha = {cfg.alpha} after the same {cfg.steps} steps")
-print("Without labels the student " + ("still learned, and did no worse than with them:" if ppl_kl <= 1.05 * ppl_mix
-      else "learned less well than with them:" if h_kl[-1]["loss"] < h_kl[0]["loss"] else "did not learn:"))
-print("the soft targets carry the label's information (a good teacher ranks the true token high) and more; the labels")
-print("add most where the teacher is wrong, and matter less the better the teacher is.")
+say("Without labels the student " + ("still learned, and did no worse than with them:" if ppl_kl <= 1.05 * ppl_mix
+    else "learned less well than with them:" if h_kl[-1]["loss"] < h_kl[0]["loss"] else "did not learn:")
+    + " the soft targets carry the label's information (a good teacher ranks the true token high) and more; the "
+      "labels add most where the teacher is wrong, and matter less the better the teacher is.",
+    zh="没有标签时，学生" + ("仍然学会了，而且并不比有标签时差：" if ppl_kl <= 1.05 * ppl_mix
+       else "学得不如有标签时好：" if h_kl[-1]["loss"] < h_kl[0]["loss"] else "没有学会：")
+    + "软目标携带了标签的信息（好的教师会把真实的词元排在前面），而且不止于此；标签在教师出错的地方作用最大，"
+      "教师越好，标签就越不重要。")
 """),
     exercise(3, r"""
 **Parameters.** Count the student's parameters by hand from its config (embeddings are tied) and compare with
@@ -302,7 +336,9 @@ first rejection.
 a = match_s
 expected = sum(a ** k for k in range(1, 5))   # the k-th draft counts only if the first k were all accepted
 print(f"alpha ~ {a:.2f}: expected accepted drafts of 4 = {expected:.2f}")
-print("Top-1 match is measured on held-out text with the true text as context, not on the model's own greedy")
-print("continuation, so it only approximates the acceptance rate (chapter 3.2 measures that directly).")
+say("Top-1 match is measured on held-out text with the true text as context, not on the model's own greedy "
+    "continuation, so it only approximates the acceptance rate (chapter 3.2 measures that directly).",
+    zh="top-1 匹配率是在留出文本上、以真实文本为上下文测得的，而不是在模型自己贪心生成的续写上测得的，"
+       "所以它只是接受率的近似（第 3.2 节直接测量接受率）。")
 """),
 ]

@@ -40,7 +40,7 @@ import torch, pandas as pd
 import matplotlib.pyplot as plt
 from secbook import roofline
 from secbook.roofline import GPUS, predict
-from secbook.claims import guard, say, times
+from secbook.claims import guard, say, times, times_zh
 pd.set_option("display.width", 140)
 print("measured on:", machine)
 """),
@@ -128,8 +128,10 @@ measured now: read bandwidth (summing a large array) and matrix-multiply through
     code(r"""
 import os
 cpu = roofline.measure_machine(device="cpu")
-print(f"measured on {secbook.describe_machine()}, load average {os.getloadavg()[0]:.1f} "
-      f"(above the number of cores, other work competed for the CPU)")
+say(f"measured on {secbook.describe_machine()}, load average {os.getloadavg()[0]:.1f} "
+    f"(above the number of cores, other work competed for the CPU)",
+    zh=f"测量于 {secbook.describe_machine()}，负载均值 {os.getloadavg()[0]:.1f}"
+       f"（若高于核心数，说明有其他工作在争用 CPU）")
 print(f"{cpu.name}: read bandwidth {cpu.bandwidth/1e9:.1f} GB/s, matmul fp32 {cpu.fp32_flops/1e9:.0f} GFLOP/s, "
       f"bf16 {cpu.fp16_flops/1e9:.0f} GFLOP/s (medians)")
 """),
@@ -150,7 +152,10 @@ pd.DataFrame(path_rows).round(1)
 ratio = cpu.fp16_flops / cpu.fp32_flops
 say(f"Here the bf16 matrix product ran at {times(ratio)} the fp32 rate: "
     + ("this CPU has a fast bf16 path, and narrower formats are predicted at its rate." if ratio > 1 else
-       "bf16 has no fast path on this CPU, so every format narrower than fp32 is predicted at the fp32 rate."));
+       "bf16 has no fast path on this CPU, so every format narrower than fp32 is predicted at the fp32 rate."),
+    zh=f"这里 bf16 矩阵乘法的速率是 fp32 的 {times_zh(ratio)}："
+       + ("这台 CPU 有快速的 bf16 路径，更窄的格式都按它的速率来预测。" if ratio > 1 else
+          "这台 CPU 上 bf16 没有快速路径，所以比 fp32 更窄的每种格式都按 fp32 的速率来预测。"));
 """, tags=("remove-input",)),
     md(r"""
 Now the predicted decode speed (tokens/s at batch 1) and time to first token (512-token prompt) of a
@@ -166,7 +171,8 @@ rows = [predict(shape, hw, batch=1, prompt_len=512, new_tokens=128, bytes_per_we
         for hw in devices.values() for fmt in FORMATS]
 case = pd.DataFrame(rows)
 tok_s = case.pivot(index="hardware", columns="format", values="tokens_per_s").loc[list(devices), FORMATS]
-print("predicted decode tokens/s, batch 1, Llama-3.2-1B shape (roofline lower bound on time: an upper bound on speed)")
+say("predicted decode tokens/s, batch 1, Llama-3.2-1B shape (roofline lower bound on time: an upper bound on speed)",
+    zh="预测的解码每秒词元数，批大小 1，Llama-3.2-1B 形状（屋顶线模型给出时间的下界，也就是速度的上界）")
 tok_s.round(1)
 """),
     code(r"""
@@ -185,7 +191,11 @@ gpu_ttft = ttft.drop(index=c)["bf16"]
 say(f"On this CPU the predicted bf16 prefill of 512 tokens takes {ttft.loc[c, 'bf16'] * 1e3:,.0f} ms, "
     f"{times(ttft.loc[c, 'bf16'] / gpu_ttft.max())} the slowest GPU's ({gpu_ttft.idxmax()}, "
     f"{gpu_ttft.max() * 1e3:.1f} ms); its decode bound is {tok_s.loc[c, 'bf16']:.1f} tokens/s in bf16 against "
-    f"{tok_s.drop(index=c)['bf16'].min():.0f}-{tok_s.drop(index=c)['bf16'].max():,.0f} on the GPUs.");
+    f"{tok_s.drop(index=c)['bf16'].min():.0f}-{tok_s.drop(index=c)['bf16'].max():,.0f} on the GPUs.",
+    zh=f"在这台 CPU 上，预测 512 个词元的 bf16 预填充需要 {ttft.loc[c, 'bf16'] * 1e3:,.0f} ms，"
+       f"是最慢的 GPU（{gpu_ttft.idxmax()}，{gpu_ttft.max() * 1e3:.1f} ms）的 "
+       f"{times_zh(ttft.loc[c, 'bf16'] / gpu_ttft.max())}；它在 bf16 下的解码上界为每秒 {tok_s.loc[c, 'bf16']:.1f} 个词元，"
+       f"而各款 GPU 为 {tok_s.drop(index=c)['bf16'].min():.0f}-{tok_s.drop(index=c)['bf16'].max():,.0f}。");
 """, tags=("remove-input",)),
     md(r"""
 Two patterns in the GPU rows (datasheet numbers, the same on every machine). Decode speed is set by
@@ -257,7 +267,10 @@ guard(all(0.01 < r < 100 for r in pvm["ratio"]),
       f"measured / predicted = {pvm['ratio'].round(2).tolist()}")
 say(f"The prefill of 64 tokens took {pre.measured_ms:.0f} ms against a predicted {pre.predicted_ms:.0f} ms "
     f"({pre.bound}-bound): {times(pre.ratio)} the bound. A decode step took {dec.measured_ms:.1f} ms against "
-    f"{dec.predicted_ms:.1f} ms ({dec.bound}-bound): {times(dec.ratio)} the bound, an MBU of {dec.mbu:.0%}.");
+    f"{dec.predicted_ms:.1f} ms ({dec.bound}-bound): {times(dec.ratio)} the bound, an MBU of {dec.mbu:.0%}.",
+    zh=f"64 个词元的预填充实测用了 {pre.measured_ms:.0f} ms，预测为 {pre.predicted_ms:.0f} ms"
+       f"（{pre.bound}-bound）：是下界的 {times_zh(pre.ratio)}。一个解码步实测用了 {dec.measured_ms:.1f} ms，"
+       f"预测为 {dec.predicted_ms:.1f} ms（{dec.bound}-bound）：是下界的 {times_zh(dec.ratio)}，MBU 为 {dec.mbu:.0%}。");
 """),
     md(r"""
 The prediction ignores everything but bytes and FLOPs: the Python of the generation loop, hundreds of small
@@ -302,12 +315,22 @@ say(f"Across the three 4-layer replicas, from {reps.model_bytes.iloc[0] / 1e6:.0
        ": not monotonically in this run — the machine's noise is larger than the effect here; rerun it on a "
        "quiet machine.")
     + f" The tiny model measured {times(cal.ratio.iloc[0])} its bound; the 30-layer real model, with "
-      f"{real_bytes / 1e6:.0f} MB, {times(dec.ratio)}.")
+      f"{real_bytes / 1e6:.0f} MB, {times(dec.ratio)}.",
+    zh=f"在三个 4 层复刻模型上，从 {reps.model_bytes.iloc[0] / 1e6:.0f} MB 到 "
+       f"{reps.model_bytes.iloc[-1] / 1e6:,.0f} MB，实测 ÷ 下界依次为 "
+       + " → ".join(f"{r:.1f}" for r in reps["ratio"])
+       + ("：随着字节数增长而下降，正如“开销加字节”的图景所预测的。" if falling else
+          "：这次运行中并非单调变化——这里机器的噪声比这一效应还大；请在安静的机器上重新运行。")
+       + f"小模型实测为其下界的 {times_zh(cal.ratio.iloc[0])}；30 层的真实模型（"
+         f"{real_bytes / 1e6:.0f} MB）为 {times_zh(dec.ratio)}。")
 ov, bw = roofline.fit_overhead(reps)
 line_ms = 1e3 * (ov + real_bytes / bw)
 say(f"At the real model's size the 4-layer line gives {line_ms:.1f} ms per token; the real model took "
     f"{dec.measured_ms:.1f} ms, " + (f"{times(dec.measured_ms / line_ms)} that: the cost of its 26 extra layers' kernels."
-                                      if dec.measured_ms > line_ms else "no more than that in this run."));
+                                      if dec.measured_ms > line_ms else "no more than that in this run."),
+    zh=f"在真实模型的大小处，4 层复刻模型的拟合直线给出每个词元 {line_ms:.1f} ms；真实模型实际用了 "
+       f"{dec.measured_ms:.1f} ms，" + (f"是它的 {times_zh(dec.measured_ms / line_ms)}：这是多出来的 26 层的内核的代价。"
+                                        if dec.measured_ms > line_ms else "在这次运行中并不比它多。"));
 """, tags=("remove-input",)),
     md(r"""
 What the model predicts, and what to look for in the numbers above:
@@ -348,18 +371,27 @@ cpp[["model", "rung", "recorded", "read_bytes_per_token", "bandwidth_max_GBs", "
     code(r"""
 def row(model, kind):
     return cpp[(cpp.model == model) & cpp.rung.str.startswith(kind)].iloc[0]
-lines = []
+lines, lines_zh = [], []
 for model in cpp.model.unique():
     f32, i8 = row(model, "fp32"), row(model, "int8")
     lines.append(f"{model}: the int8 step read {times(f32.read_bytes_per_token / i8.read_bytes_per_token)} fewer "
                  f"bytes and ran {times(i8.tok_s / f32.tok_s)} as fast; MBU {f32.mbu:.0%} (fp32) and {i8.mbu:.0%} (int8)")
+    lines_zh.append(f"{model}：fp32 解码步读取的字节数是 int8 解码步的 "
+                    f"{times_zh(f32.read_bytes_per_token / i8.read_bytes_per_token)}，int8 解码步的速度是前者的 "
+                    f"{times_zh(i8.tok_s / f32.tok_s)}；两者的 MBU 分别为 {f32.mbu:.0%} 和 {i8.mbu:.0%}")
 above = cpp[cpp.mbu > 1]
 say("In the recorded rows — " + "; ".join(lines) + ". "
     + (f"An MBU above 100% ({', '.join(sorted(set(above.model)))}) means that a bound computed from *main-memory* "
        "bandwidth was no bound at all: those weights were served from the CPU's caches, which are faster."
        if len(above) else "No row passed its bound.")
     + (" The rows of different models were recorded on different days, so compare speeds within a model's own "
-       "rows: the same shape can run at different speeds in two recordings." if cpp["recorded"].nunique() > 1 else ""));
+       "rows: the same shape can run at different speeds in two recordings." if cpp["recorded"].nunique() > 1 else ""),
+    zh="在记录下来的各行中——" + "；".join(lines_zh) + "。"
+       + (f"MBU 超过 100%（{', '.join(sorted(set(above.model)))}）意味着按*主存*带宽算出的下界根本算不上下界："
+          "那些权重是从 CPU 的缓存中读取的，而缓存更快。"
+          if len(above) else "没有哪一行超过它的下界。")
+       + ("不同模型的各行是在不同的日子记录的，所以只在同一个模型自己的各行之内比较速度：同一个形状在两次记录中"
+          "可能以不同的速度运行。" if cpp["recorded"].nunique() > 1 else ""));
 """, tags=("remove-input",)),
     md(r"""
 ## On a GPU
@@ -400,7 +432,14 @@ say(f"On the {gl['gpu'].iloc[0]} the fastest recorded rung, *{best.rung}*, decod
        f"allows for the same bytes." if sheet is not None else ".")
     + f" The HF `generate` baseline, *{gl.rung.iloc[0]}*, reached an MBU of {gl.mbu.iloc[0]:.0%}"
     + (": even a 1-billion-parameter model is far from its bound on this GPU until the per-token overhead is "
-       "compiled away." if "compile" in best.rung and best.mbu > 2 * gl.mbu.iloc[0] else "."));
+       "compiled away." if "compile" in best.rung and best.mbu > 2 * gl.mbu.iloc[0] else "."),
+    zh=f"在 {gl['gpu'].iloc[0]} 上，记录中最快的一级 *{best.rung}* 每秒解码 {best.tok_s:,.0f} 个词元："
+       f"MBU 为在那块 GPU 上测得的带宽的 {best.mbu:.0%}"
+       + (f"，是其数据手册带宽对同样字节数所允许的每秒 {best.datasheet_bound_tok_s:,.0f} 个词元的 "
+          f"{best.of_datasheet_bound:.0%}。" if sheet is not None else "。")
+       + f"HF `generate` 基线 *{gl.rung.iloc[0]}* 的 MBU 为 {gl.mbu.iloc[0]:.0%}"
+       + ("：在把每个词元的开销编译掉之前，即使是 1B 参数的模型，在这块 GPU 上也离它的下界很远。"
+          if "compile" in best.rung and best.mbu > 2 * gl.mbu.iloc[0] else "。"));
 """, tags=("remove-input",)),
     md(r"""
 ## Try it: the latency model as a panel
@@ -469,8 +508,10 @@ this make batching the cheapest speed-up a server has?
     solution(r"""
 # a bf16 decode step does 2·N·batch FLOPs and reads 2·N bytes: intensity ≈ batch FLOP/byte = the ridge point
 exercises.check_critical_batch(GPUS["A100 80GB SXM"].ridge(2.0))
-print("Below that batch the step is memory-bound: it reads the weights once whatever the batch, so each extra "
-      "sequence adds FLOPs the idle compute units absorb for free — more tokens per step at almost the same time.")
+say("Below that batch the step is memory-bound: it reads the weights once whatever the batch, so each extra "
+    "sequence adds FLOPs the idle compute units absorb for free — more tokens per step at almost the same time.",
+    zh="低于这个批大小时，解码步受内存带宽限制：无论批多大，它都只读一遍权重，所以每多一个序列，增加的浮点运算"
+       "都由空闲的计算单元免费吸收——每一步产出更多词元，而时间几乎不变。")
 """),
     exercise(4, r"""
 *KV cache.* Using `predict` (or the shape's `kv_per_token`), find the context length at which the KV cache of
@@ -503,7 +544,11 @@ say(f"{bpw:.2f} bytes per weight. int8 decode measured {times(r8)} its bound, fp
     + ("closer to" if r8 < r32 else "further from") + " its bound in this run. The fixed per-token overhead is "
     "the same in both formats while the bound shrinks with the bytes, so the fewer the bytes, the larger the share "
     "of a step the overhead takes; and dynamic int8 adds work fp32 does not do, quantizing every activation "
-    "before each product.");
+    "before each product.",
+    zh=f"每个权重 {bpw:.2f} 字节。int8 解码实测为其下界的 {times_zh(r8)}，fp32 为 {times_zh(r32)}：这次运行中 int8 "
+       + ("离它的下界更近" if r8 < r32 else "离它的下界更远") + "。每个词元的固定开销在两种格式下相同，而下界随字节数"
+       "缩小，所以字节越少，开销在一步中所占的份额就越大；而且动态 int8 还要做 fp32 不做的工作：在每次乘法之前先"
+       "量化每个激活值。");
 del real8
 """),
 ]
