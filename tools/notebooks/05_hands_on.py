@@ -34,7 +34,7 @@ import statistics
 import torch, pandas as pd
 import matplotlib.pyplot as plt
 from secbook import handson
-from secbook.claims import compare, guard, say, times
+from secbook.claims import compare, guard, say, times, times_zh
 print("measured on:", machine)
 """),
     md(r"""
@@ -168,10 +168,14 @@ plt.tight_layout(); plt.show()
     code(r"""
 growth = {name: g.set_index("seq_len").median_ms for name, g in fwd.groupby("model", sort=False)}
 say("From 10 to 256 tokens the forward time grew "
-    + ", ".join(f"{times(v[256] / v[10])} for {k}" for k, v in growth.items()) + ".")
+    + ", ".join(f"{times(v[256] / v[10])} for {k}" for k, v in growth.items()) + ".",
+    zh="从 10 个词元到 256 个词元，前向时间增长为原来的："
+       + "，".join(f"{k} {times_zh(v[256] / v[10])}" for k, v in growth.items()) + "。")
 B, F, T = list(models)
 say(f"In generation, {compare(speeds, B, F).words()}; {compare(speeds, F, T).words()}. "
-    f"The fastest at the median was {gen['median tokens/s'].idxmax()}.");
+    f"The fastest at the median was {gen['median tokens/s'].idxmax()}.",
+    zh=f"生成时，{compare(speeds, B, F).words_zh()}；{compare(speeds, F, T).words_zh()}。"
+       f"按中位数最快的是 {gen['median tokens/s'].idxmax()}。");
 """, tags=("remove-input",)),
     md(r"""
 How to read these numbers (the mechanisms below hold on any machine; the sizes printed above are this run's):
@@ -303,7 +307,11 @@ say(f"Here the {max(g, key=g.get)}'s time grew more ({times(max(g.values()))} ag
     "The LSTM's work grows in proportion to the length, in 1024 dependent steps; the transformer's projections "
     "grow in proportion too, and its attention with the square of the length. On a GPU the transformer's prefill "
     "is a few large matrix products that fill the device, while each of the LSTM's steps is too small to use "
-    "it — so the gap widens in the transformer's favour.");
+    "it — so the gap widens in the transformer's favour.",
+    zh=f"这里 {max(g, key=g.get)} 的时间增长得更多（{times_zh(max(g.values()))}，而另一个是 "
+       f"{times_zh(min(g.values()))}）。LSTM 的工作量与长度成正比，要分 1024 个相互依赖的步骤完成；transformer 的投影"
+       "计算也与长度成正比，而它的注意力计算与长度的平方成正比。在 GPU 上，transformer 的预填充是几次能占满设备的大矩阵"
+       "乘法，而 LSTM 的每一步都太小，用不满设备——所以差距会朝有利于 transformer 的方向拉大。");
 """),
     exercise(5, r"""
 Make the chatbot remember a fact across turns: tell it your name in the first turn and ask for it in the second,
@@ -318,7 +326,9 @@ without = [{"role": "user", "content": "What is my name?"}]
 for label, msgs in (("with the first turn", with_history), ("without it", without)):
     r = handson.reply(real, rtok, msgs, max_new_tokens=16)
     print(f"{label}: {r.prompt_tokens} prompt tokens -> {r.text!r}")
-print("The model has no memory of its own: it sees only the tokens of the prompt. The history is re-sent (and "
-      "prefilled again) every turn, so each turn's prompt — and its time to first token — grows with the conversation.")
+say("The model has no memory of its own: it sees only the tokens of the prompt. The history is re-sent (and "
+    "prefilled again) every turn, so each turn's prompt — and its time to first token — grows with the conversation.",
+    zh="模型自己没有记忆：它只看到提示中的词元。每一轮都要重新发送历史（并再次预填充），所以每一轮的提示——以及它的"
+       "首字延迟——都随对话变长而增长。");
 """),
 ]

@@ -37,7 +37,7 @@ machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import torch, pandas as pd
 import matplotlib.pyplot as plt
 from secbook import apps, widgets
-from secbook.claims import compare, guard, say, times
+from secbook.claims import compare, guard, say, times, times_zh
 from secbook.measure import time_generation
 from secbook.corpus import heldout_text
 model, tok = secbook.load("tiny")
@@ -78,7 +78,9 @@ plt.tight_layout(); plt.show()
     code(r"""
 ok = budget[budget.within_100_ms]
 say(f"{len(ok)} of {len(budget)} prefix lengths met the 100 ms budget"
-    + (f", up to {ok.prefix_tokens.max()} tokens of context." if len(ok) else "."));
+    + (f", up to {ok.prefix_tokens.max()} tokens of context." if len(ok) else "."),
+    zh=f"{len(budget)} 种前缀长度中有 {len(ok)} 种满足 100 ms 的预算"
+       + (f"，上下文最长 {ok.prefix_tokens.max()} 个词元。" if len(ok) else "。"));
 """, tags=("remove-input",)),
     md(r"""
 Why the tiny model and not the real one? The real model is a general chat model twenty-three times larger, and a
@@ -97,7 +99,13 @@ say(f"The real model's first token took {times(slow.min())}–{times(slow.max())
     f"{int(real_budget.within_100_ms.sum())} of 2. Its completions: "
     + "; ".join(repr(c) for c in real_budget.completion) + ". "
     + ("On this machine the keystroke budget stays with the small model trained on code."
-       if (slow > 1).all() else "Here it was not slower: measure on your own machine before choosing."));
+       if (slow > 1).all() else "Here it was not slower: measure on your own machine before choosing."),
+    zh=f"在相同的前缀上，真实模型的第一个词元所用的时间是小模型的 {times_zh(slow.min())}–{times_zh(slow.max())}"
+       f"（它的前缀词元数按它自己的分词器计算），在 2 个前缀中有 {int(real_budget.within_100_ms.sum())} 个满足 "
+       f"100 ms 的预算。它给出的补全："
+       + "；".join(repr(c) for c in real_budget.completion) + "。"
+       + ("在这台机器上，按键预算仍然只能交给在代码上训练的小模型。"
+          if (slow > 1).all() else "这里它并不更慢：做选择之前，请在你自己的机器上测量。"));
 """, tags=("remove-input",)),
     md(r"""
 ## Chat: a real reply, streamed, with the clock running
@@ -169,7 +177,15 @@ say(f"The first sentences took {voice.first_sentence_ms.min():,.0f}–{voice.fir
     + f" A first sentence cost {times(voice.first_sentence_ms.mean() / voice.ttft_ms.mean())} the TTFT on average: "
     + ("a voice budget falls on the decode speed as much as on the prefill."
        if voice.first_sentence_ms.mean() >= 2 * voice.ttft_ms.mean() else
-       "here the prefill took most of the LLM's share."));
+       "here the prefill took most of the LLM's share."),
+    zh=f"第一句话用了 {voice.first_sentence_ms.min():,.0f}–{voice.first_sentence_ms.max():,.0f} ms"
+       f"（{voice.tokens.min()}–{voice.tokens.max()} 个词元）。算上假定的语音识别和语音合成阶段，最慢的那一次"
+       + (f"为这一秒留下了 {left_ms:,.0f} ms。" if left_ms >= 0 else
+          f"超出这一秒 {-left_ms:,.0f} ms：在这台机器上，打破预算的是模型，而不是其他阶段。")
+       + f"平均而言，第一句话所用的时间是 TTFT 的 {times_zh(voice.first_sentence_ms.mean() / voice.ttft_ms.mean())}："
+       + ("语音预算既落在预填充上，也同样落在解码速度上。"
+          if voice.first_sentence_ms.mean() >= 2 * voice.ttft_ms.mean() else
+          "这里预填充占了 LLM 份额的大部分。"));
 """, tags=("remove-input",)),
     md(r"""
 ## Reading speed versus tokens per second
@@ -204,7 +220,11 @@ say(f"The real model decoded {times(k)} as fast as the faster reader consumes it
     + ("(the fiction rate): the stream outruns a reader, and more decoding speed would be invisible to a single "
        "user — it matters through TTFT, and through serving many users from one machine." if k >= 1 else
        "(the fiction rate): on this machine the stream falls behind a reader, so decode speed is the budget that "
-       "breaks."));
+       "breaks."),
+    zh=f"真实模型的解码速度是较快的读者（按小说的阅读速度）消耗其文本速度的 {times_zh(k)}"
+       + ("：流式输出跑在读者前面，再提高解码速度，单个用户也感觉不到——它的作用体现在 TTFT 上，以及体现在用一台机器为"
+          "许多用户服务上。" if k >= 1 else
+          "：在这台机器上，流式输出跟不上读者，所以被打破的是解码速度这项预算。"));
 """, tags=("remove-input",)),
     md(r"""
 Code completion and voice are the demanding cases: their budgets fall on the *first* tokens (or the first
@@ -273,7 +293,12 @@ say(f"With {res.prefix_tokens.iloc[0]} tokens of context the first token took {r
     f"{times(res.first_token_ms.iloc[0] / budget.first_token_ms.iloc[0])} the shortest prefix's — "
     + ("within" if res.within_100_ms.iloc[0] else "outside") + " the budget. What grows is the prefill: the "
     "whole context goes through the model before the first token, and attention over it grows with its square. "
-    "Editors therefore send a window around the cursor, and servers cache the prefill of the unchanged part.");
+    "Editors therefore send a window around the cursor, and servers cache the prefill of the unchanged part.",
+    zh=f"上下文为 {res.prefix_tokens.iloc[0]} 个词元时，第一个词元用了 {res.first_token_ms.iloc[0]:.0f} ms，"
+       f"是最短前缀的 {times_zh(res.first_token_ms.iloc[0] / budget.first_token_ms.iloc[0])}——"
+       + ("在预算之内" if res.within_100_ms.iloc[0] else "超出了预算") + "。增长的是预填充：在第一个词元出现之前，"
+       "整个上下文都要通过模型，而对它的注意力计算随其长度的平方增长。因此编辑器只发送光标附近的一个窗口，而服务器会"
+       "缓存未改变部分的预填充结果。");
 """),
     exercise(4, r"""
 Streaming changes *perceived* latency, not the work. Is the streamer adding overhead? Time the tiny model's
@@ -287,8 +312,12 @@ def streamed(ids, n):
 ids = prompt_ids(tok, 8)
 A, B = "Generation with the streamer", "without it"
 speeds = secbook.measure.tok_s_in_turn({A: streamed, B: plain}, ids, 48, rounds=5)
+A_zh, B_zh = "带流式输出器的生成", "不带流式输出器的生成"
+speeds_zh = {A_zh: speeds[A], B_zh: speeds[B]}
 say(compare(speeds, A, B).words() + ". The streamer's extra work is decoding each new "
     "token to text and handing it on; whether that shows depends on how long a step takes — it can against a step "
-    "of a few milliseconds, and cannot against a large model's step.");
+    "of a few milliseconds, and cannot against a large model's step.",
+    zh=compare(speeds_zh, A_zh, B_zh).words_zh() + "。流式输出器额外的工作是把每个新词元解码成文本并传递出去；"
+       "这笔开销是否显现，取决于一步要花多长时间——相对于只有几毫秒的一步，它可能显现出来；相对于大模型的一步，则显现不出来。");
 """),
 ]

@@ -55,6 +55,7 @@ from secbook import pretrained
 from secbook.serving import loadtest
 from secbook.serving.launch import MetricsSampler, ServerProcess
 from secbook.serving.server import parse_metrics
+from secbook.claims import say
 
 MODEL = pretrained.NAME if pretrained.is_fetched() else "tiny"  # the real chat model when it is fetched
 THREADS = 1          # torch threads of each server: one core serves, the other runs this notebook's load generator
@@ -330,10 +331,14 @@ ax.plot(t, reserved / 2**20, label="paged: blocks reserved")
 ax.plot(t, used / 2**20, label="written")
 ax.set(xlabel="time (s)", ylabel="KV cache (MiB)", yscale="log", title="the continuous run, all three rates")
 ax.legend(fontsize=8); plt.tight_layout(); plt.show()
-print(f"paged: the blocks reserved {((reserved - used) / reserved).mean():.0%} more than was written, on average "
-      f"(the unfilled part of each sequence's last block); contiguous buffers of prompt + max_tokens would have "
-      f"reserved {(planned / reserved).mean():.2f}x the paged reservation, buffers of the whole context "
-      f"{(context / reserved).mean():.0f}x, {((context - used) / context).mean():.1%} of it never written")
+say(f"paged: the blocks reserved {((reserved - used) / reserved).mean():.0%} more than was written, on average "
+    f"(the unfilled part of each sequence's last block); contiguous buffers of prompt + max_tokens would have "
+    f"reserved {(planned / reserved).mean():.2f}x the paged reservation, buffers of the whole context "
+    f"{(context / reserved).mean():.0f}x, {((context - used) / context).mean():.1%} of it never written",
+    zh=f"分页：平均而言，块所预留的空间中有 {((reserved - used) / reserved).mean():.0%} 没有写入（即每个序列最后一个块中"
+       f"未填满的部分）；按提示 + max_tokens 分配的连续缓冲区会预留分页预留量的 {(planned / reserved).mean():.2f} 倍，"
+       f"按整个上下文分配的缓冲区则为 {(context / reserved).mean():.0f} 倍，其中 "
+       f"{((context - used) / context).mean():.1%} 从未写入");
 """),
     md(r"""
 With answers capped at a few tokens, as here, prompt + `max_tokens` is a tight bound and paging saves little over it;
@@ -468,13 +473,18 @@ for name, recs in records.items():
             s = loadtest.summarize(group.to_dict("records"), wall, *slo)
             rows.append({"server": name, "rate": rate, "SLO": slo_name, "goodput /s": round(s["goodput_req_s"], 2)})
 table = pd.DataFrame(rows)
+SLO_ZH = {"strict": "严格的", "lenient": "宽松的"}
 for slo_name, group in table.groupby("SLO"):
     mean = group.groupby("server")["goodput /s"].mean().sort_values(ascending=False)
+    slo_name_zh = SLO_ZH[slo_name]
     if mean.iloc[0] == 0:
-        print(f"{slo_name} SLO: no server met it for any request at any rate on this machine")
+        say(f"{slo_name} SLO: no server met it for any request at any rate on this machine",
+            zh=f"{slo_name_zh} SLO：在这台机器上，没有一个服务器在任何到达率下让任何一个请求满足它")
     else:
-        print(f"{slo_name} SLO: highest mean goodput over the rates: {mean.index[0]} ({mean.iloc[0]:.2f}/s), "
-              f"then " + ", ".join(f"{k} ({v:.2f}/s)" for k, v in mean.iloc[1:].items()))
+        say(f"{slo_name} SLO: highest mean goodput over the rates: {mean.index[0]} ({mean.iloc[0]:.2f}/s), "
+            f"then " + ", ".join(f"{k} ({v:.2f}/s)" for k, v in mean.iloc[1:].items()),
+            zh=f"{slo_name_zh} SLO：各到达率上平均有效吞吐量最高的是 {mean.index[0]}（{mean.iloc[0]:.2f}/s），其次是 "
+               + "、".join(f"{k}（{v:.2f}/s）" for k, v in mean.iloc[1:].items()))
 table.pivot(index=["SLO", "rate"], columns="server", values="goodput /s")
 """),
     exercise(3, """Block size. The client records hold each request's prompt and answer length (from the server's
