@@ -115,6 +115,13 @@ class Comparison:
             return "about as fast"
         return "not clearly faster" if self.median > 1 else "not clearly slower"
 
+    @property
+    def verdict_zh(self) -> str:
+        """:attr:`verdict` in Chinese, worded to follow "A 与 B 相比": ``"更快"``, ``"更慢"``, ``"速度相当"``,
+        ``"并不明显更快"`` or ``"并不明显更慢"`` (for ``say(..., zh=...)``)."""
+        return {"faster": "更快", "slower": "更慢", "about as fast": "速度相当", "not clearly faster": "并不明显更快",
+                "not clearly slower": "并不明显更慢"}[self.verdict]
+
     def words(self) -> str:
         """A sentence: ``"A was 1.84x as fast as B (median of 7 rounds in turn, 1.70x-1.95x)"``, or, when the
         rounds do not settle it, says so."""

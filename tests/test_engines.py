@@ -262,6 +262,36 @@ def test_report_reads_a_recorded_comparison(tiny_run, tmp_path, monkeypatch):
     assert len(report.plot(rec, "tiny")) == 2
 
 
+def test_report_sentences_in_chinese_carry_the_english_numbers(monkeypatch):
+    """The comparison's sentence and the verdict, in Chinese (report.about_zh, report.verdict_zh), from the same
+    frame as the English ones and with the same numbers."""
+    import re
+
+    import pandas as pd
+
+    from secbook.engines import report
+
+    monkeypatch.setattr("secbook.engines.missing", lambda: ["llama.cpp"])
+    rows = [dict(model="m", label=label, decode_tok_s_rounds=rounds, decode_tok_s=speed, weight_bytes_per_token=b,
+                 implied_GB_s=b * speed / 1e9, mbu=b * speed / 8e9, cpu="CPU X", cores=2, cpu_isa="AVX2",
+                 timestamp="2026-01-02T03:04", load_avg_1m=1.5, rounds=3, new_tokens=32, threads=2)
+            for label, rounds, speed, b in (("secbook C++ step fp32", "8;9;10", 9.0, 538e6),
+                                            ("llama.cpp F32", "9;12;7", 9.0, 538e6),
+                                            ("secbook C++ step int8", "20;21;22", 21.0, 135e6),
+                                            ("llama.cpp Q8_0", "30;31;33", 31.0, 143e6))]
+    df = pd.DataFrame(rows)
+    nums = lambda s: sorted(re.findall(r"\d+(?:[.,]\d+)*", s))  # noqa: E731
+    en, zh = report.verdict(df, "m"), report.verdict_zh(df, "m")
+    assert len(en) == len(zh) == 2 and all(nums(a) == nums(b) for a, b in zip(en, zh))
+    assert "wins mostly because" in en[1] and "胜出" in zh[1]
+    live = df.copy()
+    live.attrs["live"] = True
+    assert report.about(df).startswith("The engines are not installed") and "recorded" in report.about(df)
+    assert report.about(live).startswith("Measured live") and report.about(None).endswith("engines`).")
+    for frame in (df, live, None):
+        assert nums(report.about(frame)) == nums(report.about_zh(frame))
+
+
 def test_llama_cpp_reads_the_tiny_tokenizer(tiny):
     if not installed("llama.cpp"):
         pytest.skip("llama.cpp is not installed (make engines)")

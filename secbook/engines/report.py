@@ -9,7 +9,7 @@ threading on the second.
 """
 from __future__ import annotations
 
-from ..claims import compare, times
+from ..claims import compare, times, times_zh
 from .suite import RESULTS, run
 
 OURS = "secbook C++ step"
@@ -29,17 +29,28 @@ def recorded():
 
 def provenance(df) -> str:
     """Where a comparison was measured: CPU, cores, date (UTC) and the load average at the time."""
+    cpu, cores, isa, date, load = _where(df)
+    load = f", load average {load:g}" if load is not None else ""
+    return f"{cpu} ({cores} cores, vector instructions {isa}), {date}{load}"
+
+
+def provenance_zh(df) -> str:
+    """:func:`provenance` in Chinese (for ``say(..., zh=...)``)."""
+    cpu, cores, isa, date, load = _where(df)
+    load = f"，负载均值 {load:g}" if load is not None else ""
+    return f"{cpu}（{cores} 核，向量指令 {isa}），{date}{load}"
+
+
+def _where(df):
     row = df.iloc[0]
-    load = f", load average {row['load_avg_1m']:g}" if "load_avg_1m" in df and row["load_avg_1m"] == \
-        row["load_avg_1m"] else ""
-    return (f"{row['cpu']} ({row['cores']} cores, vector instructions {row['cpu_isa']}), "
-            f"{str(row['timestamp'])[:10]}{load}")
+    load = row["load_avg_1m"] if "load_avg_1m" in df and row["load_avg_1m"] == row["load_avg_1m"] else None
+    return row["cpu"], row["cores"], row["cpu_isa"], str(row["timestamp"])[:10], load
 
 
 def comparison(live: bool | None = None, model: str | None = None, rounds: int = 3, new_tokens: int = 32):
     """``(frame, sentence)``: the comparison run now on ``model`` (every installed engine, ``rounds`` rounds of
     ``new_tokens`` tokens, no question set) when ``live`` (default: when all engines are installed), else the
-    recorded one; the sentence says which. ``(None, sentence)`` when there is neither."""
+    recorded one; the sentence says which (:func:`about`). ``(None, sentence)`` when there is neither."""
     from .. import pretrained
     from . import missing
 
@@ -48,15 +59,44 @@ def comparison(live: bool | None = None, model: str | None = None, rounds: int =
         live = not missing()
     if live:
         df = run(models=(model,), rounds=rounds, new_tokens=new_tokens, questions=False, progress=False)
-        return df, (f"Measured live in this run: {len(df)} entries on {model}, {rounds} rounds in turn of "
-                    f"{new_tokens} new tokens each, {int(df['threads'].iloc[0])} threads ({provenance(df)}).")
-    df = recorded()
+        df.attrs["live"] = True
+    else:
+        df = recorded()
+    return df, about(df)
+
+
+def about(df, lang: str = "en") -> str:
+    """The sentence :func:`comparison` returns beside ``df``: measured live in this run (``df.attrs["live"]``),
+    the recorded comparison, or neither (``df`` None); in Chinese with ``lang="zh"`` (:func:`about_zh`)."""
+    from . import missing
+
+    zh = lang == "zh"
     if df is None:
-        return None, (f"The engines are not installed here ({', '.join(missing())} missing: `make engines`) and no "
-                      "comparison is recorded yet (`python -m secbook bench --suite engines`).")
-    return df, (f"The engines are not installed here ({', '.join(missing())} missing), so this is the recorded "
-                f"comparison, data/results/{RESULTS}.csv: measured on {provenance(df)}, {int(df['rounds'].iloc[0])} "
-                f"rounds in turn of {int(df['new_tokens'].iloc[0])} new tokens, {int(df['threads'].iloc[0])} threads.")
+        if zh:
+            return (f"这里没有安装这些引擎（缺少 {'、'.join(missing())}：`make engines`），也还没有记录过比较结果"
+                    "（`python -m secbook bench --suite engines`）。")
+        return (f"The engines are not installed here ({', '.join(missing())} missing: `make engines`) and no "
+                "comparison is recorded yet (`python -m secbook bench --suite engines`).")
+    entries, model = len(df), df["model"].iloc[0]
+    rounds, new_tokens, threads = (int(df[c].iloc[0]) for c in ("rounds", "new_tokens", "threads"))
+    if df.attrs.get("live"):
+        if zh:
+            return (f"本次运行现场测量：在 {model} 上比较 {entries} 个条目，轮流测量 {rounds} 轮，每次生成 "
+                    f"{new_tokens} 个新词元，{threads} 个线程（{provenance_zh(df)}）。")
+        return (f"Measured live in this run: {entries} entries on {model}, {rounds} rounds in turn of "
+                f"{new_tokens} new tokens each, {threads} threads ({provenance(df)}).")
+    if zh:
+        return (f"这里没有安装这些引擎（缺少 {'、'.join(missing())}），所以这是记录下来的比较结果 "
+                f"data/results/{RESULTS}.csv：测量于 {provenance_zh(df)}，轮流测量 {rounds} 轮，每次生成 "
+                f"{new_tokens} 个新词元，{threads} 个线程。")
+    return (f"The engines are not installed here ({', '.join(missing())} missing), so this is the recorded "
+            f"comparison, data/results/{RESULTS}.csv: measured on {provenance(df)}, {rounds} "
+            f"rounds in turn of {new_tokens} new tokens, {threads} threads.")
+
+
+def about_zh(df) -> str:
+    """:func:`about` in Chinese (for ``say(..., zh=...)``)."""
+    return about(df, "zh")
 
 
 def rounds_of(df, model: str) -> dict[str, list[float]]:
@@ -75,10 +115,11 @@ def split(df, model: str, a: str, b: str) -> dict[str, float]:
             "rate": ra["implied_GB_s"] / rb["implied_GB_s"]}
 
 
-def verdict(df, model: str) -> list[str]:
+def verdict(df, model: str, lang: str = "en") -> list[str]:
     """Sentences on our C++ step against llama.cpp at matched precision, worded from ``df``: who decoded faster and
     by how much (round by round, :func:`secbook.claims.compare`), what each read per token, how fast it read it,
-    and which of the two factors made the difference."""
+    and which of the two factors made the difference; in Chinese with ``lang="zh"`` (:func:`verdict_zh`)."""
+    zh = lang == "zh"
     labels = set(df.loc[df["model"] == model, "label"])
     speeds = rounds_of(df, model)
     rows = df[df["model"] == model].set_index("label")
@@ -96,17 +137,33 @@ def verdict(df, model: str) -> list[str]:
         fast, slow = c.a, c.b
         f = split(df, model, fast, slow)
         o, t = rows.loc[ours], rows.loc[theirs]
-        text = (f"**{ours} vs {theirs}**: {c.words()}. Per token {ours} read {o['weight_bytes_per_token'] / 1e6:.0f} "
-                f"MB of weights at {o['implied_GB_s']:.1f} GB/s (MBU {o['mbu']:.0%}), {theirs} "
-                f"{t['weight_bytes_per_token'] / 1e6:.0f} MB at {t['implied_GB_s']:.1f} GB/s (MBU {t['mbu']:.0%}).")
+        if zh:
+            text = (f"**{ours} 对比 {theirs}**：{c.words_zh()}。每个词元 {ours} 以 {o['implied_GB_s']:.1f} GB/s"
+                    f"（MBU {o['mbu']:.0%}）读取 {o['weight_bytes_per_token'] / 1e6:.0f} MB 权重，{theirs} 以 "
+                    f"{t['implied_GB_s']:.1f} GB/s（MBU {t['mbu']:.0%}）读取 {t['weight_bytes_per_token'] / 1e6:.0f} MB。")
+        else:
+            text = (f"**{ours} vs {theirs}**: {c.words()}. Per token {ours} read "
+                    f"{o['weight_bytes_per_token'] / 1e6:.0f} MB of weights at {o['implied_GB_s']:.1f} GB/s "
+                    f"(MBU {o['mbu']:.0%}), {theirs} {t['weight_bytes_per_token'] / 1e6:.0f} MB at "
+                    f"{t['implied_GB_s']:.1f} GB/s (MBU {t['mbu']:.0%}).")
         if c.verdict in ("faster", "slower"):
             bigger = "rate" if abs(_log(f["rate"])) >= abs(_log(f["bytes"])) else "bytes"
-            why = ("it read its bytes faster" if bigger == "rate" else "it had fewer bytes to read")
-            text += (f" The ratio of their median speeds, {times(f['speed'])}, is {times(f['bytes'])} from the bytes "
-                     f"each reads per token times {times(f['rate'])} from how fast each reads them: {fast} wins "
-                     f"mostly because {why}.")
+            if zh:
+                why = "它读取字节的速度更快" if bigger == "rate" else "它要读取的字节更少"
+                text += (f"两者中位数速度之比为 {times_zh(f['speed'])}，可拆成每个词元所读字节数之比 "
+                         f"{times_zh(f['bytes'])}与读取速度之比 {times_zh(f['rate'])}的乘积：{fast} 胜出，主要是因为{why}。")
+            else:
+                why = ("it read its bytes faster" if bigger == "rate" else "it had fewer bytes to read")
+                text += (f" The ratio of their median speeds, {times(f['speed'])}, is {times(f['bytes'])} from the "
+                         f"bytes each reads per token times {times(f['rate'])} from how fast each reads them: {fast} "
+                         f"wins mostly because {why}.")
         out.append(text)
     return out
+
+
+def verdict_zh(df, model: str) -> list[str]:
+    """:func:`verdict` in Chinese, sentence for sentence (for ``say(..., zh=...)``)."""
+    return verdict(df, model, "zh")
 
 
 def _log(x: float) -> float:

@@ -108,12 +108,14 @@ differ only in how they store the offset: chapter 3.1 keeps an 8-bit integer zer
 block's offset need not be a whole step). The book's real model is such a file:
 """),
     code(r"""
-say(pretrained.PROVENANCE + ".")
+say(pretrained.PROVENANCE + ".", zh=pretrained.PROVENANCE_ZH + "。")
 original = pretrained.gguf_path()
 types = formats.gguf_tensor_types(original)
 say(f"Its GGUF file holds {sum(types.values())} tensors: " + ", ".join(f"{n} in {t}" for t, n in types.items())
     + " — the 1-D norm weights stay F32, the token embedding (which is also the output layer) is Q8_0, and every "
-      "other matrix is Q4_1.");
+      "other matrix is Q4_1.",
+    zh=f"它的 GGUF 文件含有 {sum(types.values())} 个张量：" + "，".join(f"{n} 个为 {t}" for t, n in types.items())
+       + "——1-D 的归一化层权重保持 F32，词元嵌入（它同时也是输出层）为 Q8_0，其余每个矩阵都是 Q4_1。");
 """, tags=("remove-input",)),
     md(r"""
 Because the fp32 weights every chapter loads were dequantized from this file, each block of 32 already holds at most
@@ -163,10 +165,14 @@ otherwise reads the last recorded run; the sentence under it says which.
 """),
     code(r"""
 df, source = report.comparison()
-say(source)
+say(source, zh=report.about_zh(df))
+NOTES_ZH = {"llama.cpp's extra weight buffers (AMX, repacked layouts) are off: decoding with them crashed on this CPU "
+            "(ggml-org/llama.cpp#20824)": "llama.cpp 的额外权重缓冲区（AMX、重排的布局）已关闭：在这块 CPU 上用它们解码会崩溃"
+                                          "（ggml-org/llama.cpp#20824）"}
 if df is not None and df["notes"].fillna("").str.len().gt(0).any():
     for label, note in df.loc[df["notes"].fillna("").str.len() > 0, ["label", "notes"]].values:
-        say(f"{label}: {note}.")
+        note_zh = NOTES_ZH.get(note, note)
+        say(f"{label}: {note}.", zh=f"{label}：{note_zh}。")
 """, tags=("remove-input",)),
     md(r"""
 The table: decode speed (median of the rounds, and the slowest and fastest round), time to first token, the weight
@@ -198,24 +204,35 @@ dashed line, *read bandwidth ÷ bytes per token*. Formats with fewer bits per we
 entry gets to it is its kernels' and its threading's doing.
 """),
     code(r"""
+def listed(items):  # names or numbers in a sentence, and the same list in a Chinese one
+    return ", ".join(items) or "no entry"
+def listed_zh(items):
+    return "、".join(items) or "没有哪个条目"
 if df is not None:
     sub = df[df["model"] == model]
     fp32 = sub[sub["bits"] == 32]
     same = list(fp32.loc[fp32["tokens_match_hf"].astype(bool), "label"])
     other = list(fp32.loc[~fp32["tokens_match_hf"].astype(bool), "label"])
-    say(f"On the fp32 weights, {', '.join(same) or 'no entry'} reproduced HF generate's greedy tokens exactly"
-        + (f"; {', '.join(other)} did not (token agreement "
-           f"{', '.join(f'{a:.2f}' for a in fp32.loc[~fp32['tokens_match_hf'].astype(bool), 'token_agreement'])})"
-           if other else "") + ".")
+    apart = [f"{a:.2f}" for a in fp32.loc[~fp32["tokens_match_hf"].astype(bool), "token_agreement"]]
+    say(f"On the fp32 weights, {listed(same)} reproduced HF generate's greedy tokens exactly"
+        + (f"; {listed(other)} did not (token agreement {listed(apart)})" if other else "") + ".",
+        zh=f"在 fp32 权重上，{listed_zh(same)} 与 HF generate 的贪心词元完全相同"
+           + (f"；{listed_zh(other)} 则不同（词元一致率 {listed_zh(apart)}）" if other else "") + "。")
     q = sub[sub["bits"] < 32].sort_values("token_agreement", ascending=False)
     say("Token agreement with HF generate's fp32 tokens, quantized entries: "
-        + ", ".join(f"{l} {a:.2f}" for l, a in zip(q["label"], q["token_agreement"])) + ".")
+        + ", ".join(f"{l} {a:.2f}" for l, a in zip(q["label"], q["token_agreement"])) + ".",
+        zh="各量化条目与 HF generate 的 fp32 词元的词元一致率："
+           + "，".join(f"{l} {a:.2f}" for l, a in zip(q["label"], q["token_agreement"])) + "。")
     rec = report.recorded()
     if rec is not None and rec["task_accuracy"].notna().any():
         acc = rec[(rec["model"] == model) & rec["task_accuracy"].notna()].sort_values("task_accuracy", ascending=False)
         say(f"On the book's question set (secbook.tasks, {int(acc['task_total'].iloc[0])} questions; recorded run, "
             f"{report.provenance(rec)}): " + ", ".join(f"{l} {int(c)}/{int(t)}" for l, c, t in
-                                                       zip(acc["label"], acc["task_correct"], acc["task_total"])) + ".")
+                                                       zip(acc["label"], acc["task_correct"], acc["task_total"])) + ".",
+            zh=f"在本书的问题集上（secbook.tasks，{int(acc['task_total'].iloc[0])} 个问题；记录的运行，"
+               f"{report.provenance_zh(rec)}）：" + "，".join(f"{l} {int(c)}/{int(t)}" for l, c, t in
+                                                          zip(acc["label"], acc["task_correct"], acc["task_total"]))
+               + "。")
 """, tags=("remove-input",)),
     md(r"""
 ## Our C++ step against llama.cpp
@@ -228,11 +245,13 @@ per token): how many bytes each reads per token, and how fast each reads them.
 """),
     code(r"""
 if df is not None:
-    for sentence in report.verdict(df, model):
-        say(sentence)
+    for sentence, sentence_zh in zip(report.verdict(df, model), report.verdict_zh(df, model)):
+        say(sentence, zh=sentence_zh)
     paths = df[df["model"] == model].drop_duplicates("engine").set_index("engine")["vector_path"]
     say(f"Vector paths in this comparison (the CPU offers {df['cpu_isa'].iloc[0]}): "
-        + "; ".join(f"{e}: {p}" for e, p in paths.items()) + ".")
+        + "; ".join(f"{e}: {p}" for e, p in paths.items()) + ".",
+        zh=f"本次比较中各引擎的向量指令路径（这块 CPU 支持 {df['cpu_isa'].iloc[0]}）："
+           + "；".join(f"{e}：{p}" for e, p in paths.items()) + "。")
 """, tags=("remove-input",)),
     md(r"""
 Why the two can differ at the same nominal precision, besides the bytes:
@@ -294,12 +313,22 @@ plt.tight_layout(); plt.show()
     code(r"""
 worst = onnx_table["max_abs_logit_diff"].max()
 agree = (onnx_table["argmax_agreement"] == 1).all()
+def tokens(n):
+    return f"{n} token{'s' if n > 1 else ''}"
+def tokens_zh(n):
+    return f"{n} 个词元"
 say(f"The largest logit difference was {worst:.1e}; the greedy next token "
     + ("agreed at every position of every input." if agree else
        f"agreed at {onnx_table['argmax_agreement'].min():.1%} of the positions of one input (a near tie).")
     + " ONNX Runtime's forward took " + ", ".join(f"{r.onnxruntime_ms / r.pytorch_ms:.2f}x PyTorch's time at "
-                                                  f"{r.tokens} token{'s' if r.tokens > 1 else ''}"
-                                                  for r in onnx_table.itertuples()) + " (medians, in alternation).");
+                                                  f"{tokens(r.tokens)}"
+                                                  for r in onnx_table.itertuples()) + " (medians, in alternation).",
+    zh=f"logits 的最大差异为 {worst:.1e}；贪心的下一个词元"
+       + ("在每个输入的每个位置上都一致。" if agree else
+          f"在某个输入 {onnx_table['argmax_agreement'].min():.1%} 的位置上一致（两个候选几乎并列）。")
+       + "ONNX Runtime 的前向计算时间" + "，".join(f"在 {tokens_zh(r.tokens)}时是 PyTorch 的 "
+                                                   f"{r.onnxruntime_ms / r.pytorch_ms:.2f} 倍"
+                                                   for r in onnx_table.itertuples()) + "（中位数，交替测量）。");
 """, tags=("remove-input",)),
     md(r"""
 The shape matters for the speed ratio: for one token the arithmetic is tiny and PyTorch's per-operator overhead in
@@ -329,9 +358,11 @@ CUDA GPU and the provider are present, and otherwise says so in one line.
 """),
     code(r"""
 if not torch.cuda.is_available():
-    print("No CUDA GPU here: this cell would run the exported graph with ONNX Runtime's TensorRT/CUDA provider.")
+    say("No CUDA GPU here: this cell would run the exported graph with ONNX Runtime's TensorRT/CUDA provider.",
+        zh="这里没有 CUDA GPU：这个单元格本会用 ONNX Runtime 的 TensorRT/CUDA 提供程序运行导出的计算图。")
 elif not toolkit.tensorrt_providers():
-    print("CUDA GPU found, but this onnxruntime has no TensorRT/CUDA provider: pip install onnxruntime-gpu.")
+    say("CUDA GPU found, but this onnxruntime has no TensorRT/CUDA provider: pip install onnxruntime-gpu.",
+        zh="找到了 CUDA GPU，但这个 onnxruntime 没有 TensorRT/CUDA 提供程序：请 pip install onnxruntime-gpu。")
 else:
     gpu_session = toolkit.ort_session(onnx_path, device="cuda")
     print("providers:", gpu_session.get_providers())
@@ -426,7 +457,7 @@ that are not installed). Which entries gain most from the second core, and why w
 from secbook.engines import missing
 from secbook.engines.runners import default_threads
 if default_threads() < 2:
-    print("this machine has one core to give: nothing to compare")
+    say("this machine has one core to give: nothing to compare", zh="这台机器只能提供一个核心：没有什么可比较的")
 else:
     from secbook.engines.runners import parse_entries
     entries = parse_entries(["hf", "cpp:fp32", "llama:F32", "llama:Q8_0", "ct2:float32"])

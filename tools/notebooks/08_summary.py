@@ -32,7 +32,7 @@ import copy
 import torch, pandas as pd
 import matplotlib.pyplot as plt
 from secbook import kernels, tasks
-from secbook.claims import compare, guard, say, times
+from secbook.claims import compare, guard, say, times, times_zh
 from secbook.generate import FastGenerator, hf_generate
 from secbook.ladder import apply_transform, ladder_prompt
 from secbook.measure import PPL_TOKENS, decode_read_bytes, perplexity_protocol, tok_s_in_turn, token_agreement
@@ -87,11 +87,18 @@ fp32_rows = live_real[live_real.variant.str.startswith("fp32")]
 guard((fp32_rows.token_agreement == 1).all(), "the fp32 ways produce the same greedy tokens",
       fp32_rows[["variant", "token_agreement"]].to_string())
 lossy = live_real[~live_real.variant.str.startswith("fp32")]
-say(f"The {dict(enumerate(['no', 'one', 'two', 'three'])).get(len(fp32_rows), len(fp32_rows))} fp32 ways produced the same {N} greedy tokens, and answered {fp32_rows.answered.iloc[0]}/30. "
+ways_n = dict(enumerate(['no', 'one', 'two', 'three'])).get(len(fp32_rows), len(fp32_rows))
+ways_n_zh = dict(enumerate(['零', '一', '两', '三'])).get(len(fp32_rows), len(fp32_rows))
+say(f"The {ways_n} fp32 ways produced the same {N} greedy tokens, and answered {fp32_rows.answered.iloc[0]}/30. "
     + " ".join(f"{r.variant} kept {r.token_agreement:.0%} of the tokens and answered {r.answered}/30 "
                f"({r.answered - fp32_rows.answered.iloc[0]:+d}), reading {r.read_MB_per_token:,.0f} MB per token."
                for r in lossy.itertuples())
-    + " One answer is about 3 percentage points; a difference of one or two answers is noise.");
+    + " One answer is about 3 percentage points; a difference of one or two answers is noise.",
+    zh=f"{ways_n_zh}种 fp32 方式生成了相同的 {N} 个贪心词元，答对 {fp32_rows.answered.iloc[0]}/30。"
+       + "".join(f"{r.variant} 保留了 {r.token_agreement:.0%} 的词元，答对 {r.answered}/30"
+                 f"（{r.answered - fp32_rows.answered.iloc[0]:+d}），每个词元读取 {r.read_MB_per_token:,.0f} MB。"
+                 for r in lossy.itertuples())
+       + "答对一个问题约合 3 个百分点；相差一两个问题属于噪声。");
 """, tags=("remove-input",)),
     md(r"""
 ## The tiny model on this machine
@@ -177,10 +184,18 @@ plt.tight_layout(); plt.show()
     code(r"""
 front_real = live_real[live_real.pareto]
 off_real = live_real[~live_real.pareto]
+def listed(items):  # names in a sentence, and the same list in a Chinese one
+    return ", ".join(items)
+def listed_zh(items):
+    return "、".join(items)
 say(f"On this page's real-model panel {len(front_real)} of {len(live_real)} ways are on the frontier: "
     + ", ".join(front_real.variant) + ". "
-    + (f"Beaten on speed, answers and bytes at once: {', '.join(off_real.variant)}." if len(off_real) else
-       "None is beaten on all three at once."));
+    + (f"Beaten on speed, answers and bytes at once: {listed(off_real.variant)}." if len(off_real) else
+       "None is beaten on all three at once."),
+    zh=f"在本页真实模型的子图上，{len(live_real)} 种方式中有 {len(front_real)} 种位于前沿上："
+       + "、".join(front_real.variant) + "。"
+       + (f"在速度、答对数和字节数上同时被胜过的有：{listed_zh(off_real.variant)}。" if len(off_real) else
+          "没有哪一种在三项上同时被胜过。"));
 """, tags=("remove-input",)),
     md(r"""
 ## The recommender
@@ -199,7 +214,13 @@ say(f"**Recommendation for smollm2-135m-instruct on this machine:** {pick.varian
     f"{pick.read_MB_per_token:,.0f} MB per token. "
     + ("It is also the fastest with no answer lost." if exact.variant == pick.variant else
        f"With no answer allowed to be lost, the choice would be {exact.variant} ({exact.tokens_per_s:.1f} tokens/s, "
-       f"{exact.answered}/30)."));
+       f"{exact.answered}/30)."),
+    zh=f"**对这台机器上的 smollm2-135m-instruct 的推荐：** {pick.variant}，{pick.tokens_per_s:.1f} 词元/秒"
+       f"（是 Hugging Face `generate` 的 {times_zh(pick.vs_hf_generate)}，轮流计时），答对 {pick.answered}/30，"
+       f"每个词元读取 {pick.read_MB_per_token:,.0f} MB。"
+       + ("在一个问题都不许少答时，它同样是最快的。" if exact.variant == pick.variant else
+          f"如果一个问题都不许少答，选择将是 {exact.variant}（{exact.tokens_per_s:.1f} 词元/秒，"
+          f"{exact.answered}/30）。"));
 """),
     code(r"""
 rec_real = recorded[(recorded.model == "smollm2-135m-instruct") & (recorded.source == "generate_ladder")]
@@ -214,12 +235,20 @@ if len(rec_real) and pick.variant in same and (rec_real.variant == same[pick.var
     why = ("the same kind of CPU, but another run (and a shared machine's load moves a run)" if same_cpu else
            f"another CPU ({rec_real.machine.iloc[0]} there, {secbook.machine_info()['cpu']} here: vector instructions "
            "and memory bandwidth decide how fast each way reads its weights)")
+    why_zh = ("同一种 CPU，但是另一次运行（共享机器的负载会让一次运行的结果偏移）" if same_cpu else
+              f"另一种 CPU（那里是 {rec_real.machine.iloc[0]}，这里是 {secbook.machine_info()['cpu']}：向量指令和"
+              "内存带宽决定了每种方式读取权重的速度）")
     say(f"The recorded ladder ({where}) measured the same choice at {times(then)} `generate`; this page measured "
         f"{times(pick.vs_hf_generate)}. " + ("The two agree within a factor of 1.5." if agree else
         f"They differ by more than a factor of 1.5: {why}, and another protocol — the ladder times decode steps "
-        f"after the prefill over 64 tokens, this page whole calls of {N} tokens, prefill included."))
+        f"after the prefill over 64 tokens, this page whole calls of {N} tokens, prefill included."),
+        zh=f"记录下来的阶梯测试（{where}）测得同一个选择的速度是 `generate` 的 {times_zh(then)}；本页测得的是 "
+           f"{times_zh(pick.vs_hf_generate)}。" + ("两者相差不到 1.5 倍，是一致的。" if agree else
+           f"两者相差超过 1.5 倍：原因是{why_zh}，而且测量方案也不同——阶梯测试对 64 个词元的预填充之后的解码步"
+           f"计时，本页则对 {N} 个词元的整个调用计时，包括预填充。"))
 else:
-    say("No recorded ladder row of the real model matches this choice; only this page's measurement stands.");
+    say("No recorded ladder row of the real model matches this choice; only this page's measurement stands.",
+        zh="记录下来的阶梯测试中，没有哪一行真实模型的结果与这个选择对应；只有本页的测量结果可供参考。");
 """, tags=("remove-input",)),
     md(r"""
 ## The source's claims, checked
@@ -289,7 +318,14 @@ say(f"On this page: the fastest way to run the real model took {1e3 / best.token
     + (f" (int8 on the C++ step: {c8.verdict} than fp32 on it)" if c8 else "")
     + f"; on our loop, dynamic int8 was {cd.verdict} than fp32 and answered "
     f"{live_real.set_index('variant').answered['dynamic int8, our loop']}/30 against "
-    f"{fp32_rows.answered.iloc[0]}/30.");
+    f"{fp32_rows.answered.iloc[0]}/30.",
+    zh=f"本页的结果：运行真实模型最快的方式每个新词元用时 {1e3 / best.tokens_per_s:.1f} ms——是毫秒级，而不是微秒级，"
+       f"1-billion 参数的模型在 H100 上的理想上限（{p1b.tpot_s * 1e3:.2f} ms）也是这样。量化保留了全部 "
+       f"{n_fp_layers:,} 个权重，缩小的是它们的字节数。在内核能快速读取较小权重的地方，压缩换来了速度"
+       + (f"（C++ 步上的 int8 与同一步上的 fp32 相比{c8.verdict_zh}）" if c8 else "")
+       + f"；在我们的循环上，动态 int8 与 fp32 相比{cd.verdict_zh}，答对 "
+       f"{live_real.set_index('variant').answered['dynamic int8, our loop']}/30，后者为 "
+       f"{fp32_rows.answered.iloc[0]}/30。");
 """, tags=("remove-input",)),
     summary(["Every way of running a model is a point of speed, quality and size; only the points on the Pareto "
              "frontier are worth choosing between.",
@@ -326,7 +362,8 @@ for v in t.index[~t.pareto]:
           and t.read_MB_per_token[o] <= t.read_MB_per_token[v]]
     print(f"{v}: dominated by {', '.join(by)}")
 if t.pareto.all():
-    print("every way is on the frontier in this run: each one is best at something")
+    say("every way is on the frontier in this run: each one is best at something",
+        zh="这次运行中每种方式都在前沿上：每一种都在某一方面最好")
 """),
     exercise(3, r"""
 **Add a point.** Add `"fast loop": [FastDecode()]` to the tiny model's `configs` (with `"fp32": []`) and run the
@@ -336,9 +373,12 @@ sweep again. Where does it land, and why is its perplexity change exactly zero?
 two = sweep(model, tok, {"fp32": [], "fast loop": [FastDecode()]}, prompt_len=16, new_tokens=16, repeats=1,
             ppl_tokens=512, rounds=3)
 print(two[["config", "tokens_per_s", "ppl_change_pct", "agreement"]].round(3).to_string(index=False))
-print(compare(two.attrs["rounds"], "fast loop", "fp32").words())
-print("Its perplexity change is exactly zero: the fast loop changes how tokens are produced, not the weights, so the "
-      "model's probabilities — and its perplexity — are the same; its greedy tokens are the same too (agreement 1).")
+c = compare(two.attrs["rounds"], "fast loop", "fp32")
+say(c.words(), zh=c.words_zh())
+say("Its perplexity change is exactly zero: the fast loop changes how tokens are produced, not the weights, so the "
+    "model's probabilities — and its perplexity — are the same; its greedy tokens are the same too (agreement 1).",
+    zh="它的困惑度变化恰好为零：快速循环改变的是词元的生成方式，而不是权重，所以模型的概率——以及它的困惑度——"
+       "都不变；它的贪心词元也相同（一致率 1）。")
 """),
     exercise(4, r"""
 **Your own budget.** A product team accepts losing at most one answer in 30 but needs at least 30 tokens/s. Which
@@ -348,7 +388,9 @@ filter on speed.
     solution(r"""
 fits = fastest_within(live_real, "answered", 1)
 fits = fits[fits.tokens_per_s >= 30]
-print(fits[["variant", "tokens_per_s", "answered"]].round(1).to_string(index=False) if len(fits) else
-      "none on this machine: relax a budget, or use faster hardware")
+if len(fits):
+    print(fits[["variant", "tokens_per_s", "answered"]].round(1).to_string(index=False))
+else:
+    say("none on this machine: relax a budget, or use faster hardware", zh="这台机器上没有：放宽某项预算，或者换用更快的硬件")
 """),
 ]

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 import matplotlib.pyplot as plt
 from secbook import roofline
-from secbook.claims import compare, guard, say, times
+from secbook.claims import compare, guard, say, times, times_zh
 from secbook.measure import hf_generate_fn, perplexity_protocol, prompt_ids, tok_s_in_turn
 from secbook.pipeline import Dtype, DynamicInt8, FastDecode, Quantize, apply_steps, generate_fn_for
 print("measured on:", machine)
@@ -94,12 +94,20 @@ real_table[cols + ["task_accuracy"]].round(3)
 def verdict(r, label):
     return (f"for the {label} the answer was **{r.best['config']}**" if r.best is not None
             else f"for the {label} no configuration met both budgets")
+def verdict_zh(r, label):
+    label = {"tiny model": "小模型", "real model": "真实模型"}[label]
+    return (f"{label}的答案是 **{r.best['config']}**" if r.best is not None
+            else f"{label}没有哪个配置能同时满足两项预算")
 n = len(secbook.tasks.QUESTIONS)
 fp = acc["fp32"]
 say(f"On this machine, {verdict(rec, 'tiny model')}; {verdict(real_rec, 'real model')}. "
     f"The real model answered {round(fp * n)} of {n} questions in fp32; "
     + ", ".join(f"{k} {round(v * n)}" for k, v in acc.items() if k != "fp32")
-    + " (one question is 3 percentage points: a difference of one or two answers is noise).");
+    + " (one question is 3 percentage points: a difference of one or two answers is noise).",
+    zh=f"在这台机器上，{verdict_zh(rec, 'tiny model')}；{verdict_zh(real_rec, 'real model')}。"
+       f"真实模型在 fp32 下答对了 {n} 个问题中的 {round(fp * n)} 个；"
+       + "，".join(f"{k} {round(v * n)}" for k, v in acc.items() if k != "fp32")
+       + "（一个问题约合 3 个百分点：相差一两个问题属于噪声）。");
 """, tags=("remove-input",)),
     md(r"""
 Change the budgets and the answer changes; that is the point — there is no best technique, only a best one for a
@@ -126,11 +134,14 @@ plt.tight_layout(); plt.show()
     code(r"""
 t = rec.table.set_index("config")
 wb = "int4 g64"
+fewest_bits_lost_most = t.loc[wb, 'ppl_change_pct'] > max(t.loc['bf16', 'ppl_change_pct'],
+                                                          t.loc['dynamic int8', 'ppl_change_pct'])
 say(f"On the tiny model, bf16 changed perplexity by {t.loc['bf16', 'ppl_change_pct']:+.2f} %, dynamic int8 by "
     f"{t.loc['dynamic int8', 'ppl_change_pct']:+.2f} % and 4-bit weights by {t.loc[wb, 'ppl_change_pct']:+.2f} %"
-    + (": the fewer bits, the more quality lost." if t.loc[wb, 'ppl_change_pct'] > max(t.loc['bf16', 'ppl_change_pct'],
-                                                                                          t.loc['dynamic int8', 'ppl_change_pct'])
-       else "."));
+    + (": the fewer bits, the more quality lost." if fewest_bits_lost_most else "."),
+    zh=f"在小模型上，bf16 使困惑度变化了 {t.loc['bf16', 'ppl_change_pct']:+.2f} %，动态 int8 为 "
+       f"{t.loc['dynamic int8', 'ppl_change_pct']:+.2f} %，4 位权重为 {t.loc[wb, 'ppl_change_pct']:+.2f} %"
+       + ("：比特越少，质量损失越多。" if fewest_bits_lost_most else "。"));
 """, tags=("remove-input",)),
     md(r"""
 ## Is latency optimization only for large models?
@@ -163,19 +174,26 @@ print("measured on:", secbook.describe_machine())
 pd.DataFrame(rows).pivot(index="variant", columns="model", values="median tokens/s").round(1)
 """),
     code(r"""
-lines = []
+lines, lines_zh = [], []
 for label, speeds in in_turn.items():
     fast = compare(speeds, "fast loop fp32", "HF generate fp32")
     q = compare(speeds, "HF generate dynamic int8", "HF generate fp32")
     lines.append(f"**{label}**: the fast loop {times(fast.median)} ({fast.verdict}), dynamic int8 "
                  f"{times(q.median)} ({q.verdict}) against `generate` in fp32")
+    lines_zh.append(f"**{label}**：与 fp32 的 `generate` 相比，快速循环为 {times_zh(fast.median)}（{fast.verdict_zh}），"
+                    f"动态 int8 为 {times_zh(q.median)}（{q.verdict_zh}）")
 head = {label: compare(s, "fast loop fp32", "HF generate dynamic int8") for label, s in in_turn.items()}
 say("; ".join(lines) + ". Head to head, in the same rounds: "
     + "; ".join(f"on the {label} model the fast loop was {c.verdict} than dynamic int8 ({times(c.median)})"
                 if c.verdict not in ("about as fast",) else f"on the {label} model the two were about as fast"
                 for label, c in head.items())
     + ". Where the rounds disagree, this machine's noise is larger than the difference; the mechanism says which "
-      "should win as a model grows.");
+      "should win as a model grows.",
+    zh="；".join(lines_zh) + "。在同样的轮次中直接对比："
+       + "；".join(f"在 {label} 模型上，快速循环与动态 int8 相比{c.verdict_zh}（{times_zh(c.median)}）"
+                  if c.verdict not in ("about as fast",) else f"在 {label} 模型上，两者速度相当"
+                  for label, c in head.items())
+       + "。各轮结果不一致之处，说明这台机器的噪声比差异还大；随着模型变大哪一个应当胜出，要由背后的机制来判断。");
 """, tags=("remove-input",)),
     md(r"""
 Both kinds of model need latency work; what kind depends on where their time goes.
@@ -226,12 +244,15 @@ like.round(4)
 def best(model_name, fmt="bf16"):
     d = g[(g.model == model_name) & (g.fmt == fmt)]
     return d.loc[d.tokens_per_s.idxmax()], d[d.variant.str.contains("eager")].iloc[0]
-parts = []
+parts, parts_zh = [], []
 for name in ("tiny", "smollm2-135m-instruct"):
     top, eager = best(name)
     parts.append(f"the {name} model's bf16 bound there is {top.bound_tok_s:,.0f} tokens/s; eager PyTorch reached "
                  f"{eager.tokens_per_s:,.0f} ({eager.of_bound:.1%} of it), the best recorded step, *{top.variant}*, "
                  f"{top.tokens_per_s:,.0f} ({top.of_bound:.1%})")
+    parts_zh.append(f"{name} 模型的 bf16 上限是 {top.bound_tok_s:,.0f} 词元/秒；PyTorch 即时执行模式达到 "
+                    f"{eager.tokens_per_s:,.0f}（上限的 {eager.of_bound:.1%}），记录中最好的步 *{top.variant}* 达到 "
+                    f"{top.tokens_per_s:,.0f}（{top.of_bound:.1%}）")
 t_eager = best("tiny")[1]
 guard(g[g.model == "tiny"].of_bound.max() < 0.5, "on the recorded GPU the tiny model stays far below its bound",
       f"best {g[g.model == 'tiny'].of_bound.max():.1%} of the bound")
@@ -239,7 +260,11 @@ say(f"On the {gpu}, " + "; ".join(parts) + f". Eager, the tiny model's step was 
     f"{t_eager.ms_per_token:.2f} ms, {t_eager.us_per_op:.1f} µs each, while reading its weights at the datasheet's "
     f"bandwidth takes {1e6 / t_eager.bound_tok_s:.1f} µs in all: the time goes to the number of operations, not to "
     "the bytes. On this CPU, the fp32 models reached "
-    + " and ".join(f"{h['of_bound']:.0%} of their bound ({h['model']})" for h in here) + ".");
+    + " and ".join(f"{h['of_bound']:.0%} of their bound ({h['model']})" for h in here) + ".",
+    zh=f"在 {gpu} 上，" + "；".join(parts_zh) + f"。在即时执行模式下，小模型的一步有 {t_eager.ops_per_step} 个运算，"
+       f"用时 {t_eager.ms_per_token:.2f} ms，每个 {t_eager.us_per_op:.1f} µs；而按规格表上的带宽读取它的权重总共只需 "
+       f"{1e6 / t_eager.bound_tok_s:.1f} µs：时间花在运算的数量上，而不是字节上。在这块 CPU 上，fp32 模型分别达到了"
+       + "和".join(f"其上限的 {h['of_bound']:.0%}（{h['model']}）" for h in here) + "。");
 """, tags=("remove-input",)),
     md(r"""
 So for small models the choice of hardware matters less than the software around it: a faster GPU raises a bound
@@ -285,8 +310,10 @@ measured table instead of measuring again.
 from secbook.recommend import choose
 table0, fits0 = choose(rec.table, latency_budget=2.0, quality_budget=0.0)
 print("within +0 %:", list(fits0["config"]))
-print("Only configurations that leave the weights exactly as they are (fp32, the fast loop on fp32) can promise "
-      "no change at all; a lower-precision one passes only if its rounding happened to lower the perplexity.")
+say("Only configurations that leave the weights exactly as they are (fp32, the fast loop on fp32) can promise "
+    "no change at all; a lower-precision one passes only if its rounding happened to lower the perplexity.",
+    zh="只有让权重保持原样的配置（fp32，以及 fp32 上的快速循环）才能保证完全不变；较低精度的配置只有在其舍入"
+       "恰好降低了困惑度时才能通过。")
 """),
     exercise(3, r"""
 *Size first.* Use `objective="size"` with the budgets above (again with `choose`): which configuration does it pick
@@ -314,7 +341,10 @@ rt = real_table.copy()
 rt["first_sentence_s"] = (rt["ttft_ms"] + 11 * rt["tpot_ms"]) / 1e3
 ok = rt[(rt["first_sentence_s"] <= 0.6) & (rt["ppl_change_pct"] <= 5)]
 print(rt[["config", "ttft_ms", "tpot_ms", "first_sentence_s", "ppl_change_pct", "task_accuracy"]].round(3))
-print("deploy:", ok.sort_values("first_sentence_s")["config"].iloc[0] if len(ok) else
-      "none of them on this machine — a smaller model, a shorter first sentence or faster hardware")
+if len(ok):
+    print("deploy:", ok.sort_values("first_sentence_s")["config"].iloc[0])
+else:
+    say("deploy: none of them on this machine — a smaller model, a shorter first sentence or faster hardware",
+        zh="部署：这台机器上一个都不行——需要更小的模型、更短的第一句话，或者更快的硬件")
 """),
 ]
