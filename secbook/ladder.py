@@ -559,14 +559,23 @@ def plot_ladder(ladder, title: str | None = None, models=None, width: float = 9.
     return fig
 
 
-def _mbu_words(row) -> str:
+def _cached_mb(row) -> float:
+    """The MB one step of a ladder row reads (``read_bytes_per_token``), NaN where the row does not record it."""
+    if "read_bytes_per_token" in row and row["read_bytes_per_token"] == row["read_bytes_per_token"]:
+        return float(row["read_bytes_per_token"]) / 1e6
+    return float("nan")
+
+
+def _mbu_words(row, zh: bool = False) -> str:
     """MBU as the summary prints it. Above 100% the rung read its weights faster than the run's best memory
     bandwidth: they came from the CPU's caches (a model of a few MB), and MBU — a share of *memory* bandwidth —
-    does not apply; the summary says so instead of printing a share above one."""
+    does not apply; the summary says so instead of printing a share above one. ``zh``: in Chinese."""
     mbu = float(row["mbu"])
     if mbu > 1:
-        mb = float(row["read_bytes_per_token"]) / 1e6 if "read_bytes_per_token" in row and \
-            row["read_bytes_per_token"] == row["read_bytes_per_token"] else float("nan")
+        mb = _cached_mb(row)
+        if zh:
+            size = f"它的 {mb:.0f} MB 权重" if mb == mb else "它的权重"
+            return f"读取速度超过了这次运行的最佳内存带宽：{size}来自 CPU 的缓存，因此 MBU 不适用"
         size = f"its {mb:.0f} MB of weights" if mb == mb else "its weights"
         return (f"read faster than the run's best memory bandwidth: {size} came from the CPU's caches, so MBU "
                 "does not apply")
@@ -581,6 +590,16 @@ def ladder_summary(ladder) -> str:
     speculative row's acceptance rate is printed only where the row records the drafts the target judged
     (``judged``): α = accepted ÷ judged drafts (:func:`secbook.speculative.acceptance_rate`), which a row
     without that count cannot be checked to follow."""
+    return _ladder_summary(ladder, zh=False)
+
+
+def ladder_summary_zh(ladder) -> str:
+    """:func:`ladder_summary` in Chinese, from the same rows and with the same numbers (for the Chinese sentence
+    of ``secbook.claims.say(..., zh=...)``); rung names stay as recorded."""
+    return _ladder_summary(ladder, zh=True)
+
+
+def _ladder_summary(ladder, zh: bool) -> str:
     import pandas as pd
 
     lines = []
@@ -588,21 +607,34 @@ def ladder_summary(ladder) -> str:
         ours = d["loop"].isin(["ours", "cpp"])
         lossless = d[(d["token_agreement"] == 1.0) & (d["transform"] == "none") & ours]
         budget = d[(d["tiny_ppl_change"].abs() <= 0.01) & ours]
-        lines.append(f"{name}: HF generate {d['tok_s'].iloc[0]:.1f} tok/s")
+        lines.append(f"{name}：HF generate {d['tok_s'].iloc[0]:.1f} 词元/秒" if zh else
+                     f"{name}: HF generate {d['tok_s'].iloc[0]:.1f} tok/s")
         if len(lossless):
             a = lossless.loc[lossless["speedup"].idxmax()]
-            lines.append(f"  best lossless loop: {a['rung']} {a['speedup']:.2f}x ({_mbu_words(a)})")
+            lines.append(f"  最快的无损循环：{a['rung']} {a['speedup']:.2f} 倍（{_mbu_words(a, zh)}）" if zh else
+                         f"  best lossless loop: {a['rung']} {a['speedup']:.2f}x ({_mbu_words(a)})")
         if len(budget):
             b = budget.loc[budget["speedup"].idxmax()]
-            bw = f" of {b['bandwidth_max_GBs']:.1f} GB/s" if float(b["mbu"]) <= 1 else ""
-            lines.append(f"  best within 1% ppl: {b['rung']} {b['speedup']:.2f}x (ppl {b['tiny_ppl_change']:+.2%}, "
-                         f"agreement {b['token_agreement']:.2f}, {_mbu_words(b)}{bw})")
+            if zh:
+                bw = f"，以 {b['bandwidth_max_GBs']:.1f} GB/s 为基准" if float(b["mbu"]) <= 1 else ""
+                lines.append(f"  困惑度变化在 1% 以内的最快梯级：{b['rung']} {b['speedup']:.2f} 倍（困惑度 "
+                             f"{b['tiny_ppl_change']:+.2%}，词元一致率 {b['token_agreement']:.2f}，"
+                             f"{_mbu_words(b, zh)}{bw}）")
+            else:
+                bw = f" of {b['bandwidth_max_GBs']:.1f} GB/s" if float(b["mbu"]) <= 1 else ""
+                lines.append(f"  best within 1% ppl: {b['rung']} {b['speedup']:.2f}x (ppl {b['tiny_ppl_change']:+.2%}, "
+                             f"agreement {b['token_agreement']:.2f}, {_mbu_words(b)}{bw})")
         for r in d[d["loop"].isin(["spec", "lookup"])].itertuples():
             own = pd.notna(r.speedup_vs_own_loop)
-            own = f"{r.speedup_vs_own_loop:.2f}x its own loop ({r.own_loop}), " if own else ""
             judged = getattr(r, "judged", float("nan"))
-            alpha = f", acceptance {r.acceptance_rate:.2f}" if pd.notna(judged) else ""
-            lines.append(f"  {r.rung}: {r.speedup:.2f}x HF, {own}agreement {r.token_agreement:.2f}{alpha}")
+            if zh:
+                own = f"自身循环（{r.own_loop}）的 {r.speedup_vs_own_loop:.2f} 倍，" if own else ""
+                alpha = f"，接受率 {r.acceptance_rate:.2f}" if pd.notna(judged) else ""
+                lines.append(f"  {r.rung}：HF 的 {r.speedup:.2f} 倍，{own}词元一致率 {r.token_agreement:.2f}{alpha}")
+            else:
+                own = f"{r.speedup_vs_own_loop:.2f}x its own loop ({r.own_loop}), " if own else ""
+                alpha = f", acceptance {r.acceptance_rate:.2f}" if pd.notna(judged) else ""
+                lines.append(f"  {r.rung}: {r.speedup:.2f}x HF, {own}agreement {r.token_agreement:.2f}{alpha}")
     return "\n".join(lines)
 
 
@@ -637,14 +669,39 @@ def versus_record(ladder, model: str, rung: str, baseline: str, live, tolerance:
     not hidden."""
     from .claims import times
 
-    r, label = recorded_ratio(ladder, model, rung, baseline)
-    lo, hi = live.low / (1 + tolerance), live.high * (1 + tolerance)
+    r, label, verdict = _versus(ladder, model, rung, baseline, live, tolerance, max_spread)
     head = (f"The recorded ladder ({label['machine']}, {label['date']}) has {rung} at {times(r)} the speed of "
             f"{baseline}; this run measured {times(live.median)} ({times(live.low)}-{times(live.high)} over "
             f"{len(live.ratios)} rounds in turn)")
+    return head + {"scatter": ": its rounds scatter too widely to confirm or contradict the record (the machine "
+                              "was busy with other work; run it again on a quiet machine).",
+                   "agree": ": the two agree.", "larger": ": a larger gain than recorded.",
+                   "smaller": ": a smaller gain than recorded."}[verdict]
+
+
+def versus_record_zh(ladder, model: str, rung: str, baseline: str, live, tolerance: float = 0.25,
+                     max_spread: float = 1.5) -> str:
+    """:func:`versus_record`'s sentence in Chinese, with the same numbers and the same verdict (for
+    ``secbook.claims.say(..., zh=...)``)."""
+    from .claims import times_zh
+
+    r, label, verdict = _versus(ladder, model, rung, baseline, live, tolerance, max_spread)
+    head = (f"记录下来的阶梯（{label['machine']}，{label['date']}）中，{rung} 的速度是 {baseline} 的 "
+            f"{times_zh(r)}；本次运行测得 {times_zh(live.median)}（轮流测量 {len(live.ratios)} 轮，"
+            f"{times_zh(live.low)}–{times_zh(live.high)}）")
+    return head + {"scatter": "：各轮结果过于分散，既不能证实也不能否定这一记录（机器正忙于其他工作；请在空闲的"
+                              "机器上再运行一次）。",
+                   "agree": "：两者一致。", "larger": "：收益比记录的更大。", "smaller": "：收益比记录的更小。"}[verdict]
+
+
+def _versus(ladder, model: str, rung: str, baseline: str, live, tolerance: float,
+            max_spread: float) -> tuple[float, dict, str]:
+    """The recorded ratio and its label (:func:`recorded_ratio`), and how the live rounds stand to it:
+    ``"scatter"``, ``"agree"``, ``"larger"`` or ``"smaller"`` (:func:`versus_record`)."""
+    r, label = recorded_ratio(ladder, model, rung, baseline)
+    lo, hi = live.low / (1 + tolerance), live.high * (1 + tolerance)
     if live.high / live.low > max_spread:
-        return head + (": its rounds scatter too widely to confirm or contradict the record (the machine was busy "
-                       "with other work; run it again on a quiet machine).")
+        return r, label, "scatter"
     if lo <= r <= hi:
-        return head + ": the two agree."
-    return head + (": a larger gain than recorded." if live.median > r else ": a smaller gain than recorded.")
+        return r, label, "agree"
+    return r, label, "larger" if live.median > r else "smaller"

@@ -328,3 +328,37 @@ def test_versus_record_agrees_or_says_which_way():
         recorded_ratio(rows, "m", "x", "base")
     with pytest.raises(ValueError, match="in the run of t2"):
         recorded_ratio(rows, "m", "other", "missing")
+
+
+def test_chinese_summary_and_record_sentences_follow_the_english():
+    """ladder_summary_zh and versus_record_zh (the Chinese sentences of say(..., zh=...)) carry the English ones'
+    numbers, and the same verdict, from the same rows."""
+    import re
+
+    import pandas as pd
+
+    from secbook.claims import Comparison
+    from secbook.ladder import ladder_summary, ladder_summary_zh, versus_record, versus_record_zh
+
+    nums = lambda s: sorted(re.findall(r"\d+(?:[.,]\d+)*", s))  # noqa: E731
+    rows = pd.DataFrame({
+        "model": ["m"] * 4, "tok_s": [10.0, 120.0, 50.0, 40.0], "timestamp": ["t1"] * 4, "cpu": ["c"] * 4,
+        "cores": [2] * 4, "gpu": ["none"] * 4,
+        "rung": ["HF generate fp32 (baseline)", "fp32, whole decode step in C++", "ours bf16",
+                 "prompt lookup, gamma=4"],
+        "transform": ["none", "none", "bf16", "none"], "loop": ["hf", "cpp", "ours", "lookup"],
+        "token_agreement": [1.0, 1.0, 0.9, 1.0], "tiny_ppl_change": [0.0, 0.0, 0.001, 0.0],
+        "speedup": [1.0, 12.0, 5.0, 4.0], "mbu": [0.1, 1.21, 0.5, 0.2], "bandwidth_max_GBs": [30.0] * 4,
+        "read_bytes_per_token": [23e6] * 4, "acceptance_rate": [None, None, None, 0.5],
+        "judged": [None, None, None, 10]})
+    en, zh = ladder_summary(rows), ladder_summary_zh(rows)
+    assert nums(en) == nums(zh) and len(en.splitlines()) == len(zh.splitlines())
+    assert "MBU 不适用" in zh and "接受率 0.50" in zh
+    verdicts = {"the two agree.": "两者一致。", "a smaller gain than recorded.": "收益比记录的更小。",
+                "a larger gain than recorded.": "收益比记录的更大。", "run it again on a quiet machine).": "再运行一次）。"}
+    for ratios in ((11.5, 12.1, 11.9), (1.1, 1.2, 1.3), (15.0, 16.0, 15.5), (0.5, 3.0, 6.0)):
+        live = Comparison("fast", "base", ratios)
+        en = versus_record(rows, "m", "fp32, whole decode step in C++", "HF generate fp32 (baseline)", live)
+        zh = versus_record_zh(rows, "m", "fp32, whole decode step in C++", "HF generate fp32 (baseline)", live)
+        assert nums(en) == nums(zh)
+        assert [zh.endswith(z) for e, z in verdicts.items()] == [en.endswith(e) for e in verdicts]

@@ -31,7 +31,8 @@ machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import os
 import numpy as np, torch, pandas as pd, matplotlib.pyplot as plt
 from secbook import attention, batching, kvcache, generate, speculative, kernels, ladder as L, pretrained, widgets
-from secbook.claims import say, guard, compare, times
+from secbook.claims import say, guard, compare, times, times_zh
+from dataclasses import replace  # a comparison relabelled in Chinese, for say(..., zh=...)
 from secbook.measure import prompt_ids, tok_s_in_turn, token_agreement, load_results, describe_machine
 pd.set_option("display.width", 140); pd.set_option("display.precision", 3)
 print("measured on:", machine)
@@ -81,7 +82,12 @@ say(f"Without the cache the {len(steps)} steps took {steps.no_cache_ms.sum():.0f
     f"became {times(grow('no_cache_ms'))} as slow, one with the cache {times(grow('with_cache_ms'))}"
     + ("." if grow("with_cache_ms") < grow("no_cache_ms") else
        " — not the flat cost the cache should give: the steps were disturbed by other work on the machine (each "
-       "step is timed once); run the cell again."));
+       "step is timed once); run the cell again."),
+    zh=f"不用缓存时，这 {len(steps)} 步共用了 {steps.no_cache_ms.sum():.0f} ms，用缓存时共用了 "
+       f"{steps.with_cache_ms.sum():.0f} ms。从前十步到最后十步，不用缓存的一步所用时间变为原来的 "
+       f"{times_zh(grow('no_cache_ms'))}，用缓存的一步变为 {times_zh(grow('with_cache_ms'))}"
+       + ("。" if grow("with_cache_ms") < grow("no_cache_ms") else
+          "——而不是缓存本应带来的恒定代价：这些步受到了机器上其他工作的干扰（每一步只计时一次）；请再运行一次这个单元格。"));
 """, tags=("remove-input",)),
     md(r"""
 The price is memory. For one sequence the cache holds a key and a value vector per layer, per key/value head and
@@ -127,8 +133,12 @@ ax.set(ylabel="prefill ms (median of 3)", title="tiny model: attention implement
     code(r"""
 rounds = {f"{impl} at {n}": g.sort_values("round").ms.tolist() for (impl, n), g in att.groupby(["attention", "context"])}
 words = [compare(rounds, f"sdpa at {n}", f"eager at {n}", higher_is_better=False).words() for n in (128, 1024)]
+words_zh = [replace(compare(rounds, f"sdpa at {n}", f"eager at {n}", higher_is_better=False),
+                    a=f"sdpa（上下文 {n}）", b=f"eager（上下文 {n}）").words_zh() for n in (128, 1024)]
 say(f"Prefill time: {words[0]}; {words[1]}. The largest logit difference between the two was "
-    f"{att.max_abs_diff_vs_first.max():.1e}: the same function, summed in another order.");
+    f"{att.max_abs_diff_vs_first.max():.1e}: the same function, summed in another order.",
+    zh=f"预填充时间：{words_zh[0]}；{words_zh[1]}。两者之间最大的 logit 差异为 "
+       f"{att.max_abs_diff_vs_first.max():.1e}：同一个函数，只是求和的顺序不同。");
 """, tags=("remove-input",)),
     md(r"""
 ## Batching: throughput against latency
@@ -156,7 +166,11 @@ wait = b16.ms_per_token_per_request / b1.ms_per_token_per_request
 say(f"Batch 16 produced {times(b16.tokens_per_s / b1.tokens_per_s)} the tokens per second of batch 1, "
     + (f"while each request waited {times(wait)} as long per token." if wait >= 1 else
        f"and each request even waited less per token ({times(wait)}): batch 1 was timed while the machine was busier "
-       "(each size is timed on its own, not in turn); a batch can never make a single request's steps cheaper."));
+       "(each size is timed on its own, not in turn); a batch can never make a single request's steps cheaper."),
+    zh=f"批大小 16 每秒生成的词元数是批大小 1 的 {times_zh(b16.tokens_per_s / b1.tokens_per_s)}，"
+       + (f"而每个请求每个词元的等待时间变为原来的 {times_zh(wait)}。" if wait >= 1 else
+          f"而且每个请求每个词元的等待甚至更短（{times_zh(wait)}）：批大小 1 是在机器更忙的时候计时的（每种批大小"
+          "单独计时，而不是轮流计时）；成批处理绝不可能让单个请求的每一步变得更便宜。"));
 """),
     md(r"""
 A server does not receive its requests in neat batches. **Static batching** admits a batch and waits for its
@@ -189,7 +203,11 @@ row = rec[(rec.model == pretrained.NAME) & (rec.rung == "our loop fp32 + compile
 say(f"Recorded on {lab['machine']} ({lab['date']}), on {pretrained.NAME}: compiling our loop made it "
     f"{times(c_ours)} as fast as the same loop uncompiled, with token agreement {row.token_agreement:.2f} with HF `generate`; its first call, compilation included, "
     f"took {row.first_call_s:.0f} s. HF `generate` with a static cache and compilation ran at {times(c_hf)} its "
-    f"eager speed.");
+    f"eager speed.",
+    zh=f"记录于 {lab['machine']}（{lab['date']}），模型为 {pretrained.NAME}：编译使我们的循环的速度达到同一循环未编译时的 "
+       f"{times_zh(c_ours)}，与 HF `generate` 的词元一致率为 {row.token_agreement:.2f}；它的第一次调用（包括编译）用了 "
+       f"{row.first_call_s:.0f} s。使用静态缓存并编译的 HF `generate`，速度是它以即时执行 (eager) 模式运行时的 "
+       f"{times_zh(c_hf)}。");
 """, tags=("remove-input",)),
     md(r"""
 ## A decoding loop of our own
@@ -245,8 +263,11 @@ plt.show()
 """),
     code(r"""
 c_fused = compare(speeds, "our loop, fused weights", "HF generate")
+c_fused_zh = replace(c_fused, a="使用融合权重的我们的循环", b="HF generate")
 say(f"Timed in turn, {c_fused.words()}. "
-    + L.versus_record(rec, pretrained.NAME, "our loop fp32, fused weights", "HF generate fp32 (baseline)", c_fused));
+    + L.versus_record(rec, pretrained.NAME, "our loop fp32, fused weights", "HF generate fp32 (baseline)", c_fused),
+    zh=f"轮流计时：{c_fused_zh.words_zh()}。"
+       + L.versus_record_zh(rec, pretrained.NAME, "our loop fp32, fused weights", "HF generate fp32 (baseline)", c_fused));
 """, tags=("remove-input",)),
     md(r"""
 ### Which models the loop runs
@@ -349,7 +370,15 @@ say(f"Prompt lookup's α was highest on '{lk.acceptance_rate.idxmax()}' ({lk.acc
     + (": the formula describes these runs well." if gap < 0.15 else
        " — the formula assumes every draft is accepted independently with the same probability, and real text "
        "is not like that: acceptances come in runs (a copied passage is accepted draft after draft) and a "
-       "reply of a few dozen tokens gives few calls to average over."));
+       "reply of a few dozen tokens gives few calls to average over."),
+    zh=f"提示查找的 α 在“{lk.acceptance_rate.idxmax()}”上最高（{lk.acceptance_rate.max():.2f}，每次调用 "
+       f"{lk.tokens_per_call.max():.2f} 个词元），在“{lk.acceptance_rate.idxmin()}”上最低"
+       f"（{lk.acceptance_rate.min():.2f}）；int8 自草稿的 α 在 {i8.acceptance_rate.min():.2f} 到 "
+       f"{i8.acceptance_rate.max():.2f} 之间。在每一行中，实测的每次调用词元数与把实测 α 代入公式得到的值相差都在 "
+       f"{gap:.0%} 以内"
+       + ("：公式很好地描述了这些运行。" if gap < 0.15 else
+          "——公式假定每个草稿词元都以相同的概率独立地被接受，而真实文本并非如此：接受是成串出现的（一段照抄的文字会"
+          "一个草稿接一个草稿地被接受），而且几十个词元的回复只能提供很少几次调用来求平均。"));
 """, tags=("remove-input",)),
     md(r"""
 Whether this buys speed depends on two more costs: making the drafts (free for prompt lookup; the int8 copy's own
@@ -371,10 +400,15 @@ pd.DataFrame(spec_speeds).describe().loc[["50%", "min", "max"]].rename(index={"5
 """),
     code(r"""
 vs = {k: compare(spec_speeds, k, "our loop") for k in spec_loops}
+vs_zh = {k: replace(c, a={"prompt lookup": "提示查找", "int8 self-draft": "int8 自草稿"}[k], b="我们的循环")
+         for k, c in vs.items()}
 say(f"On the rewrite task (the same tokens as our loop, checked): {vs['prompt lookup'].words()}; "
     f"{vs['int8 self-draft'].words()}. One verification pass over {GAMMA + 1} positions cost "
     f"{times(verify)} a single-position step, so a call must yield more than that many tokens to pay for itself "
-    "with a free draft; a draft model's own steps come on top.");
+    "with a free draft; a draft model's own steps come on top.",
+    zh=f"在重写任务上（生成的词元与我们的循环相同，已检验）：{vs_zh['prompt lookup'].words_zh()}；"
+       f"{vs_zh['int8 self-draft'].words_zh()}。一次验证 {GAMMA + 1} 个位置的前向计算，代价是只处理一个位置的一步的 "
+       f"{times_zh(verify)}，所以在草稿不花代价时，一次调用必须产生多于这个数目的词元才划算；草稿模型自己的解码步还要另算。");
 """, tags=("remove-input",)),
     md(r"""
 ## The optimization ladder
@@ -400,10 +434,13 @@ with pd.option_context("display.max_rows", 200):
     display(L.with_own_loop_speedup(rec)[cols].round(3))
 """, tags=("hide-output",)),
     code(r"""
-lines = L.ladder_summary(rec).splitlines()
+lines, lines_zh = L.ladder_summary(rec).splitlines(), L.ladder_summary_zh(rec).splitlines()
 say("Computed from the recorded rows (the best lossless loop, the best rung within a 1 % perplexity budget, and "
     "each speculative rung against HF `generate` and against its own loop without speculation):\n\n"
-    + "\n".join(("- **" + l + "**") if not l.startswith("  ") else "    - " + l.strip() for l in lines));
+    + "\n".join(("- **" + l + "**") if not l.startswith("  ") else "    - " + l.strip() for l in lines),
+    zh="由记录下来的各行计算得出（最快的无损循环、困惑度变化在 1 % 预算以内的最快梯级，以及每个推测梯级相对 HF "
+       "`generate` 和相对不带推测的自身循环的加速比）：\n\n"
+       + "\n".join(("- **" + l + "**") if not l.startswith("  ") else "    - " + l.strip() for l in lines_zh));
 """, tags=("remove-input",)),
     md(r"""
 Reading the ladder. At batch 1 a 135M-parameter model is limited by reading its weights: every rung that reads
@@ -423,15 +460,20 @@ if torch.cuda.is_available():
     quick = [L.LADDER[0]] + [r for r in L.LADDER if r.name in L.GPU_QUICK_RUNGS]
     gpu = L.run_generate_suite(args, rungs=quick, save=False)
     gpu_label = f"measured now on {torch.cuda.get_device_name(0)}"
+    gpu_label_zh = f"此刻在 {torch.cuda.get_device_name(0)} 上测得"
 elif (RESULTS_DIR / "generate_ladder_cuda.csv").exists():
     gpu = load_results("generate_ladder_cuda")
     gpu_label = f"recorded on {gpu.gpu.iloc[0]} ({gpu.timestamp.iloc[0][:10]}, torch {gpu.torch.iloc[0]})"
+    gpu_label_zh = f"记录于 {gpu.gpu.iloc[0]}（{gpu.timestamp.iloc[0][:10]}，torch {gpu.torch.iloc[0]}）"
 else:
     gpu = None
-    print("No CUDA GPU here, and no GPU ladder recorded (bash tools/gpu_ladder.sh on a GPU machine makes one).")
+    say("No CUDA GPU here, and no GPU ladder recorded (bash tools/gpu_ladder.sh on a GPU machine makes one).",
+        zh="这里没有 CUDA GPU，也没有记录下来的 GPU 阶梯（在一台 GPU 机器上运行 bash tools/gpu_ladder.sh 即可生成）。")
 if gpu is not None:
     say(f"The 1B replica's ladder, {gpu_label}:\n\n" + "\n".join("- " + l.strip() for l in
-                                                                   L.ladder_summary(gpu).splitlines()[1:]))
+                                                                   L.ladder_summary(gpu).splitlines()[1:]),
+        zh=f"1B 复刻模型的阶梯，{gpu_label_zh}：\n\n" + "\n".join("- " + l.strip() for l in
+                                                             L.ladder_summary_zh(gpu).splitlines()[1:]))
 """),
     md(r"""
 On a GPU, eager decoding launches hundreds of small kernels per token and the GPU waits for Python between them;
@@ -507,8 +549,10 @@ gain = lambda g, c: speculative.expected_tokens_per_call(alpha, g) / (g * c + 1)
 best = max(range(1, 9), key=lambda g: gain(g, c))
 print(f"c = {c}: best gamma {best}, predicted speed-up {gain(best, c):.2f}x")
 print(f"c = 0 (prompt lookup): gamma 1..8 give " + ", ".join(f"{gain(g, 0):.2f}x" for g in range(1, 9)))
-print("With free drafts a longer gamma never hurts in this model of the cost, and the gain approaches 1/(1-alpha) =",
-      f"{1 / (1 - alpha):.2f}x; in practice verifying more positions costs a little more (verify_cost), which caps gamma.")
+say(f"With free drafts a longer gamma never hurts in this model of the cost, and the gain approaches 1/(1-alpha) = "
+    f"{1 / (1 - alpha):.2f}x; in practice verifying more positions costs a little more (verify_cost), which caps gamma.",
+    zh=f"草稿不花代价时，在这个代价模型中更长的 gamma 永远不会有害，收益趋近于 1/(1-alpha) = {1 / (1 - alpha):.2f} 倍；"
+       "实际上验证更多的位置要多花一点代价（verify_cost），这限制了 gamma 的取值。")
 """),
     exercise(4, r"""
 **Static batching's idle slots.** In the simulation, what fraction of slot-steps does static batching leave idle
@@ -518,9 +562,11 @@ at `max_batch=8`, and why does continuous batching not suffer from it?
 s8 = sim[(sim.max_batch == 8)].set_index("policy")
 print(f"idle slot-steps at max_batch=8: static {1 - s8.slot_utilisation['static']:.0%}, "
       f"continuous {1 - s8.slot_utilisation['continuous']:.0%}")
-print("Static batching keeps a batch until its longest request ends: the slots of requests that finished early stay")
-print("empty. Continuous batching admits a waiting request into a slot at the next step after one finishes, so slots")
-print("are idle only when no request is waiting.")
+say("Static batching keeps a batch until its longest request ends: the slots of requests that finished early stay "
+    "empty. Continuous batching admits a waiting request into a slot at the next step after one finishes, so slots "
+    "are idle only when no request is waiting.",
+    zh="静态批处理要等一批中最长的请求结束才放走这一批：提前完成的请求的槽位一直空着。连续批处理在一个请求完成后的下一步"
+       "就把一个等待中的请求接纳进这个槽位，所以只有在没有请求等待时槽位才会空闲。")
 """),
     exercise(5, r"""
 **Where prompt lookup wins.** From the acceptance table above, on which task did prompt lookup yield the most
@@ -530,9 +576,12 @@ tokens per call, and why there? Would you expect it to help a model answering qu
 best = lk.tokens_per_call.idxmax()
 print(f"Most tokens per call with prompt lookup: '{best}' ({lk.tokens_per_call[best]:.2f}, alpha "
       f"{lk.acceptance_rate[best]:.2f}); fewest: '{lk.tokens_per_call.idxmin()}' ({lk.tokens_per_call.min():.2f}).")
-print("Prompt lookup can only propose text that already occurred in the context. A reply that repeats the prompt -")
-print("code rewritten with small changes, a summary quoting phrases - offers long matching n-grams; free chat offers")
-print("almost none. Questions about a long document (retrieval-augmented answers, quoting) are the good case: the")
-print("answer copies names and phrases from a long context, at no cost for a draft model.")
+say("Prompt lookup can only propose text that already occurred in the context. A reply that repeats the prompt - "
+    "code rewritten with small changes, a summary quoting phrases - offers long matching n-grams; free chat offers "
+    "almost none. Questions about a long document (retrieval-augmented answers, quoting) are the good case: the "
+    "answer copies names and phrases from a long context, at no cost for a draft model.",
+    zh="提示查找只能提出上下文中已经出现过的文本。重复提示内容的回复——稍作修改后重写的代码、引用原文短语的摘要——能提供"
+       "很长的匹配 n-gram；自由聊天则几乎没有。关于长文档的问题（检索增强的回答、引用原文）正是适合它的情形：回答会从很长"
+       "的上下文中照抄名称和短语，而且不需要为草稿模型付出任何代价。")
 """),
 ]

@@ -31,7 +31,8 @@ machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import copy, os
 import numpy as np, torch, pandas as pd, matplotlib.pyplot as plt
 from secbook import generate, kernels, memaccess, pretrained, ladder as L
-from secbook.claims import say, guard, compare, times
+from secbook.claims import say, guard, compare, times, times_zh
+from dataclasses import replace  # a comparison relabelled in Chinese, for say(..., zh=...)
 from secbook.hardware import read_bandwidth
 from secbook.measure import tok_s_in_turn, token_agreement, decode_read_bytes, load_results, machine_info
 pd.set_option("display.width", 140); pd.set_option("display.precision", 3)
@@ -71,10 +72,15 @@ line = compare(named, "Reading one float per cache line", "reading every float",
 order = compare(named, "The gather with the lines in random order", "the same gather in order", higher_is_better=False)
 guard(line.median < 4, "reading a sixteenth of the floats, one per cache line, is nowhere near 16x faster",
       f"{line.median:.2f}x")
+line_zh = replace(line, a="每个缓存行读取一个浮点数", b="读取每个浮点数")
+order_zh = replace(order, a="缓存行顺序被打乱的收集", b="缓存行按顺序的同一收集")
 say(f"{line.words()}: a sixteenth of the numbers, but the same whole lines fetched from memory. {order.words()}"
     + ("; the difference is what the prefetcher is worth to a stream it can predict." if order.verdict == "slower"
        else "; in this run the order made no clear difference, which happens when the machine's other work "
-            "dominates the timings: run the cell again."));
+            "dominates the timings: run the cell again."),
+    zh=f"{line_zh.words_zh()}：读取的数只有十六分之一，但从内存取来的缓存行一行不少。{order_zh.words_zh()}"
+       + ("；这一差别就是预取器对一条可预测的数据流的价值。" if order.verdict == "slower"
+          else "；这次运行中顺序没有造成明显差别，当机器上的其他工作主导了计时时就会这样：请再运行一次这个单元格。"));
 """, tags=("remove-input",)),
     md(r"""
 ## The layout of the weights
@@ -96,10 +102,15 @@ pd.DataFrame(gbs).describe().loc[["50%", "min", "max"]].rename(index={"50%": "me
 """),
     code(r"""
 c_lay = compare(gbs, "the transposed layout (x @ W_t)", "nn.Linear's layout (F.linear)")
+c_lay_zh = replace(c_lay, a="转置布局 (x @ W_t)", b="nn.Linear 的布局 (F.linear)")
 say(f"Weight bytes streamed per second: {c_lay.words()}. "
     + ("Our Python loop keeps its fused weights transposed for this reason." if c_lay.verdict == "faster" else
        "Here the transposed layout, which our Python loop keeps, did not win clearly: which kernel streams faster "
-       "depends on the library and the CPU, so the choice has to be measured on the machine that runs it."));
+       "depends on the library and the CPU, so the choice has to be measured on the machine that runs it."),
+    zh=f"每秒流式读取的权重字节数：{c_lay_zh.words_zh()}。"
+       + ("我们的 Python 循环正是因此把融合权重以转置形式保存。" if c_lay.verdict == "faster" else
+          "这里，我们的 Python 循环所采用的转置布局并没有明显胜出：哪个内核流式读取更快取决于库和 CPU，所以必须在实际"
+          "运行它的机器上测量后再做选择。"));
 """, tags=("remove-input",)),
     md(r"""
 The C++ step goes further. When it is built it copies each core's share of the rows of every matrix into **one
@@ -170,11 +181,19 @@ if kernels.available():
         return (f"ran {times(g)} as fast from the cache: from memory it was waiting for memory" if g >= 2 else
                 f"gained little from the cache ({times(g)}): something other than memory held it back" if g < 1.25
                 else f"ran {times(g)} as fast from the cache")
+    def gain_zh(kind):  # gain(kind) in Chinese
+        g = rates[(kind, "from cache (one matrix)")] / rates[(kind, "from memory (many)")]
+        return (f"从缓存读取时的速度是从内存读取时的 {times_zh(g)}：从内存读取时它在等待内存" if g >= 2 else
+                f"从缓存中获益很少（{times_zh(g)}）：限制它的不是内存，而是别的因素" if g < 1.25
+                else f"从缓存读取时的速度是从内存读取时的 {times_zh(g)}")
     k8, f32 = rates[("int8 C++ kernel", "from memory (many)")], rates[("fp32 x @ W_t", "from memory (many)")]
     say(f"From memory, the int8 kernel read {k8:.1f} GB/s of weights and the fp32 product {f32:.1f} GB/s: the "
         f"kernel got through {times(k8 / (f32 / 4))} as many weights per second, a quarter of the bytes each. The "
         f"int8 kernel {gain('int8 C++ kernel')}; the fp32 product {gain('fp32 x @ W_t')}. (Each figure is a median "
-        "of a few runs taken one after another, so a busy machine can blur the smaller differences.)")
+        "of a few runs taken one after another, so a busy machine can blur the smaller differences.)",
+        zh=f"从内存读取时，int8 内核每秒读取 {k8:.1f} GB 权重，而 fp32 乘积为 {f32:.1f} GB/s：每个权重只占四分之一的字节，"
+           f"按权重个数计，内核每秒处理的权重是后者的 {times_zh(k8 / (f32 / 4))}。int8 内核{gain_zh('int8 C++ kernel')}；"
+           f"fp32 乘积{gain_zh('fp32 x @ W_t')}。（每个数字都是接连运行几次所得的中位数，所以繁忙的机器可能会模糊较小的差异。）")
 """, tags=("remove-input",)),
     md(r"""
 ## The whole step in C++
@@ -231,21 +250,32 @@ pd.DataFrame(speeds).describe().loc[["50%", "min", "max"]].rename(index={"50%": 
 if kernels.available():
     c32 = compare(speeds, "the C++ step (fp32)", "the Python loop (fp32)")
     c8 = compare(speeds, "the C++ step (int8)", "the Python loop (fp32)")
+    c32_zh = replace(c32, a="C++ 解码步 (fp32)", b="Python 循环 (fp32)")
+    c8_zh = replace(c8, a="C++ 解码步 (int8)", b="Python 循环 (fp32)")
     busy = load1 > cores
     text = f"Timed in turn: {c32.words()}; {c8.words()}. "
+    text_zh = f"轮流计时：{c32_zh.words_zh()}；{c8_zh.words_zh()}。"
     if c32.verdict != "faster":
         text += (f"The machine was {'busy' if busy else 'not busy'} while this page was built (load average "
                  f"{load1:.1f} on {cores} cores): "
                  + ("the step's threads wait at every barrier for a core the operating system gave to another "
                     "program, which costs the C++ step far more than the Python loop. " if busy else
                     "an unexpected result; run the cell again. "))
+        text_zh += (f"构建本页时机器{'很忙' if busy else '并不忙'}（{cores} 个核心上的平均负载为 {load1:.1f}）："
+                    + ("解码步的线程在每个屏障处都要等待一个被操作系统分给其他程序的核心，这对 C++ 解码步造成的损失远大于"
+                       "对 Python 循环的。" if busy else "这是一个意外的结果；请再运行一次这个单元格。"))
     rec = load_results("generate_ladder")
     text += L.versus_record(rec, pretrained.NAME, "fp32, whole decode step in C++", "our loop fp32, fused weights", c32)
     text += " " + L.versus_record(rec, pretrained.NAME, "int8, whole decode step in C++", "our loop fp32, fused weights",
                                   c8).replace("The recorded ladder", "The same record", 1)
-    say(text)
+    text_zh += L.versus_record_zh(rec, pretrained.NAME, "fp32, whole decode step in C++",
+                                  "our loop fp32, fused weights", c32)
+    text_zh += L.versus_record_zh(rec, pretrained.NAME, "int8, whole decode step in C++",
+                                  "our loop fp32, fused weights", c8).replace("记录下来的阶梯", "同一份记录", 1)
+    say(text, zh=text_zh)
 else:
-    say("The C++ step cannot be built here, so this page cannot time it: " + kernels.unavailable_reason())
+    say("The C++ step cannot be built here, so this page cannot time it: " + kernels.unavailable_reason(),
+        zh="这里无法构建 C++ 解码步，因此本页无法为它计时：" + kernels.unavailable_reason())
 """, tags=("remove-input",)),
     md(r"""
 How close does the step come to what memory allows? Its **model bandwidth utilisation** (MBU) is the weight bytes
@@ -259,7 +289,11 @@ if kernels.available():
         f"the C++ step on fp32 {mbu['the C++ step (fp32)']:.0%} and on int8 {mbu['the C++ step (int8)']:.0%} (whole calls, the "
         "prompt included, so a little below the decode steps' own figure). What the C++ step leaves unused goes "
         "to the barriers, to work that reads no weights (attention, norms), and to the moments the machine was "
-        "busy.")
+        "busy.",
+        zh=f"此刻测得的读取带宽：{bw:.1f} GB/s。Python 循环的 MBU 为 {mbu['the Python loop (fp32)']:.0%}，fp32 上的 "
+           f"C++ 解码步为 {mbu['the C++ step (fp32)']:.0%}，int8 上为 {mbu['the C++ step (int8)']:.0%}（按整个调用计算，"
+           "包括提示，所以比解码步本身的数字略低）。C++ 解码步没有用上的带宽，花在了屏障、不读取权重的工作（注意力、归一化）"
+           "以及机器繁忙的时刻上。")
 """, tags=("remove-input",)),
     md(r"""
 The ladder recorded the same steps on all three models; the C++ rows, with the bytes one step reads and the
@@ -280,7 +314,12 @@ say(f"On the tiny model the recorded MBU reached {tiny_mbu:.0%}"
        "in the CPU's caches and are read from there, faster than memory delivers; MBU measures memory bandwidth "
        "and does not apply to it. On the two 135M models the weights come from memory and MBU means what it "
        "says." if tiny_mbu > 1 else
-       ": the tiny model's weights were read no faster than memory delivers."));
+       ": the tiny model's weights were read no faster than memory delivers."),
+    zh=f"小模型记录下来的 MBU 达到了 {tiny_mbu:.0%}"
+       + (f"：超过了 100 %，因为它的权重（int8 下 {tiny_mb.min():.0f} MB，fp32 下 {tiny_mb.max():.0f} MB）能装进 CPU "
+          "的缓存并从那里读取，比内存供给得更快；MBU 衡量的是内存带宽，不适用于它。在两个 135M 模型上，权重来自内存，MBU "
+          "名副其实。" if tiny_mbu > 1 else
+          "：小模型的权重读取速度没有超过内存的供给速度。"));
 """, tags=("remove-input",)),
     summary(["Memory moves in 64-byte cache lines, and a prefetcher runs ahead of reads that go through memory in "
              "order: a decode step should read its weights as long sequential streams.",
@@ -317,8 +356,9 @@ row = rec[(rec.model == pretrained.NAME) & (rec.rung == "int8, whole decode step
 ceiling = row.bandwidth_max_GBs * 1e9 / row.read_bytes_per_token
 print(f"ceiling: {row.bandwidth_max_GBs:.1f} GB/s / {row.read_bytes_per_token / 1e6:.0f} MB per token = {ceiling:.0f} tok/s; "
       f"the C++ step: {row.tok_s:.0f} tok/s, {row.tok_s / ceiling:.0%} of it (its MBU, {row.mbu:.0%}).")
-print("The rest: the threads wait for each other at the barriers, attention and the norms read no weights,")
-print("and the best bandwidth sample of a run is a moment the machine was quiet.")
+say("The rest: the threads wait for each other at the barriers, attention and the norms read no weights, "
+    "and the best bandwidth sample of a run is a moment the machine was quiet.",
+    zh="其余的部分：线程在屏障处互相等待，注意力和归一化不读取权重，而一次运行中最好的带宽样本取自机器空闲的那一刻。")
 """),
     exercise(3, r"""
 **Counting barriers.** How many barriers does one token of the real model pass through in the C++ step? Using the
@@ -333,8 +373,10 @@ if kernels.available():
           f"{barriers * 10e-6 / step_s:.0%} of one step ({step_s * 1e3:.1f} ms, measured above, prompt included).")
 else:
     print(f"{layers} layers x 6 = {barriers} barriers per token (the C++ step could not be timed here).")
-print("On a quiet machine a barrier costs well under a microsecond; on a busy one a thread that loses its core")
-print("makes the others wait for milliseconds, which is why this step is the most sensitive to a shared machine.")
+say("On a quiet machine a barrier costs well under a microsecond; on a busy one a thread that loses its core "
+    "makes the others wait for milliseconds, which is why this step is the most sensitive to a shared machine.",
+    zh="在空闲的机器上，一个屏障的代价远低于一微秒；在繁忙的机器上，一个失去核心的线程会让其他线程等上几毫秒，这就是为什么"
+       "这个解码步对共享机器最为敏感。")
 """),
     exercise(4, r"""
 **Four times the bytes.** The fp32 C++ step reads four times the bytes of the int8 one. If memory alone set the
@@ -346,9 +388,12 @@ for name, d in cpp.groupby("model", sort=False):
     f32, i8 = (d[d.rung == f"{w}, whole decode step in C++"].iloc[0] for w in ("fp32", "int8"))
     print(f"{name}: bytes fp32/int8 {f32.read_bytes_per_token / i8.read_bytes_per_token:.2f}, "
           f"speed int8/fp32 {i8.tok_s / f32.tok_s:.2f}")
-print("Where the weights stream from memory (the 135M models), int8's speed-up approaches the ratio of bytes as far")
-print("as the step is limited by memory. The tiny model's weights are small enough to stay in a large CPU cache (its")
-print("MBU above 100 % says they did where it was recorded); its step is short and fixed costs (barriers, attention,")
-print("the embedding) weigh more, so the ratio of speeds need not follow the ratio of bytes.")
+say("Where the weights stream from memory (the 135M models), int8's speed-up approaches the ratio of bytes as far "
+    "as the step is limited by memory. The tiny model's weights are small enough to stay in a large CPU cache (its "
+    "MBU above 100 % says they did where it was recorded); its step is short and fixed costs (barriers, attention, "
+    "the embedding) weigh more, so the ratio of speeds need not follow the ratio of bytes.",
+    zh="在权重从内存流式读入的地方（135M 的两个模型），只要解码步受限于内存，int8 的加速比就会接近字节数之比。小模型的权重"
+       "小到可以留在一个大的 CPU 缓存中（它在记录时超过 100 % 的 MBU 说明确实如此）；它的一步很短，固定开销（屏障、注意力、"
+       "词嵌入）占比更大，所以速度之比不一定跟随字节数之比。")
 """),
 ]
