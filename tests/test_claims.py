@@ -84,3 +84,13 @@ def test_compare_words_in_chinese_carry_the_same_numbers(a, b):
     c = compare({"A": a, "B": b}, "A", "B")
     nums = lambda s: sorted(re.findall(r"\d+(?:\.\d+)?", s))  # noqa: E731
     assert nums(c.words_zh()) == nums(c.words()) and c.words_zh().startswith("A ")
+
+
+def test_verdicts_in_chinese():
+    from secbook.claims import VERDICT_ZH
+
+    for a, verdict in (([20, 21, 19], "faster"), ([5, 5, 5], "slower"), ([10, 10.2, 9.9], "about as fast"),
+                       ([12, 9, 11.5], "not clearly faster"), ([8, 11, 8.5], "not clearly slower")):
+        c = compare({"A": a, "B": [10, 10, 10]}, "A", "B")
+        assert c.verdict == verdict and c.verdict_zh == VERDICT_ZH[verdict]
+    assert set(VERDICT_ZH) == {"faster", "slower", "about as fast", "not clearly faster", "not clearly slower"}
