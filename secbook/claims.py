@@ -81,6 +81,11 @@ def times_zh(x: float) -> str:
     return "无" if x != x else times(x)[:-1] + " 倍"
 
 
+VERDICT_ZH = {"faster": "更快", "slower": "更慢", "about as fast": "速度相当", "not clearly faster": "并不明显更快",
+              "not clearly slower": "并不明显更慢"}
+"""Each :attr:`Comparison.verdict` in Chinese (:attr:`Comparison.verdict_zh`)."""
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Speed of ``a`` relative to ``b``, one ratio per round measured in turn (> 1: ``a`` is faster)."""
@@ -117,10 +122,19 @@ class Comparison:
 
     @property
     def verdict_zh(self) -> str:
-        """:attr:`verdict` in Chinese, worded to follow "A 与 B 相比": ``"更快"``, ``"更慢"``, ``"速度相当"``,
-        ``"并不明显更快"`` or ``"并不明显更慢"`` (for ``say(..., zh=...)``)."""
-        return {"faster": "更快", "slower": "更慢", "about as fast": "速度相当", "not clearly faster": "并不明显更快",
-                "not clearly slower": "并不明显更慢"}[self.verdict]
+        """:attr:`verdict` in Chinese, for ``say(..., zh=...)``: 更快, 更慢, 速度相当, 并不明显更快 or 并不明显更慢."""
+        return VERDICT_ZH[self.verdict]
+
+    @property
+    def than(self) -> str:
+        """:attr:`verdict` with the word that joins it to ``b`` in a sentence: ``"faster than"``, ``"slower than"``,
+        ``"about as fast as"``, ``"not clearly faster than"`` or ``"not clearly slower than"``."""
+        return "about as fast as" if self.verdict == "about as fast" else f"{self.verdict} than"
+
+    @property
+    def than_zh(self) -> str:
+        """The Chinese twin of :attr:`than` (:attr:`verdict_zh`: Chinese puts the comparison after ``b``)."""
+        return self.verdict_zh
 
     def words(self) -> str:
         """A sentence: ``"A was 1.84x as fast as B (median of 7 rounds in turn, 1.70x-1.95x)"``, or, when the

@@ -86,13 +86,12 @@ def test_compare_words_in_chinese_carry_the_same_numbers(a, b):
     assert nums(c.words_zh()) == nums(c.words()) and c.words_zh().startswith("A ")
 
 
-def test_compare_verdict_in_chinese_names_each_verdict():
-    cases = {"faster": ([20, 21, 19], [10, 10, 10]), "slower": ([5, 5, 5], [10, 11, 9]),
-             "about as fast": ([10, 10.2, 9.9], [10, 10, 10]), "not clearly faster": ([12, 9, 11.5], [10, 10, 10]),
-             "not clearly slower": ([8, 11, 8.5], [10, 10, 10])}
-    seen = set()
-    for verdict, (a, b) in cases.items():
-        c = compare({"A": a, "B": b}, "A", "B")
-        assert c.verdict == verdict
-        seen.add(c.verdict_zh)
-    assert seen == {"更快", "更慢", "速度相当", "并不明显更快", "并不明显更慢"}
+def test_verdicts_in_chinese():
+    from secbook.claims import VERDICT_ZH
+
+    for a, verdict in (([20, 21, 19], "faster"), ([5, 5, 5], "slower"), ([10, 10.2, 9.9], "about as fast"),
+                       ([12, 9, 11.5], "not clearly faster"), ([8, 11, 8.5], "not clearly slower")):
+        c = compare({"A": a, "B": [10, 10, 10]}, "A", "B")
+        assert c.verdict == verdict and c.verdict_zh == VERDICT_ZH[verdict] and c.than_zh == c.verdict_zh
+        assert c.than == ("about as fast as" if verdict == "about as fast" else verdict + " than")
+    assert set(VERDICT_ZH) == {"faster", "slower", "about as fast", "not clearly faster", "not clearly slower"}

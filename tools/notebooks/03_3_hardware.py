@@ -42,7 +42,7 @@ machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
 import os, tempfile
 import torch, pandas as pd, matplotlib.pyplot as plt
 from secbook import corpus, exercises, hardware, measure, memory, parallel, paths, tasks, widgets
-from secbook.claims import compare, guard, say, times
+from secbook.claims import compare, guard, say, times, times_zh
 from secbook.measure import PPL_TOKENS, perplexity_protocol
 from secbook.pretrained import chat_ids
 pd.set_option("display.width", 160)
@@ -132,9 +132,13 @@ guard(prec.loc["bf16", "weights_MB"] == prec.loc["fp32", "weights_MB"] / 2
       and prec.loc["fp16", "weights_MB"] == prec.loc["bf16", "weights_MB"], "16-bit weights take exactly half the bytes")
 r = prec.attrs["rounds"]
 speed = "; ".join(compare(r, v, "fp32").words() for v in prec.index[1:])
+speed_zh = "；".join(compare(r, v, "fp32").words_zh() for v in prec.index[1:])
 say(f"The 16-bit weights took exactly half the bytes. Perplexity changed by "
     + ", ".join(f"{prec.loc[v, 'perplexity_change_%']:+.3f} % ({v})" for v in prec.index[1:])
-    + f". Decode speed of the tiny model, timed in turn: {speed}.");
+    + f". Decode speed of the tiny model, timed in turn: {speed}.",
+    zh="16 位权重恰好只占一半的字节。困惑度的变化为 "
+       + "，".join(f"{prec.loc[v, 'perplexity_change_%']:+.3f} %（{v}）" for v in prec.index[1:])
+       + f"。小模型的解码速度（轮流计时）：{speed_zh}。");
 """, tags=("remove-input",)),
     md(r"""
 What to read from it. The perplexity column shows what the rounding costs: bf16's 7-bit mantissa is a relative
@@ -178,10 +182,21 @@ say(f"On the real model, timed in turn with our loop: {c.words()}. "
     f"about 3 percentage points, so a difference of one or two is noise), with {changed} of the 30 replies "
     f"changed at all. "
     + (f"`pick_dtype` chose bf16 for this CPU from its instruction set; on the real model with our loop bf16 was "
-       f"{c.verdict} than fp32 here" + (", which bears the rule out." if c.verdict == "faster" else
+       f"{c.than} fp32 here" + (", which bears the rule out." if c.verdict == "faster" else
        ": a rule from the instruction set is a starting point, and a measurement decides.")
        if hardware.pick_dtype("cpu") == torch.bfloat16 else
-       "`pick_dtype` chose fp32 for this CPU: it has no bf16 instructions, so bf16 is emulated."));
+       "`pick_dtype` chose fp32 for this CPU: it has no bf16 instructions, so bf16 is emulated."),
+    zh=f"在真实模型上用我们的循环轮流计时：{c.words_zh()}。"
+       + ("bf16 与 fp32 的 16 个贪心词元完全相同。" if dt.loc["bf16", "identical"] else
+          f"bf16 的贪心回复在第 {first_diff + 1} 个词元（共 16 个）处与 fp32 的分开（词元一致率 "
+          f"{dt.loc['bf16', 'token_agreement']:.3f}）：只要有一个词元不同，回复的其余部分就会各走各的路。")
+       + f"然而在问题集上，bf16 答对了 {n_bf16}/30，fp32 答对了 {n_fp32}/30（{n_bf16 - n_fp32:+d}；一道题约占 3 个"
+       f"百分点，所以相差一两道题只是噪声），30 个回复中有 {changed} 个有所改变。"
+       + (f"`pick_dtype` 根据这个 CPU 的指令集为它选择了 bf16；在真实模型上用我们的循环，bf16 在这里与 fp32 相比"
+          f"{c.than_zh}" + ("，这印证了这条规则。" if c.verdict == "faster" else
+          "：根据指令集定出的规则只是一个起点，要由测量来决定。")
+          if hardware.pick_dtype("cpu") == torch.bfloat16 else
+          "`pick_dtype` 为这个 CPU 选择了 fp32：它没有 bf16 指令，所以 bf16 只能靠模拟。"));
 """, tags=("remove-input",)),
     md(r"""
 On a GPU the same comparison runs on the GPU (and the recorded runs below were made on one):
@@ -201,7 +216,10 @@ if rec is not None:
     say("In the recorded table, " + (f"{', '.join(replicas)} has the real model's shapes but random weights: its speed "
         "is that of a model of that shape, and its perplexity is a random model's, so only the change between "
         "formats means anything there. " if replicas else "")
-        + "The GPU's speeds are not comparable with this page's CPU rows: another machine, another run.");
+        + "The GPU's speeds are not comparable with this page's CPU rows: another machine, another run.",
+        zh="在记录的表中，" + (f"{', '.join(replicas)} 具有真实模型的形状，但权重是随机的：它的速度就是这种形状的模型的速度，"
+           "而它的困惑度是一个随机模型的困惑度，所以那里只有不同格式之间的变化才有意义。" if replicas else "")
+           + "GPU 上的速度不能与本页在 CPU 上测得的各行相比：那是另一台机器、另一次运行。");
 """, tags=("remove-input",)),
     md(r"""
 ## Launch overhead and CUDA graphs
@@ -233,7 +251,11 @@ say(f"The measured step took {floor.iloc[2]:.2f} ms. Reading the weights once at
     f"{w_share:.0%} of it, bare dispatch of its {n_ops} operators {d_share:.0%}"
     + (": the step is far above what its bytes need, and most of it is the fixed cost of running hundreds of small "
        "operators, not arithmetic or bytes." if w_share < 0.5 else
-       ": reading the weights is a large share of this step here, so fewer bytes would show in its speed."));
+       ": reading the weights is a large share of this step here, so fewer bytes would show in its speed."),
+    zh=f"实测的一步耗时 {floor.iloc[2]:.2f} ms。以实测带宽把权重读一遍需要其中的 {w_share:.0%}，"
+       f"单纯分发它的 {n_ops} 个算子需要 {d_share:.0%}"
+       + ("：这一步远远超出了读取它的字节所需的时间，其中大部分是运行数百个小算子的固定开销，而不是算术或字节。"
+          if w_share < 0.5 else "：在这里，读取权重占了这一步的很大一部分，所以更少的字节会体现在它的速度上。"));
 """, tags=("remove-input",)),
     md(r"""
 The first bar is what the step would cost if it only had to read the weights at the machine's measured
@@ -279,11 +301,18 @@ if graphs is not None:
     unchecked = sorted(set(graphs.variant) - set(checked.variant))
     speed = [f"{m} in {d}: {times(ms.loc['static cache, eager', (m, d)] / ms.loc['static cache, CUDA graph (manual)', (m, d)])}"
              for m, d in ms.columns]
+    speed_zh = [f"{m}（{d}）{times_zh(ms.loc['static cache, eager', (m, d)] / ms.loc['static cache, CUDA graph (manual)', (m, d)])}"
+                for m, d in ms.columns]
     say(f"In the recorded run ({', '.join(graphs.gpu.unique())}), the hand-captured graph's step was faster than "
         f"the same static-cache step run eagerly by " + ", ".join(speed) + ". "
         + (f"Its token check against eager covers {', '.join(sorted(set(checked.variant)))} (agreement "
            f"{checked.token_agreement_vs_eager.min():.3f} at worst); " if len(checked) else "")
-        + (f"the rows of {', '.join(unchecked)} were timed without that check." if unchecked else ""));
+        + (f"the rows of {', '.join(unchecked)} were timed without that check." if unchecked else ""),
+        zh=f"在记录的运行中（{', '.join(graphs.gpu.unique())}），手动捕获的图执行一步的速度，是以即时执行方式运行同一个"
+           f"静态缓存一步的：" + "，".join(speed_zh) + "。"
+           + (f"它与即时执行的词元核对覆盖了 {', '.join(sorted(set(checked.variant)))}（一致率最低为 "
+              f"{checked.token_agreement_vs_eager.min():.3f}）；" if len(checked) else "")
+           + (f"{', '.join(unchecked)} 这几行的计时没有做这项核对。" if unchecked else ""));
 """, tags=("remove-input",)),
     md(r"""
 On the CPU there are no graphs to capture (no launch queue to batch) — the CPU's cure for per-operator
@@ -373,8 +402,12 @@ cost["seconds_per_forward"].plot.barh(figsize=(7, 1.8), title="one forward of 16
 guard(cost.max_logit_diff.iloc[1] == 0, "offloaded layers give exactly the in-memory logits")
 rounds = {"the model in memory": cost.attrs["rounds"]["in memory"], "the offloaded one": cost.attrs["rounds"][cost.index[1]]}
 off = compare(rounds, "the model in memory", "the offloaded one", higher_is_better=False)
+from dataclasses import replace
+off_zh = replace(off, a="内存中的模型", b="卸载后的模型")  # the same rounds, named in Chinese
 say(f"The logits were identical. Timed in turn, one forward: {off.words()}; the offloaded model read "
-    f"{cost.bytes_on_disk.iloc[1] / 1e6:.0f} MB back from its offload folder on every forward.");
+    f"{cost.bytes_on_disk.iloc[1] / 1e6:.0f} MB back from its offload folder on every forward.",
+    zh=f"两者的 logits 完全相同。对一次前向计算轮流计时：{off_zh.words_zh()}；卸载后的模型每次前向计算都要从它的"
+       f"卸载文件夹读回 {cost.bytes_on_disk.iloc[1] / 1e6:.0f} MB。");
 """, tags=("remove-input",)),
     md(r"""
 Offload moves bytes; it does not change the arithmetic. The price is reading the `bytes_on_disk` back and
@@ -449,7 +482,11 @@ ratio, share = comm.iloc[0] / comm.iloc[1], comm.iloc[2] / comm.iloc[1]
 say(f"Two ranks ran at {times(ratio)} the speed of one process "
     + ("(slower)" if ratio < 0.95 else "(faster)" if ratio > 1.05 else "(about the same)")
     + f", and {share:.0%} of their step was spent inside the {tp['allreduce_calls_per_token']:.0f} all-reduces per "
-    f"token (one measurement each, not timed in turn: other work on the machine moves them).");
+    f"token (one measurement each, not timed in turn: other work on the machine moves them).",
+    zh=f"两个 rank 的速度是单进程的 {times_zh(ratio)}"
+       + ("（更慢）" if ratio < 0.95 else "（更快）" if ratio > 1.05 else "（大致相同）")
+       + f"，它们每一步有 {share:.0%} 的时间花在每个词元的 {tp['allreduce_calls_per_token']:.0f} 次 all-reduce 之内"
+       f"（各只测量一次，没有轮流计时：机器上的其他工作会影响这些数字）。");
 """, tags=("remove-input",)),
     md(r"""
 Read the speed ratio and the all-reduce share together. The tiny model's per-rank arithmetic per layer is
@@ -476,7 +513,7 @@ if hardware.gpu_only("run the same tensor-parallel code over NCCL, one GPU per r
     if torch.cuda.device_count() >= 2:
         display(pd.DataFrame([{k: v for k, v in parallel.launch(2, "tiny").items() if k not in ("logits", "tokens")}]))
     else:
-        print("one GPU only: tensor parallelism needs at least two")
+        say("one GPU only: tensor parallelism needs at least two", zh="只有一块 GPU：张量并行至少需要两块。")
 """),
     md(r"""
 Asking for more ranks than devices (GPUs under NCCL, CPU cores under gloo) is refused before anything starts:
@@ -583,8 +620,10 @@ print(f"{len(peaks)} RMSNorm inputs; the largest |activation| is {top:,.1f}; its
 print(f"The activation itself {'fits in' if top < fp16_max else 'overflows'} fp16 (largest value {fp16_max:,.0f}"
       + (f", {fp16_max / top:.1f}x above it" if top < fp16_max else "") + "); its square "
       + ("overflows." if top ** 2 > fp16_max else "fits."))
-print(f"Any activation above {fp16_max ** 0.5:.0f} squares to more than fp16 can hold, and another prompt can push "
-      "one higher than this one did; computing the norm in fp32 removes the risk for every prompt at the cost of "
-      "two conversions per norm.")
+say(f"Any activation above {fp16_max ** 0.5:.0f} squares to more than fp16 can hold, and another prompt can push "
+    "one higher than this one did; computing the norm in fp32 removes the risk for every prompt at the cost of "
+    "two conversions per norm.",
+    zh=f"任何大于 {fp16_max ** 0.5:.0f} 的激活值，平方后都超出 fp16 能表示的范围，而换一个提示就可能把某个激活值推得比"
+       "这次更高；用 fp32 计算归一化，能对所有提示消除这一风险，代价是每个归一化多两次类型转换。");
 """),
 ]

@@ -35,7 +35,7 @@ import copy
 import torch, pandas as pd
 import matplotlib, matplotlib.pyplot as plt
 from secbook import kernels, tasks
-from secbook.claims import say, guard, times
+from secbook.claims import say, guard, times, times_zh, VERDICT_ZH
 from secbook.generate import FastGenerator, hf_generate
 from secbook.ladder import apply_transform, ladder_prompt
 from secbook.measure import decode_read_bytes
@@ -93,7 +93,19 @@ below stops the build if it does not.
 ours = FastGenerator(model, max_len=ids.shape[1] + N)
 c2 = run.add("2. our loop, fp32", ours.generate, "static KV cache, fused projections (ch. 3.2)", decode_read_bytes(model))
 guard(run.table().identical_tokens.iloc[-1], "our loop produces HF generate's greedy tokens")
-say(f"Our loop produced the baseline's {N} tokens exactly. Timed in turn: {c2.words()}.");
+from dataclasses import replace
+STEP_ZH = {"1. HF generate, fp32": "1. HF generate，fp32", "2. our loop, fp32": "2. 我们的循环，fp32",
+           "3. whole step in C++, fp32": "3. C++ 整步解码，fp32", "4. int8 weights, C++ step": "4. int8 权重，C++ 解码步"}
+
+
+def in_zh(c):  # the same comparison, its two steps named in Chinese (for the sentences' zh=)
+    name = lambda step: "第 {} 步（{}）".format(*STEP_ZH.get(step, step).split(". ", 1))  # noqa: E731
+    return replace(c, a=name(c.a), b=name(c.b))
+
+
+c2_zh = in_zh(c2)
+say(f"Our loop produced the baseline's {N} tokens exactly. Timed in turn: {c2.words()}.",
+    zh=f"我们的循环生成的 {N} 个词元与基线的完全相同。轮流计时：{c2_zh.words_zh()}。");
 """, tags=("remove-input",)),
     md(r"""
 ## Step 3 — accelerate on the hardware
@@ -113,10 +125,14 @@ if cpp_ok:
     c3 = run.add("3. whole step in C++, fp32", cpp32.generate, "one C++ call per token, weights packed per core",
                  decode_read_bytes(model))
     guard(run.table().identical_tokens.iloc[-1], "the C++ step on fp32 weights produces HF generate's greedy tokens")
-    say(f"The C++ step produced the baseline's {N} tokens exactly. Timed in turn: {c3.words()}.")
+    c3_zh = in_zh(c3)
+    say(f"The C++ step produced the baseline's {N} tokens exactly. Timed in turn: {c3.words()}.",
+        zh=f"C++ 解码步生成的 {N} 个词元与基线的完全相同。轮流计时：{c3_zh.words_zh()}。")
 else:
     say(f"**This step does nothing here**: the C++ step cannot be built on this machine "
-        f"({kernels.unavailable_reason()}); the run continues without steps 3 and 4.");
+        f"({kernels.unavailable_reason()}); the run continues without steps 3 and 4.",
+        zh=f"**这一步在这里什么也不做**：C++ 解码步无法在这台机器上构建（{kernels.unavailable_reason()}）；"
+           f"运行跳过第 3 步和第 4 步继续进行。");
 """, tags=("remove-input",)),
     md(r"""
 ## Step 4 — compress
@@ -140,12 +156,21 @@ if cpp_ok:
     diff = (new8 != run.reference[0]).nonzero()
     where = ("all of them" if len(diff) == 0 else
              f"the first difference is token {int(diff[0]) + 1}, after which the two replies go their own ways")
+    where_zh = ("全部相同" if len(diff) == 0 else f"第一处不同在第 {int(diff[0]) + 1} 个词元，此后两个回复各走各的路")
+    simd = "AVX-512 VNNI instructions" if kernels.has_vnni() else "the portable loops (no AVX-512 VNNI on this CPU)"
+    simd_zh = "AVX-512 VNNI 指令" if kernels.has_vnni() else "可移植的普通循环（这个 CPU 没有 AVX-512 VNNI）"
+    c4_zh = in_zh(c4)
     say(f"The int8 step reads {int8_mb:,.0f} MB of weights per token instead of {fp32_mb:,.0f} MB "
         f"({times(fp32_mb / int8_mb)} fewer bytes). Timed in turn: {c4.words()}. Of its {N} greedy tokens, "
         f"{round(agree * N)} equal the baseline's at the same position (token agreement {agree:.3f}): {where}. "
-        f"Its int8 products used {'AVX-512 VNNI instructions' if kernels.has_vnni() else 'the portable loops (no AVX-512 VNNI on this CPU)'}.")
+        f"Its int8 products used {simd}.",
+        zh=f"int8 这一步每个词元读取 {int8_mb:,.0f} MB 权重，而不是 {fp32_mb:,.0f} MB（原来的字节数是现在的 "
+           f"{times_zh(fp32_mb / int8_mb)}）。轮流计时：{c4_zh.words_zh()}。在它的 {N} 个贪心词元中，有 "
+           f"{round(agree * N)} 个与基线同一位置上的词元相同（词元一致率 {agree:.3f}）：{where_zh}。"
+           f"它的 int8 乘积运算用的是{simd_zh}。")
 else:
-    say("Step 4 in this form needs the C++ int8 kernel, which is not available here: it is left out.");
+    say("Step 4 in this form needs the C++ int8 kernel, which is not available here: it is left out.",
+        zh="这种形式的第 4 步需要 C++ int8 内核，而这里没有：这一步略去不做。");
 """, tags=("remove-input",)),
     code(r"""
 if cpp_ok:
@@ -192,13 +217,21 @@ plt.tight_layout(); plt.show()
 if cpp_ok:
     guard(whole.median >= 2, "the run ends at least twice as fast as it started", whole.words())
 chain = table.chained_vs_first.iloc[-1]
+whole_zh = in_zh(whole)
 say(f"Per step, timed in turn with the step before: "
     + "; ".join(f"step {r.step.split('.')[0]} {times(r.vs_previous)} ({r.verdict_vs_previous})"
                 for r in table.iloc[1:].itertuples())
     + f" — {times(chain)} chained. The whole run, timed in turn in one measurement: {whole.words()}. "
     + ("The chain and the direct measurement agree within a factor of 1.5." if 1 / 1.5 < chain / whole.median < 1.5 else
        "The chain and the direct measurement differ by more than a factor of 1.5: the machine's load changed between "
-       "the rounds of different steps; the direct measurement is the one to quote."));
+       "the rounds of different steps; the direct measurement is the one to quote."),
+    zh="逐步来看（每一步都与前一步轮流计时）："
+       + "；".join(f"第 {r.step.split('.')[0]} 步 {times_zh(r.vs_previous)}（{r.verdict_vs_previous}）"
+                  for r in table.iloc[1:].assign(verdict_vs_previous=lambda t: t.verdict_vs_previous.map(VERDICT_ZH))
+                  .itertuples())
+       + f"——连乘为 {times_zh(chain)}。整个运行在一次测量中轮流计时：{whole_zh.words_zh()}。"
+       + ("连乘结果与直接测量的结果相差不到 1.5 倍。" if 1 / 1.5 < chain / whole.median < 1.5 else
+          "连乘结果与直接测量的结果相差超过 1.5 倍：机器的负载在不同步骤的各轮之间发生了变化；应当引用直接测量的结果。"));
 """, tags=("remove-input",)),
     md(r"""
 ### Answers
@@ -226,10 +259,15 @@ if cpp_ok:
     d = right["int8 (step 4)"] - right["fp32 (steps 1-3)"]
     verdict = ("within the question set's noise (one answer is about 3 percentage points; a difference of one or "
                "two answers says nothing)" if abs(d) <= 2 else "more than the question set's noise of one or two answers")
+    verdict_zh = ("在问题集的噪声范围之内（一道题约占 3 个百分点；相差一两道题说明不了什么）" if abs(d) <= 2 else
+                  "超出了问题集一两道题的噪声")
     say(f"fp32 answered {right['fp32 (steps 1-3)']}/30 and int8 {right['int8 (step 4)']}/30 ({d:+d}), {verdict}. "
-        f"{changed} of the 30 replies changed at all, and {flips} of them changed between right and wrong.")
+        f"{changed} of the 30 replies changed at all, and {flips} of them changed between right and wrong.",
+        zh=f"fp32 答对了 {right['fp32 (steps 1-3)']}/30，int8 答对了 {right['int8 (step 4)']}/30（{d:+d}），{verdict_zh}。"
+           f"30 个回复中有 {changed} 个有所改变，其中 {flips} 个在答对与答错之间发生了变化。")
 else:
-    say(f"fp32 answered {right['fp32 (steps 1-3)']}/30; with no lossy step in this run, there is nothing to compare.");
+    say(f"fp32 answered {right['fp32 (steps 1-3)']}/30; with no lossy step in this run, there is nothing to compare.",
+        zh=f"fp32 答对了 {right['fp32 (steps 1-3)']}/30；这次运行中没有有损的步骤，因此没有可比较的。");
 """, tags=("remove-input",)),
     code(r"""
 if cpp_ok:
@@ -239,12 +277,19 @@ if cpp_ok:
 """),
     code(r"""
 last = table.iloc[-1]
+last_zh = last.copy()
+last_zh["step"] = STEP_ZH.get(last.step, last.step)
 sp = {k: pd.Series(v).median() for k, v in run.overall_speeds.items()}
 say(f"**The run in one line:** from {sp[table.step.iloc[0]]:.1f} tokens/s with `generate` to "
     f"{sp[last.step]:.1f} tokens/s with {last.step.split('. ', 1)[1]} ({times(whole.median)} the baseline's "
     f"speed, timed in turn), reading {last.read_MB_per_token:,.0f} MB of weights per token instead of "
     f"{table.read_MB_per_token.iloc[0]:,.0f} MB, answering {right[list(right)[-1]]} of the 30 questions "
-    f"(fp32: {right['fp32 (steps 1-3)']}).");
+    f"(fp32: {right['fp32 (steps 1-3)']}).",
+    zh=f"**一句话概括这次运行**：从用 `generate` 时的 {sp[table.step.iloc[0]]:.1f} 词元/秒，提高到"
+       f"「{last_zh.step.split('. ', 1)[1]}」的 {sp[last.step]:.1f} 词元/秒（轮流计时，是基线速度的 "
+       f"{times_zh(whole.median)}），每个词元读取 {last.read_MB_per_token:,.0f} MB 权重而不是 "
+       f"{table.read_MB_per_token.iloc[0]:,.0f} MB，30 个问题答对了 {right[list(right)[-1]]} 个"
+       f"（fp32：{right['fp32 (steps 1-3)']}）。");
 """, tags=("remove-input",)),
     md(r"""
 ## What the run shows
@@ -287,10 +332,13 @@ if cpp_ok:
     m_fp32, m_int8 = decode_read_bytes(model), decode_read_bytes(model8)
     print(f"measured:  fp32 {m_fp32 / 1e6:.1f} MB, int8 {m_int8 / 1e6:.1f} MB, ratio {m_fp32 / m_int8:.2f}")
     speed = table.vs_previous.iloc[-1]
-    print(f"step 4's speed ratio: {speed:.2f} —", "smaller than the bytes ratio: the step does more than read weights "
-          "(attention over the cache, norms, quantizing each input vector, waiting at barriers), and that part did "
-          "not shrink." if speed < m_fp32 / m_int8 else "at least the bytes ratio: the int8 products also read their "
-          "weights at a higher rate than the fp32 ones (integer multiply-add does more per instruction).")
+    say(f"step 4's speed ratio: {speed:.2f} — " + ("smaller than the bytes ratio: the step does more than read weights "
+        "(attention over the cache, norms, quantizing each input vector, waiting at barriers), and that part did "
+        "not shrink." if speed < m_fp32 / m_int8 else "at least the bytes ratio: the int8 products also read their "
+        "weights at a higher rate than the fp32 ones (integer multiply-add does more per instruction)."),
+        zh=f"第 4 步的速度之比：{speed:.2f}——" + ("小于字节数之比：这一步做的不只是读权重（还有对缓存的注意力计算、归一化、"
+           "量化每个输入向量、在屏障处等待），而这部分并没有缩小。" if speed < m_fp32 / m_int8 else
+           "至少达到字节数之比：int8 乘积读取权重的速率也比 fp32 的更高（整数乘加每条指令做的工作更多）。"))
 """),
     exercise(2, r"""
 **Compression first.** The source's order compresses before optimizing the loop. Run step 4's int8 model (each of
@@ -307,12 +355,17 @@ if cpp_ok:
     alone = compare(tok_s_in_turn(gens, ids, 16, rounds=2), "int8 layers, HF generate", "fp32, HF generate")
     print(alone.words())
     share = alone.median / whole.median
-    print(f"The whole run reached {times(whole.median)} the baseline's speed; int8 layers alone, inside generate, "
-          f"{times(alone.median)}: {share:.0%} of the whole run's gain (medians of rounds in turn).")
-    print("Inside generate every int8 layer already calls the C++ int8 kernel and reads a quarter of the bytes, but "
-          "the rest of generate's work per token stays: " + ("most of the gain came from the bytes here, and the loop "
-          "and the whole step added the rest." if share > 0.5 else "the loop and the whole-step decoder brought most "
-          "of the gain here, the bytes alone less than half."))
+    say(f"The whole run reached {times(whole.median)} the baseline's speed; int8 layers alone, inside generate, "
+        f"{times(alone.median)}: {share:.0%} of the whole run's gain (medians of rounds in turn).",
+        zh=f"整个运行达到了基线速度的 {times_zh(whole.median)}；仅在 generate 内部使用 int8 层，则为 "
+           f"{times_zh(alone.median)}：相当于整个运行提速的 {share:.0%}（均为轮流计时各轮的中位数）。")
+    say("Inside generate every int8 layer already calls the C++ int8 kernel and reads a quarter of the bytes, but "
+        "the rest of generate's work per token stays: " + ("most of the gain came from the bytes here, and the loop "
+        "and the whole step added the rest." if share > 0.5 else "the loop and the whole-step decoder brought most "
+        "of the gain here, the bytes alone less than half."),
+        zh="在 generate 内部，每个 int8 层已经调用 C++ int8 内核，只读四分之一的字节，但 generate 每个词元的其余工作"
+           "依然存在：" + ("这里大部分提速来自字节的减少，循环和整步解码器贡献了其余部分。" if share > 0.5 else
+           "这里大部分提速来自循环和整步解码器，单靠减少字节带来的不到一半。"))
 """),
     exercise(3, r"""
 **Exact and fast.** Speculative decoding keeps the target model's greedy tokens exactly (chapter 3.2). Let step 4's
@@ -333,9 +386,12 @@ if cpp_ok:
     speeds = tok_s_in_turn(gens, ids, N, rounds=3)
     vs32, vs8 = compare(speeds, "speculative", "C++ fp32"), compare(speeds, "speculative", "C++ int8")
     print(vs32.words()); print(vs8.words())
-    print(f"Speculation kept fp32's exact tokens and was {vs32.verdict} than fp32 on the C++ step and {vs8.verdict} "
-          "than int8 on it. If it is faster than fp32, it buys speed at no cost in answers; whether int8's extra speed "
-          "is worth its changed tokens is what the question set (or your own evaluation) decides.")
+    say(f"Speculation kept fp32's exact tokens and was {vs32.than} fp32 on the C++ step and {vs8.than} "
+        "int8 on it. If it is faster than fp32, it buys speed at no cost in answers; whether int8's extra speed "
+        "is worth its changed tokens is what the question set (or your own evaluation) decides.",
+        zh=f"推测解码保持了 fp32 的词元，一个不差；在 C++ 解码步上，它与 fp32 相比{vs32.than_zh}，与 int8 相比"
+           f"{vs8.than_zh}。如果它比 fp32 快，它就是在不损失回答的前提下换来了速度；int8 额外的速度是否值得它改变的"
+           "那些词元，要由问题集（或你自己的评估）来决定。")
 """),
     exercise(4, r"""
 **On a GPU.** Rewrite the recipe of this section for a machine with an NVIDIA GPU. Which step changes, which stays,

@@ -315,15 +315,15 @@ say(f"On this page: the fastest way to run the real model took {1e3 / best.token
     f"milliseconds, not microseconds, as the ideal H100 bound for a 1-billion-parameter model "
     f"({p1b.tpot_s * 1e3:.2f} ms) also says. Quantization kept every one of the {n_fp_layers:,} weights and shrank "
     f"their bytes. Compression paid in speed where a kernel reads the smaller weights fast"
-    + (f" (int8 on the C++ step: {c8.verdict} than fp32 on it)" if c8 else "")
-    + f"; on our loop, dynamic int8 was {cd.verdict} than fp32 and answered "
+    + (f" (int8 on the C++ step: {c8.than} fp32 on it)" if c8 else "")
+    + f"; on our loop, dynamic int8 was {cd.than} fp32 and answered "
     f"{live_real.set_index('variant').answered['dynamic int8, our loop']}/30 against "
     f"{fp32_rows.answered.iloc[0]}/30.",
     zh=f"本页的结果：运行真实模型最快的方式每个新词元用时 {1e3 / best.tokens_per_s:.1f} ms——是毫秒级，而不是微秒级，"
        f"1-billion 参数的模型在 H100 上的理想上限（{p1b.tpot_s * 1e3:.2f} ms）也是这样。量化保留了全部 "
        f"{n_fp_layers:,} 个权重，缩小的是它们的字节数。在内核能快速读取较小权重的地方，压缩换来了速度"
-       + (f"（C++ 步上的 int8 与同一步上的 fp32 相比{c8.verdict_zh}）" if c8 else "")
-       + f"；在我们的循环上，动态 int8 与 fp32 相比{cd.verdict_zh}，答对 "
+       + (f"（C++ 步上的 int8 与同一步上的 fp32 相比{c8.than_zh}）" if c8 else "")
+       + f"；在我们的循环上，动态 int8 与 fp32 相比{cd.than_zh}，答对 "
        f"{live_real.set_index('variant').answered['dynamic int8, our loop']}/30，后者为 "
        f"{fp32_rows.answered.iloc[0]}/30。");
 """, tags=("remove-input",)),
