@@ -331,8 +331,8 @@ ax.plot(t, reserved / 2**20, label="paged: blocks reserved")
 ax.plot(t, used / 2**20, label="written")
 ax.set(xlabel="time (s)", ylabel="KV cache (MiB)", yscale="log", title="the continuous run, all three rates")
 ax.legend(fontsize=8); plt.tight_layout(); plt.show()
-say(f"paged: the blocks reserved {((reserved - used) / reserved).mean():.0%} more than was written, on average "
-    f"(the unfilled part of each sequence's last block); contiguous buffers of prompt + max_tokens would have "
+say(f"paged: on average {((reserved - used) / reserved).mean():.0%} of the space the blocks reserved was not "
+    f"written (the unfilled part of each sequence's last block); contiguous buffers of prompt + max_tokens would have "
     f"reserved {(planned / reserved).mean():.2f}x the paged reservation, buffers of the whole context "
     f"{(context / reserved).mean():.0f}x, {((context - used) / context).mean():.1%} of it never written",
     zh=f"分页：平均而言，块所预留的空间中有 {((reserved - used) / reserved).mean():.0%} 没有写入（即每个序列最后一个块中"
