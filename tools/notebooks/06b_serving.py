@@ -472,20 +472,20 @@ for name, recs in records.items():
         for slo_name, slo in (("strict", (0.3, 0.05)), ("lenient", (5.0, float("inf")))):
             s = loadtest.summarize(group.to_dict("records"), wall, *slo)
             rows.append({"server": name, "rate": rate, "SLO": slo_name, "goodput /s": round(s["goodput_req_s"], 2)})
-table = pd.DataFrame(rows)
+goodputs = pd.DataFrame(rows)
 SLO_ZH = {"strict": "严格的", "lenient": "宽松的"}
-for slo_name, group in table.groupby("SLO"):
+for slo_name, group in goodputs.groupby("SLO"):
     mean = group.groupby("server")["goodput /s"].mean().sort_values(ascending=False)
     slo_name_zh = SLO_ZH[slo_name]
     if mean.iloc[0] == 0:
         say(f"{slo_name} SLO: no server met it for any request at any rate on this machine",
             zh=f"{slo_name_zh} SLO：在这台机器上，没有一个服务器在任何到达率下让任何一个请求满足它")
     else:
-        say(f"{slo_name} SLO: highest mean goodput over the rates: {mean.index[0]} ({mean.iloc[0]:.2f}/s), "
-            f"then " + ", ".join(f"{k} ({v:.2f}/s)" for k, v in mean.iloc[1:].items()),
-            zh=f"{slo_name_zh} SLO：各到达率上平均有效吞吐量最高的是 {mean.index[0]}（{mean.iloc[0]:.2f}/s），其次是 "
-               + "、".join(f"{k}（{v:.2f}/s）" for k, v in mean.iloc[1:].items()))
-table.pivot(index=["SLO", "rate"], columns="server", values="goodput /s")
+        rest = ", then " + ", ".join(f"{k} ({v:.2f}/s)" for k, v in mean.iloc[1:].items()) if len(mean) > 1 else ""
+        rest_zh = "，其次是 " + "、".join(f"{k}（{v:.2f}/s）" for k, v in mean.iloc[1:].items()) if len(mean) > 1 else ""
+        say(f"{slo_name} SLO: highest mean goodput over the rates: {mean.index[0]} ({mean.iloc[0]:.2f}/s){rest}",
+            zh=f"{slo_name_zh} SLO：各到达率上平均有效吞吐量最高的是 {mean.index[0]}（{mean.iloc[0]:.2f}/s）{rest_zh}")
+goodputs.pivot(index=["SLO", "rate"], columns="server", values="goodput /s")
 """),
     exercise(3, """Block size. The client records hold each request's prompt and answer length (from the server's
 `usage`). If every request had kept its blocks to the end, how much of the reserved space would blocks of 1, 16, 64
