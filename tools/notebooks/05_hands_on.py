@@ -26,7 +26,7 @@ with a real model: the inference loop of a chatbot, written by hand, on SmolLM2-
              "explain why an LSTM walks its input one token at a time and a transformer does not",
              "write the inference loop of a chatbot by hand: chat template, prefill, greedy steps with a KV cache"],
             ["Python and basic PyTorch (modules, tensors, shapes)",
-             "chapter 1 (TTFT, TPOT, tokens/s) and chapter 2 (prefill, decode, KV cache)"], 30),
+             "chapter 1 (prefill, decode, TTFT, TPOT, tokens/s) and chapter 3.2 (the KV cache)"], 30),
     code(r"""
 import secbook
 machine = secbook.notebook_setup()  # quiet warnings and progress bars, seed 0
