@@ -55,6 +55,13 @@ def test_ampere_gpu_gets_bf16(monkeypatch):
         hw.pick_device("cuda:3")
 
 
+def test_apple_gpu_gets_fp16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hw, "mps_available", lambda: True)
+    assert hw.pick_device("auto") == torch.device("mps")
+    assert hw.pick_dtype("auto") == torch.float16
+
+
 def test_unknown_dtype_and_device():
     with pytest.raises(ValueError, match="unknown dtype"):
         hw.pick_dtype("cpu", prefer="fp8x")

@@ -115,9 +115,10 @@ def test_exercise_checks(capsys):
     from secbook import exercises
 
     exercises.check_kv_cache_8k(2 * 32 * 8 * 128 * 8192 * 2)
-    exercises.check_weights_fit_t4(8.59)
+    exercises.check_weights_fit_t4(8.0)
+    exercises.check_weights_fit_t4(15 * 2**30 / 2 / 1e9)  # from the ~15 GiB usable: accepted too
     exercises.check_allreduce_bytes(12288)
-    assert capsys.readouterr().out.count("Correct") == 3
+    assert capsys.readouterr().out.count("Correct") == 4
     with pytest.raises(AssertionError, match="KV heads"):
         exercises.check_kv_cache_8k(2 * 32 * 32 * 128 * 8192 * 2)  # query heads instead of KV heads
     with pytest.raises(AssertionError):

@@ -63,12 +63,13 @@ hardware.describe()
 ### Choosing the device and the dtype
 
 `pick_device("auto")` takes CUDA, then Apple MPS, then the CPU; asking for a device that is absent is an
-error at once, not a crash deep inside a kernel. `pick_dtype(device)` applies three rules:
+error at once, not a crash deep inside a kernel. `pick_dtype(device)` chooses by this table:
 
 | hardware | dtype | why |
 |---|---|---|
 | NVIDIA GPU, compute capability ≥ 8.0 (A100, L4, H100...) | bf16 | tensor cores run bf16 at the fp16 rate, with fp32's range |
 | NVIDIA GPU, compute capability < 8.0 (**T4**, V100) | fp16 | no bf16 hardware; fp16 tensor cores exist |
+| Apple GPU (MPS) | fp16 | every Apple GPU runs fp16; MPS has bf16 only from macOS 14 |
 | CPU with AVX512-BF16 or AMX | bf16 | the CPU multiplies bf16 in hardware |
 | CPU without them | fp32 | bf16 would be emulated, slower than fp32 |
 
@@ -299,20 +300,24 @@ if graphs is not None:
     display(ms.round(2))
     checked = graphs[graphs["token_agreement_vs_eager"].notna()] if "token_agreement_vs_eager" in graphs else graphs[:0]
     unchecked = sorted(set(graphs.variant) - set(checked.variant))
-    speed = [f"{m} in {d}: {times(ms.loc['static cache, eager', (m, d)] / ms.loc['static cache, CUDA graph (manual)', (m, d)])}"
+    speed = [f"{times(ms.loc['static cache, eager', (m, d)] / ms.loc['static cache, CUDA graph (manual)', (m, d)])} for {m} in {d}"
              for m, d in ms.columns]
     speed_zh = [f"{m}（{d}）{times_zh(ms.loc['static cache, eager', (m, d)] / ms.loc['static cache, CUDA graph (manual)', (m, d)])}"
                 for m, d in ms.columns]
-    say(f"In the recorded run ({', '.join(graphs.gpu.unique())}), the hand-captured graph's step was faster than "
-        f"the same static-cache step run eagerly by " + ", ".join(speed) + ". "
-        + (f"Its token check against eager covers {', '.join(sorted(set(checked.variant)))} (agreement "
+    def names(variants):  # the variant names hold commas: quote each
+        return ", ".join(f"`{v}`" for v in variants)
+    def names_zh(variants):
+        return "、".join(f"`{v}`" for v in variants)
+    say(f"In the recorded run ({', '.join(graphs.gpu.unique())}), the speed of the hand-captured graph's step "
+        f"relative to the same static-cache step run eagerly was " + "; ".join(speed) + ". "
+        + (f"Its token check against eager covers {names(sorted(set(checked.variant)))} (agreement "
            f"{checked.token_agreement_vs_eager.min():.3f} at worst); " if len(checked) else "")
-        + (f"the rows of {', '.join(unchecked)} were timed without that check." if unchecked else ""),
+        + (f"the rows of {names(unchecked)} were timed without that check." if unchecked else ""),
         zh=f"在记录的运行中（{', '.join(graphs.gpu.unique())}），手动捕获的图执行一步的速度，是以即时执行方式运行同一个"
-           f"静态缓存一步的：" + "，".join(speed_zh) + "。"
-           + (f"它与即时执行的词元核对覆盖了 {', '.join(sorted(set(checked.variant)))}（一致率最低为 "
+           f"静态缓存一步的：" + "；".join(speed_zh) + "。"
+           + (f"它与即时执行的词元核对覆盖了 {names_zh(sorted(set(checked.variant)))}（一致率最低为 "
               f"{checked.token_agreement_vs_eager.min():.3f}）；" if len(checked) else "")
-           + (f"{', '.join(unchecked)} 这几行的计时没有做这项核对。" if unchecked else ""));
+           + (f"{names_zh(unchecked)} 这几行的计时没有做这项核对。" if unchecked else ""));
 """, tags=("remove-input",)),
     md(r"""
 On the CPU there are no graphs to capture (no launch queue to batch) — the CPU's cure for per-operator
@@ -493,8 +498,8 @@ Read the speed ratio and the all-reduce share together. The tiny model's per-ran
 small, and each all-reduce is a round trip between processes through the operating system — plus waiting for
 the slower rank, which on a machine with other work is often descheduled (the time "inside all-reduce" includes
 that wait). The general lesson: tensor parallelism pays off when the matrices are large enough that halving them
-saves more than the all-reduces cost, and when the interconnect has microsecond latency (NVLink: ~900 GB/s
-between H100s). It is used *within* a server, across GPUs joined by NVLink — rarely across machines.
+saves more than the all-reduces cost, and when the interconnect is fast: microsecond latency and high bandwidth
+(NVLink: ~900 GB/s between H100s). It is used *within* a server, across GPUs joined by NVLink — rarely across machines.
 
 ### The library version: `tp_plan="auto"`
 
@@ -537,9 +542,9 @@ simplest pipeline, with $m = 1$.
 
 Real deployments combine them — tensor parallelism inside a server, pipeline parallelism across servers —
 and that is where **serving engines** take over from transformers: vLLM {cite}`kwon2023vllm` (paged KV cache,
-continuous batching, CUDA graphs, tensor and pipeline parallelism behind one flag, `tensor_parallel_size=2`)
-and TensorRT-LLM {cite}`tensorrtllm` (ahead-of-time compiled engines, fused kernels, in-flight batching). Both
-do everything in this chapter — precision, graphs, memory planning, parallelism — automatically, on GPUs. The
+continuous batching, CUDA graphs, tensor and pipeline parallelism as two settings, `tensor_parallel_size` and
+`pipeline_parallel_size`) and TensorRT-LLM {cite}`tensorrtllm` (ahead-of-time compiled engines, fused kernels,
+in-flight batching). Both do everything in this chapter — precision, graphs, memory planning, parallelism — automatically, on GPUs. The
 point of doing it by hand here is to know what they do, and what each part costs.
 """),
     code(r"""
@@ -577,12 +582,12 @@ answer = 2 * 32 * 8 * 128 * 8192 * 2   # K and V × layers × KV heads × head s
 exercises.check_kv_cache_8k(answer)
 """),
     exercise(2, r"""
-A Colab T4 has 16 GiB. What is the largest model (in billions of parameters) whose fp16 weights alone fit? Check
-with `exercises.check_weights_fit_t4(answer)`. Then use the panel (or `memory.max_context`): what is the longest
+A Colab T4 has 16 GB (16 × 10⁹ bytes, about 15 GiB of it usable). What is the largest model (in billions of
+parameters) whose fp16 weights alone fit in 16 GB? Check with `exercises.check_weights_fit_t4(answer)`. Then use the panel (or `memory.max_context`): what is the longest
 context Llama-3.1-8B in int4 supports on a T4 at batch 1, and at batch 8? Why can you not choose bf16 there?
 """),
     solution(r"""
-answer = 16 * 2**30 / 2 / 1e9   # bytes / (2 bytes per fp16 parameter), in billions
+answer = 16e9 / 2 / 1e9   # bytes / (2 bytes per fp16 parameter), in billions
 exercises.check_weights_fit_t4(answer)
 for b in (1, 8):
     print(f"batch {b}: longest context", f"{memory.max_context('Llama-3.1-8B', 'T4', 'int4', batch=b):,}")
