@@ -5,6 +5,7 @@ The browser test renders both editions."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -82,6 +83,16 @@ def test_site_words_cover_the_table_of_contents():
     captions = T.yaml.safe_load((ROOT / "_toc.yml").read_text())["parts"]
     assert all(p["caption"] in site["captions"] for p in captions), "a part caption of _toc.yml has no translation"
     assert site["title"] and site["notices"]["pending"] and site["notices"]["partial"] and site["setup_comment"]
+
+
+def test_site_titles_are_the_page_headings():
+    """site.yml has a title for each page's first heading, in the table of contents' order, and no stale one."""
+    headings = []
+    for page in PAGES:
+        first = next((m for u in T.english_units(page) if (m := re.match(r"# (.+)", u))), None)
+        assert first, f"{page} has no first-level heading"
+        headings.append(first.group(1).strip())
+    assert list(T.load_site()["titles"]) == headings
 
 
 @pytest.mark.parametrize("page", NOTEBOOKS)
