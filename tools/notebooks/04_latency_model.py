@@ -77,9 +77,9 @@ A decoder-only transformer with $N$ parameters does about $2N$ FLOPs per token i
 multiply and one add per weight {cite}`kaplan2020scaling` — plus the attention scores, which grow with
 the context. Generation has two phases {cite}`pope2022efficiently`:
 
-* **Prefill** (time to first token, TTFT): all $P$ prompt tokens of all $b$ sequences go through the
-  model at once. FLOPs $\approx 2N \cdot b \cdot P$, but the weights are read from memory only once. The
-  intensity grows with $b \cdot P$: a long prompt is compute-bound.
+* **Prefill** (time to first token, TTFT): all $L$ prompt tokens of all $b$ sequences go through the
+  model at once. FLOPs $\approx 2N \cdot b \cdot L$, but the weights are read from memory only once. The
+  intensity grows with $b \cdot L$: a long prompt is compute-bound.
 * **Decode** (time per output token, TPOT): each step produces *one* token per sequence, so it does
   $\approx 2N \cdot b$ FLOPs — and still reads **every weight** (plus the KV cache of all previous
   tokens). With weights stored at $s$ bytes each, the intensity is $\approx 2b / s$ FLOP/byte.
@@ -128,10 +128,12 @@ measured now: read bandwidth (summing a large array) and matrix-multiply through
     code(r"""
 import os
 cpu = roofline.measure_machine(device="cpu")
-say(f"measured on {secbook.describe_machine()}, load average {os.getloadavg()[0]:.1f} "
-    f"(above the number of cores, other work competed for the CPU)",
-    zh=f"测量于 {secbook.describe_machine()}，负载均值 {os.getloadavg()[0]:.1f}"
-       f"（若高于核心数，说明有其他工作在争用 CPU）")
+info, load1 = secbook.machine_info(), os.getloadavg()[0]
+busy = load1 > info["cores"]  # more runnable work than cores: other work competed for the CPU
+say(f"measured on {secbook.describe_machine(info)}, load average {load1:.1f}"
+    + (" (above the number of cores: other work competed for the CPU)" if busy else ""),
+    zh=f"测量于 {secbook.describe_machine(info)}，负载均值 {load1:.1f}"
+       + ("（高于核心数：有其他工作在争用 CPU）" if busy else ""))
 print(f"{cpu.name}: read bandwidth {cpu.bandwidth/1e9:.1f} GB/s, matmul fp32 {cpu.fp32_flops/1e9:.0f} GFLOP/s, "
       f"bf16 {cpu.fp16_flops/1e9:.0f} GFLOP/s (medians)")
 """),
@@ -397,7 +399,7 @@ say("In the recorded rows — " + "; ".join(lines) + ". "
 ## On a GPU
 
 On a GPU the chapter measures the real model there, against that GPU's bandwidth measured in the same run. On
-a CPU it shows recorded GPU rows instead: the ladder of chapter 3.2 for the 1-billion-parameter replica, recorded
+every machine it then shows recorded GPU rows: the ladder of chapter 3.2 for the 1-billion-parameter replica, recorded
 on the GPU named in the table, with its MBU (the same definition, the bandwidth measured on that GPU in that
 run) and, for the same model on the same GPU, the bound from that GPU's datasheet. Both bounds belong to this
 one model and this one GPU; neither says anything about another machine.
