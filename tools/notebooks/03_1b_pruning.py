@@ -13,7 +13,7 @@ CELLS = [
 Pruning removes parts of a trained network. *Unstructured* pruning zeroes individual weights anywhere;
 *semi-structured* (2:4) pruning zeroes two weights out of every four consecutive ones; *structured*
 pruning deletes whole attention heads or MLP channels, so the matrices themselves get smaller. This
-section measures, on the tiny model (trained here in full precision), what each costs in held-out perplexity —
+section measures, on the tiny model (trained by this book in full precision), what each costs in held-out perplexity —
 and what each buys in speed on the machine that builds the page. The second question has a surprising answer for
 the first kind.
 """),

@@ -148,7 +148,8 @@ print("student:", student.config.num_hidden_layers, "layers,", sum(p.numel() for
 
 Every compressed variant of this chapter — quantized, pruned, distilled — as recorded by the sweep and
 the distillation run: held-out perplexity against real size. A variant is on the *Pareto front* if no
-other variant is both smaller and better. Both records are of the tiny model; their machines and protocols are
+other variant is both smaller and better; a dashed line marks the front on each panel of the figure below (on the
+right, *faster* takes the place of smaller). Both records are of the tiny model; their machines and protocols are
 printed, and the student's point is placed on the sweep's scale by its perplexity *ratio* to the teacher in its own
 record (both measured there on the same held-out tokens).
 """),
@@ -182,17 +183,29 @@ spd["verdict"] = ["—"] + [verdict[k].verdict for k in reps if k != "fp32"]
 spd
 """),
     code(r"""
+from secbook.recommend import pareto_front
+def front(x, ppl, faster=False):  # the points no other beats on both axes (smaller, or faster, and lower perplexity)
+    pts = pd.DataFrame({"speed": x if faster else 0.0, "size": 0.0 if faster else x, "ppl": ppl})
+    return pts[pareto_front(pts, speed="speed", quality="ppl", size="size")].sort_values("speed" if faster else "size")
 fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
 for f, c in fams.items():
     d = ok[ok.family == f]
     a.scatter(d.size_vs_fp32, d.perplexity, c=c, label=f, s=25)
-a.scatter(dist["student"]["parameters"] / dist["teacher"]["parameters"], s_ppl, marker="*", s=200, c="gold", label="distilled student")
+s_size = dist["student"]["parameters"] / dist["teacher"]["parameters"]
+a.scatter(s_size, s_ppl, marker="*", s=200, c="gold", label="distilled student")
+fa = front(list(ok.size_vs_fp32) + [s_size], list(ok.perplexity) + [s_ppl])
+a.step(fa["size"], fa["ppl"], where="post", color="gray", lw=1, ls="--", label="Pareto front")
 a.set(xlabel="size / fp32", ylabel="held-out perplexity", title=f"perplexity vs size (recorded, {sweep.cpu.iloc[0]})")
 a.legend(fontsize=7)
+xs, ppls = [], []
 for k in reps:
     ppl = s_ppl if k == "student" else sweep.set_index("variant").perplexity.get(k, sweep[sweep.family == k].perplexity.min())
     x = spd.loc[k, "vs fp32 (median of rounds)"]
     b.scatter(x, ppl, s=60); b.annotate(k, (x, ppl), fontsize=7)
+    xs.append(x); ppls.append(ppl)
+fb = front(xs, ppls, faster=True)
+b.step(fb["speed"], fb["ppl"], where="pre", color="gray", lw=1, ls="--", label="Pareto front")
+b.legend(fontsize=7)
 b.axvline(1, color="gray", lw=0.8, ls=":")
 b.set(xlabel="prefill speed / fp32 (measured now, in turn)", title="perplexity vs speed")
 fig.text(0.5, 0.01, "speed: " + describe_machine(), fontsize=6); plt.tight_layout(); plt.show()
@@ -267,7 +280,7 @@ say(f"In quality (recorded sweep, {sweep.cpu.iloc[0]}): rounding to int4 g64 cos
              "A student that shares the teacher's tokenizer can serve as a speculative-decoding draft model.",
              "The Pareto fronts put every compression on one size-quality picture; speed is compared only from "
              "measurements taken in turn on one machine.",
-             "Quantization needs no training, structured pruning and distillation give smaller matrices and need "
+             "Quantization needs no training; structured pruning and distillation give smaller matrices and need "
              "training to keep their quality; unstructured zeros need sparse kernels to become speed."]),
     md(r"""
 ## Exercises
