@@ -451,7 +451,8 @@ has a Java API and a built-in generation loop (or an exported graph on plain ONN
     exercise(4, r"""
 Run a few entries of the engine comparison on the tiny model with one thread and then with all cores:
 `suite.run(models=("tiny",), entries=..., threads=1, rounds=2, new_tokens=16, questions=False)` (it skips engines
-that are not installed). Which entries gain most from the second core, and why would the smallest model gain least?
+that are not installed). Which entries gain most from going from one thread to all cores, and why would the smallest
+model gain least?
 """),
     solution(r"""
 from secbook.engines import missing
