@@ -354,18 +354,29 @@ if cpp_ok:
             "int8 layers, HF generate": lambda x, n: hf_generate(model8, x, n)}
     alone = compare(tok_s_in_turn(gens, ids, 16, rounds=2), "int8 layers, HF generate", "fp32, HF generate")
     print(alone.words())
-    share = alone.median / whole.median
+    share = alone.median / whole.median  # the int8 layers' speed inside generate, as a share of the whole run's
+    pct = round(100 * share)             # the printed percentage: the words below follow this same number
     say(f"The whole run reached {times(whole.median)} the baseline's speed; int8 layers alone, inside generate, "
-        f"{times(alone.median)}: {share:.0%} of the whole run's gain (medians of rounds in turn).",
+        f"{times(alone.median)}: {pct}% of the whole run's speed (medians of rounds in turn).",
         zh=f"整个运行达到了基线速度的 {times_zh(whole.median)}；仅在 generate 内部使用 int8 层，则为 "
-           f"{times_zh(alone.median)}：相当于整个运行提速的 {share:.0%}（均为轮流计时各轮的中位数）。")
+           f"{times_zh(alone.median)}：相当于整个运行速度的 {pct}%（均为轮流计时各轮的中位数）。")
+    band = "all" if pct >= 100 else "most" if pct > 55 else "half" if pct >= 45 else "less"
     say("Inside generate every int8 layer already calls the C++ int8 kernel and reads a quarter of the bytes, but "
-        "the rest of generate's work per token stays: " + ("most of the gain came from the bytes here, and the loop "
-        "and the whole step added the rest." if share > 0.5 else "the loop and the whole-step decoder brought most "
-        "of the gain here, the bytes alone less than half."),
+        "the rest of generate's work per token stays: " + {
+            "all": "the int8 layers alone were as fast as the whole run here, so the loop and the whole step added "
+                   "no speed of their own.",
+            "most": "the int8 layers alone reached most of the whole run's speed here, and the loop and the whole "
+                    "step added the rest.",
+            "half": "the int8 layers alone reached about half of the whole run's speed here, and the loop and the "
+                    "whole step about doubled it.",
+            "less": "the int8 layers alone reached less than half of the whole run's speed here; the loop and the "
+                    "whole-step decoder more than doubled it."}[band],
         zh="在 generate 内部，每个 int8 层已经调用 C++ int8 内核，只读四分之一的字节，但 generate 每个词元的其余工作"
-           "依然存在：" + ("这里大部分提速来自字节的减少，循环和整步解码器贡献了其余部分。" if share > 0.5 else
-           "这里大部分提速来自循环和整步解码器，单靠减少字节带来的不到一半。"))
+           "依然存在：" + {
+            "all": "这里仅用 int8 层就与整个运行一样快，循环和整步解码器没有带来额外的速度。",
+            "most": "这里仅用 int8 层就达到了整个运行的大部分速度，循环和整步解码器补上了其余部分。",
+            "half": "这里仅用 int8 层达到了整个运行速度的一半左右，循环和整步解码器又使速度提高了约一倍。",
+            "less": "这里仅用 int8 层达到的速度不到整个运行的一半；循环和整步解码器使速度提高了一倍以上。"}[band])
 """),
     exercise(3, r"""
 **Exact and fast.** Speculative decoding keeps the target model's greedy tokens exactly (chapter 3.2). Let step 4's
