@@ -336,9 +336,9 @@ say(f"On the tiny model the recorded MBU reached {tiny_mbu:.0%}"
 ## Exercises
 """),
     exercise(1, r"""
-**Why 256?** The kernel adds products of an int8 weight (−128..127) and an int16 activation (−32,767..32,767)
-into an int32 sum (at most $2^{31}-1$). How many products can one sum add with no risk of overflow? Check with
-`secbook.exercises.check_int32_chunk(n)`.
+**Why 256 is safe.** The kernel adds products of an int8 weight (−128..127) and an int16 activation
+(−32,767..32,767) into an int32 sum (at most $2^{31}-1$), 256 products per sum. How many products could one sum add
+with no risk of overflow? Check with `secbook.exercises.check_int32_chunk(n)`, and compare with the kernel's 256.
 """),
     solution(r"""
 from secbook import exercises
