@@ -317,7 +317,8 @@ A run's **acceptance rate** is $\alpha$ = accepted ÷ *judged* drafts, where a c
 including the first rejection; the drafts after it are discarded unseen, and counting them as rejected would bias
 $\alpha$ low. **Prompt lookup** {cite}`saxena2023promptlookup` needs no draft model: it proposes the tokens that
 followed the last occurrence of the current n-gram in the context. transformers has both (`assistant_model=`,
-`prompt_lookup_num_tokens=`). On the tiny model, with its distilled student as the draft, all four give the
+`prompt_lookup_num_tokens=`). On the tiny model, with its distilled student as the draft (or, where no student has
+been trained, the tiny model cut to its first two layers: the printed `draft:` line says which), all four give the
 reference tokens:
 """),
     code(r"""
