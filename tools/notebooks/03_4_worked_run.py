@@ -21,7 +21,7 @@ one that does last. A lossless step can be checked exactly — the same greedy t
 lossy step comes, every change in the answers is its own. Compression also turns into speed only on a loop and a
 kernel that read the smaller weights fast; exercise 2 measures it without them.
 """),
-    opening(["follow an optimisation recipe from a baseline to a faster model, one measured step at a time",
+    opening(["follow an optimization recipe from a baseline to a faster model, one measured step at a time",
              "check each lossless step token for token, and price the lossy one in changed tokens and in answers",
              "read a speed-up from rounds timed in turn, not from two runs made minutes apart",
              "decide from the measurements which steps earned their place on a given machine"],

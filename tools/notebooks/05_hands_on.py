@@ -17,7 +17,7 @@ the model's output, finds that the model silently ignores all but one of its inp
 and times the buggy model, the fixed model and a transformer {cite}`vaswani2017attention` of the same
 size with **one** timing harness on the machine that builds this page.
 
-The lesson is general: **a fast model that computes the wrong thing is not an optimisation**. Before
+The lesson is general: **a fast model that computes the wrong thing is not an optimization**. Before
 timing anything, check that it computes what you think it does. The chapter ends with the same project done
 with a real model: the inference loop of a chatbot, written by hand, on SmolLM2-135M-Instruct.
 """),
@@ -240,7 +240,7 @@ print(f"the same {len(r2.tokens)} tokens as generate:", ref.tolist() == r2.token
         "An LSTM must walk its input one step at a time; a transformer processes the whole prompt at once and "
         "carries a KV cache while generating.",
         "Compare speeds measured in turn, and word the result from the rounds: a fast wrong model is not an "
-        "optimisation.",
+        "optimization.",
         "The inference loop of a real chatbot is short: chat template, prefill, then one greedy token at a time "
         "with the KV cache until the end-of-turn token — the same tokens as generate.",
     ]),
