@@ -23,7 +23,7 @@ C++.
              "measure speculative decoding's acceptance rate α on real prompts and compare the tokens per call "
              "with the formula",
              "read an optimization ladder: what each rung buys, and what it costs in output quality"],
-            ["chapter 1 (TTFT, TPOT, timing honestly)", "chapter 2 (the decoder, prefill and decode)",
+            ["chapter 1 (prefill and decode, TTFT, TPOT, timing honestly)", "chapter 2 (the optimization pipeline)",
              "section 3.1.1 (weight quantization)"], 45),
     code(r"""
 import secbook

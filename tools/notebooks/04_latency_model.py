@@ -31,7 +31,7 @@ All the arithmetic lives in `secbook.roofline`; the measurements use `secbook.me
              "explain why prefill is compute-bound and batch-1 decode memory-bound, and predict TTFT and TPOT",
              "say what quantization changes in the latency formula (bytes, not parameters)",
              "check a latency model against measurements: predicted vs measured TTFT and TPOT, and MBU"],
-            ["chapter 1 (TTFT, TPOT, tokens/s) and chapter 2 (prefill, decode, KV cache)",
+            ["chapter 1 (prefill, decode, TTFT, TPOT, tokens/s) and section 3.2 (the KV cache)",
              "powers of ten and units: GB/s, TFLOP/s"], 40),
     code(r"""
 import secbook
