@@ -44,6 +44,7 @@ class Recommendation:
     hardware: str
     predicted: bool
     steps: list = field(default_factory=list)
+    message_zh: str = ""  # the same message in Chinese, from the same numbers (for ``say(..., zh=...)``)
 
     def __str__(self) -> str:
         return self.message
@@ -233,6 +234,10 @@ def recommend(model_or_name="tiny", hardware: str = "this machine", latency_budg
     budget = (f"latency ≤ {lat:g} s per reply of {new_tokens} tokens" if lat is not None else "any latency") + \
         ", " + (f"perplexity ≤ +{100 * qual:g} % over fp32" if qual is not None else "any quality")
     how = "predicted with the roofline model (speed) and measured here (quality)" if predicted else "measured here"
+    budget_zh = (f"每次 {new_tokens} 个词元的回复延迟 ≤ {lat:g} s" if lat is not None else "延迟不限") + \
+        "，" + (f"困惑度比 fp32 至多高 {100 * qual:g} %" if qual is not None else "质量不限")
+    how_zh = "速度由屋顶线模型预测，质量在本机测量" if predicted else "在本机测量"
+    label_zh = "本机" if label == "this machine" else label
     if fits.empty:
         ok = df["latency_s"].notna() if "latency_s" in df else df["config"].isna()
         fastest = df.loc[df["latency_s"].idxmin()] if ok.any() else None
@@ -242,13 +247,21 @@ def recommend(model_or_name="tiny", hardware: str = "this machine", latency_budg
                   f"(perplexity {fastest['ppl_change_pct']:+.1f} %); most accurate: {best_q['config']} "
                   f"({best_q['latency_s']:.3g} s). Relax a budget, use a smaller model, or faster hardware."
                   if fastest is not None else ""))
-        return Recommendation(None, df, msg, label, predicted, [])
+        msg_zh = (f"在{label_zh}上（{how_zh}）没有任何配置满足预算（{budget_zh}）。"
+                  + (f"最快的是 {fastest['config']}，每次回复 {fastest['latency_s']:.3g} s（困惑度 "
+                     f"{fastest['ppl_change_pct']:+.1f} %）；最准确的是 {best_q['config']}（{best_q['latency_s']:.3g} s）。"
+                     "请放宽预算、换用更小的模型或更快的硬件。" if fastest is not None else ""))
+        return Recommendation(None, df, msg, label, predicted, [], msg_zh)
     best = fits.iloc[0].to_dict()
     msg = (f"On {label} ({how}), for {budget}: use **{best['config']}** — {best['latency_s']:.3g} s per reply, "
            f"{best['tokens_per_s']:.3g} tokens/s, {best['model_bytes'] / 1e6:.2f} MB, perplexity "
            f"{best['perplexity']:.2f} ({best['ppl_change_pct']:+.1f} % vs fp32). "
            f"{int(df['meets_both'].sum())} of {len(df)} configurations meet the budget.")
-    return Recommendation(best, df, msg, label, predicted, list(configs[best["config"]]))
+    msg_zh = (f"在{label_zh}上（{how_zh}），对于{budget_zh}：使用 **{best['config']}**——每次回复 "
+              f"{best['latency_s']:.3g} s，每秒 {best['tokens_per_s']:.3g} 个词元，{best['model_bytes'] / 1e6:.2f} MB，"
+              f"困惑度 {best['perplexity']:.2f}（相对 fp32 {best['ppl_change_pct']:+.1f} %）。"
+              f"{len(df)} 个配置中有 {int(df['meets_both'].sum())} 个满足预算。")
+    return Recommendation(best, df, msg, label, predicted, list(configs[best["config"]]), msg_zh)
 
 
 

@@ -1,4 +1,6 @@
 """recommend(): a small measured sweep, budgets applied, predictions labelled, clear errors."""
+import re
+
 import pytest
 
 import secbook
@@ -19,6 +21,8 @@ def test_recommend_here_meets_budgets(tiny):
     assert t.loc[t["config"] == "bf16", "size_vs_fp32"].item() < 0.6
     assert t.loc[t["config"] == "fast loop", "ppl_change_pct"].item() == 0  # same weights, same perplexity
     assert "measured here" in r.message and r.best["config"] in r.message
+    digits = lambda text: re.findall(r"\d+(?:\.\d+)?", text)
+    assert "在本机测量" in r.message_zh and sorted(digits(r.message_zh)) == sorted(digits(r.message))  # same numbers
     # a quality budget of 0 admits only configurations at least as accurate as fp32
     _, fits = choose(t, quality_budget=0.0)
     assert len(fits) >= 2 and (fits["ppl_change_pct"] <= 0).all()
@@ -39,6 +43,7 @@ def test_nothing_meets_budget_and_gpu_prediction(tiny):
         assert "predicted" in g.message
     r = recommend(tiny, hardware="T4", latency_budget=1e-12, configs={"fp32": []}, **FAST)
     assert r.best is None and "No configuration meets the budget" in str(r)
+    assert "没有任何配置满足预算" in r.message_zh
 
 
 def test_bad_input():

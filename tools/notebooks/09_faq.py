@@ -51,7 +51,7 @@ FAST = dict(prompt_len=16, new_tokens=8, repeats=2)
 TINY_PPL = 1024
 rec = secbook.recommend((model, tok), "this machine", latency_budget=2.0, quality_budget=0.02, configs=configs,
                         ppl_tokens=TINY_PPL, **FAST)
-rec
+say(rec.message, zh=rec.message_zh);
 """),
     code(r"""
 cols = ["config", "latency_s", "tokens_per_s", "model_bytes", "perplexity", "ppl_change_pct", "meets_latency", "meets_quality"]
@@ -77,7 +77,7 @@ if cpu.fp16_flops > cpu.fp32_flops:
 REAL_PPL = 512
 real_rec = secbook.recommend((real, rtok), "this machine", latency_budget=2.0, quality_budget=0.02,
                              configs=real_configs, prompt_len=16, new_tokens=8, repeats=2, ppl_tokens=REAL_PPL)
-real_rec
+say(real_rec.message, zh=real_rec.message_zh);
 """),
     code(r"""
 acc = {}
