@@ -143,6 +143,10 @@ class Comparison:
         if self.verdict == "about as fast":
             return f"{self.a} was about as fast as {self.b} ({times(self.median)}; {span})"
         if self.verdict.startswith("not clearly"):
+            if self.low > 1 or self.high < 1:  # every round the same way, but not every one beyond the margin
+                return (f"{self.a} was {self.verdict} than {self.b}: {times(self.median)} at the median, every round "
+                        f"the same way but not every one by more than {self.tolerance:.0%} ({span}) — too close to "
+                        f"call on this machine's noise")
             return (f"{self.a} was {self.verdict} than {self.b}: {times(self.median)} at the median, but the rounds "
                     f"disagree ({span}) — the machine's noise is as large as the difference")
         return f"{self.a} was {times(self.median)} as fast as {self.b} ({span})"
@@ -154,6 +158,9 @@ class Comparison:
             return f"{self.a} 与 {self.b} 速度相当（{times_zh(self.median)}；{span}）"
         if self.verdict.startswith("not clearly"):
             way = "更快" if self.verdict.endswith("faster") else "更慢"
+            if self.low > 1 or self.high < 1:
+                return (f"{self.a} 并不明显比 {self.b} {way}：中位数为 {times_zh(self.median)}，各轮方向一致，"
+                        f"但并非每轮都超过 {self.tolerance:.0%} 的余量（{span}）——在这台机器的噪声下难分高下")
             return (f"{self.a} 并不明显比 {self.b} {way}：中位数为 {times_zh(self.median)}，"
                     f"但各轮结果不一致（{span}）——机器的噪声与这一差异一样大")
         return f"{self.a} 的速度是 {self.b} 的 {times_zh(self.median)}（{span}）"

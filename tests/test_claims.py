@@ -29,6 +29,15 @@ def test_compare_words_follow_every_round(a, b, verdict):
         assert "as fast as B" in c.words() and "median of 3 rounds in turn" in c.words()
 
 
+def test_not_clearly_says_whether_the_rounds_disagree_or_only_miss_the_margin():
+    split = compare({"A": [12, 9, 11.5], "B": [10, 10, 10]}, "A", "B")  # one round the other way
+    assert "the rounds disagree" in split.words() and "各轮结果不一致" in split.words_zh()
+    close = compare({"A": [10.3, 11.5, 11.2], "B": [10, 10, 10]}, "A", "B")  # every round faster, one by only 3%
+    assert close.verdict == "not clearly faster"
+    assert "every round the same way but not every one by more than 5%" in close.words()
+    assert "各轮方向一致" in close.words_zh() and "5%" in close.words_zh()
+
+
 def test_compare_times_invert():
     c = compare({"A": [1.0, 1.0], "B": [2.0, 2.2]}, "A", "B", higher_is_better=False)  # seconds: A takes half
     assert c.verdict == "faster" and c.median == pytest.approx(2.1)

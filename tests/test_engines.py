@@ -233,6 +233,18 @@ def test_engines_suite_on_the_tiny_model(tiny_run):
         assert col in df
     view = suite.table(df)
     assert list(view["decode tok/s"]) == sorted(view["decode tok/s"], reverse=True)
+    # engines of one process group were timed in turn together (other groups ran in processes of their own)
+    together = {e: ", ".join(dict.fromkeys(x[0] for x in g)) for g in suite.process_groups(entries) for e in g}
+    assert list(df["timed_with"]) == [together[e] for e in zip(df["engine"], df["precision"])]
+
+
+def test_engines_that_slow_each_other_down_get_processes_of_their_own():
+    entries = [("HF generate", "fp32"), ("CTranslate2", "int8"), ("secbook C++ step", "int8"), ("llama.cpp", "Q8_0"),
+               ("ONNX Runtime GenAI", "int4"), ("another engine", "fp32")]
+    assert suite.process_groups(entries) == [
+        [("HF generate", "fp32"), ("secbook C++ step", "int8"), ("llama.cpp", "Q8_0")], [("CTranslate2", "int8")],
+        [("ONNX Runtime GenAI", "int4")], [("another engine", "fp32")]]
+    assert suite.process_groups([]) == []
 
 
 def test_report_reads_a_recorded_comparison(tiny_run, tmp_path, monkeypatch):

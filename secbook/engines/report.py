@@ -79,19 +79,28 @@ def about(df, lang: str = "en") -> str:
                 "comparison is recorded yet (`python -m secbook bench --suite engines`).")
     entries, model = len(df), df["model"].iloc[0]
     rounds, new_tokens, threads = (int(df[c].iloc[0]) for c in ("rounds", "new_tokens", "threads"))
+    groups = list(dict.fromkeys(df["timed_with"])) if "timed_with" in df and df["timed_with"].notna().all() else []
+    if len(groups) > 1:
+        apart = ("；".join(groups) + "——每组在各自的进程中，组内轮流计时，组与组先后运行（同一进程中加载的引擎运行库"
+                 "会拖慢其他引擎）") if zh else \
+            ("; ".join(groups) + " — each group in a process of its own, timed in turn within it, one group after the "
+             "other (an engine's runtime loaded in the same process slows the others down)")
+    else:
+        apart = ""
     if df.attrs.get("live"):
         if zh:
             return (f"本次运行现场测量：在 {model} 上比较 {entries} 个条目，轮流测量 {rounds} 轮，每次生成 "
-                    f"{new_tokens} 个新词元，{threads} 个线程（{provenance_zh(df)}）。")
+                    f"{new_tokens} 个新词元，{threads} 个线程（{provenance_zh(df)}）。" + (f"分组：{apart}。" if apart else ""))
         return (f"Measured live in this run: {entries} entries on {model}, {rounds} rounds in turn of "
-                f"{new_tokens} new tokens each, {threads} threads ({provenance(df)}).")
+                f"{new_tokens} new tokens each, {threads} threads ({provenance(df)})." + (f" Groups: {apart}." if apart
+                                                                                         else ""))
     if zh:
         return (f"这里没有安装这些引擎（缺少 {'、'.join(missing())}），所以这是记录下来的比较结果 "
                 f"data/results/{RESULTS}.csv：测量于 {provenance_zh(df)}，轮流测量 {rounds} 轮，每次生成 "
-                f"{new_tokens} 个新词元，{threads} 个线程。")
+                f"{new_tokens} 个新词元，{threads} 个线程。" + (f"分组：{apart}。" if apart else ""))
     return (f"The engines are not installed here ({', '.join(missing())} missing), so this is the recorded "
             f"comparison, data/results/{RESULTS}.csv: measured on {provenance(df)}, {rounds} "
-            f"rounds in turn of {new_tokens} new tokens, {threads} threads.")
+            f"rounds in turn of {new_tokens} new tokens, {threads} threads." + (f" Groups: {apart}." if apart else ""))
 
 
 def about_zh(df) -> str:

@@ -3,7 +3,7 @@
 The protocol (the same as the rest of the book's timings, :mod:`secbook.measure`): the same prompt ids for every
 engine (32 tokens of the held-out text by default), greedy, batch 1, the same number of threads; each entry is
 loaded, warmed up (its first full generation also gives its tokens, compared with HF ``generate``'s), and then timed
-in *rounds*: every round runs every entry once — a one-token call (time to first token, TTFT: the prefill) and an
+in *rounds*: every round runs every entry of one process (:data:`PROCESS_GROUPS`) once — a one-token call (time to first token, TTFT: the prefill) and an
 ``n``-token call — before the next round begins (A, B, C, A, B, C, ...), with a short pause between entries so
 one engine's spinning thread pool does not steal the next one's cores. A change in a shared machine's load thus hits
 all entries alike. Reported: medians over rounds, TPOT = (median n-token latency − median TTFT) / (n − 1), decode
@@ -25,6 +25,19 @@ from .runners import ENTRIES, Runner, cpu_vector_isa, default_threads, make_runn
 
 RESULTS = "engines"  # data/results/engines.csv
 MODELS = ("smollm2-135m-instruct", "tiny")
+# Engines that share one process are timed in turn; these groups each get a process of their own, because an engine's
+# runtime can slow the others down just by being loaded beside them (its own OpenMP and BLAS libraries): on a 2-core
+# Xeon, with CTranslate2 loaded in the same process, llama.cpp's Q8_0 decode fell from 68 to 29 tokens/s and our C++
+# int8 step from 110 to 67. The head-to-head comparisons (our step against llama.cpp and HF generate) stay in turn.
+PROCESS_GROUPS = (("HF generate", "secbook C++ step", "llama.cpp"), ("CTranslate2",), ("ONNX Runtime GenAI",))
+
+
+def process_groups(entries) -> list[list[tuple[str, str]]]:
+    """``entries`` split by :data:`PROCESS_GROUPS` (an engine in no group gets one of its own), in that order."""
+    groups = [[e for e in entries if e[0] in g] for g in PROCESS_GROUPS]
+    groups += [[e for e in entries if e[0] == name] for name in dict.fromkeys(e[0] for e in entries)
+               if not any(name in g for g in PROCESS_GROUPS)]
+    return [g for g in groups if g]
 
 
 def _rss() -> int:
@@ -79,8 +92,10 @@ def _cpp_available() -> bool:
 
 def run_model(model: str, entries=ENTRIES, rounds: int = 5, warmup: int = 1, prompt_len: int = 32,
               new_tokens: int = 64, threads: int | None = None, questions: bool = True, pause_s: float = 0.1,
-              bandwidth: float | None = None, progress: bool = True) -> list[dict]:
-    """Time every available entry of ``entries`` on ``model`` in turn; one result row per entry."""
+              bandwidth: float | None = None, progress: bool = True, isolate: bool = True) -> list[dict]:
+    """Time every available entry of ``entries`` on ``model``; one result row per entry. Entries of one
+    :data:`PROCESS_GROUPS` group are timed in turn; with ``isolate`` each group runs in a fresh process of its own
+    (spawned), one group after the other. Each row's ``timed_with`` names the engines it was timed in turn with."""
     import torch
 
     log = (lambda s: print(f"[engines] {s}", flush=True)) if progress else (lambda s: None)
@@ -88,13 +103,27 @@ def run_model(model: str, entries=ENTRIES, rounds: int = 5, warmup: int = 1, pro
         raise ValueError(f"need rounds >= 1, warmup >= 0, new_tokens >= 2 and prompt_len >= 1; got rounds={rounds}, "
                          f"warmup={warmup}, new_tokens={new_tokens}, prompt_len={prompt_len}")
     threads = threads or default_threads()
+    groups = process_groups(_available(list(entries), log))
+    if isolate and len(groups) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        rows = []
+        for group in groups:
+            log(f"{model}: a process for {', '.join(dict.fromkeys(e[0] for e in group))}")
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                rows += pool.submit(run_model, model, group, rounds, warmup, prompt_len, new_tokens, threads,
+                                    questions, pause_s, bandwidth, progress, False).result()
+        return rows
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run_model(model, entries, rounds, warmup, prompt_len, new_tokens, threads, questions, pause_s,
+        rows = _run_model(model, entries, rounds, warmup, prompt_len, new_tokens, threads, questions, pause_s,
                           bandwidth, log)
     finally:
         torch.set_num_threads(before)
+    together = ", ".join(dict.fromkeys(r["engine"] for r in rows))
+    return [{**r, "timed_with": together} for r in rows]
 
 
 def _run_model(model, entries, rounds, warmup, prompt_len, new_tokens, threads, questions, pause_s, bandwidth,
