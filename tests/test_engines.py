@@ -302,6 +302,13 @@ def test_report_sentences_in_chinese_carry_the_english_numbers(monkeypatch):
     assert report.about(live).startswith("Measured live") and report.about(None).endswith("engines`).")
     for frame in (df, live, None):
         assert nums(report.about(frame)) == nums(report.about_zh(frame))
+    assert "MBU above 100 %" not in " ".join(en)
+    fast = df.assign(mbu=[1.06, 0.98, 0.7, 0.5])  # read faster than the run's bandwidth probe
+    en, zh = report.verdict(fast, "m"), report.verdict_zh(fast, "m")
+    assert "MBU above 100 % (secbook C++ step fp32)" in en[0] and "超过 100 %" in zh[0] and "100 %" not in en[1]
+    assert all(nums(a) == nums(b) for a, b in zip(en, zh))
+    groups = live.assign(timed_with=["HF generate, llama.cpp", "HF generate, llama.cpp", "CTranslate2", "CTranslate2"])
+    assert "Groups: HF generate, llama.cpp; CTranslate2" in report.about(groups) and "分组" in report.about_zh(groups)
 
 
 def test_llama_cpp_reads_the_tiny_tokenizer(tiny):

@@ -155,6 +155,15 @@ def verdict(df, model: str, lang: str = "en") -> list[str]:
                     f"{o['weight_bytes_per_token'] / 1e6:.0f} MB of weights at {o['implied_GB_s']:.1f} GB/s "
                     f"(MBU {o['mbu']:.0%}), {theirs} {t['weight_bytes_per_token'] / 1e6:.0f} MB at "
                     f"{t['implied_GB_s']:.1f} GB/s (MBU {t['mbu']:.0%}).")
+        over = [x for x in (ours, theirs) if rows.loc[x, "mbu"] > 1]
+        if over:
+            if zh:
+                text += (f"{'、'.join(over)} 的 MBU 超过 100 %：它读取权重的速度超过了本次运行开始时测得的读取带宽"
+                         "（一次 PyTorch 归约），可见这个探测值低估了这台机器内存所能提供的带宽，这里它不是上限。")
+            else:
+                text += (f" An MBU above 100 % ({' and '.join(over)}) means the weights were read faster than the read "
+                         "bandwidth probed at the start of the run (one PyTorch reduction): the probe understates what "
+                         "this machine's memory delivers, so here it is no ceiling.")
         if c.verdict in ("faster", "slower"):
             bigger = "rate" if abs(_log(f["rate"])) >= abs(_log(f["bytes"])) else "bytes"
             if zh:
