@@ -112,8 +112,8 @@ def run_model(model: str, entries=ENTRIES, rounds: int = 5, warmup: int = 1, pro
         for group in groups:
             log(f"{model}: a process for {', '.join(dict.fromkeys(e[0] for e in group))}")
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                rows += pool.submit(run_model, model, group, rounds, warmup, prompt_len, new_tokens, threads,
-                                    questions, pause_s, bandwidth, progress, False).result()
+                rows += pool.submit(_in_child, (model, group, rounds, warmup, prompt_len, new_tokens, threads,
+                                                questions, pause_s, bandwidth, progress, False), progress).result()
         return rows
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -124,6 +124,19 @@ def run_model(model: str, entries=ENTRIES, rounds: int = 5, warmup: int = 1, pro
         torch.set_num_threads(before)
     together = ", ".join(dict.fromkeys(r["engine"] for r in rows))
     return [{**r, "timed_with": together} for r in rows]
+
+
+def _in_child(args: tuple, progress: bool) -> list[dict]:
+    """:func:`run_model` in a spawned process. Without ``progress`` its standard output and error go to the null
+    device (library import warnings and loading bars would otherwise land in the caller's notebook); an exception
+    still reaches the caller through the process pool."""
+    if not progress:
+        import os
+
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+    return run_model(*args)
 
 
 def _run_model(model, entries, rounds, warmup, prompt_len, new_tokens, threads, questions, pause_s, bandwidth,
