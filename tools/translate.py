@@ -284,6 +284,15 @@ def _code_tree(src: str):
         return None
 
 
+def _parsed_code_cells(nb, needle: str):
+    """``(index, syntax tree)`` of each code cell whose source contains ``needle`` and parses."""
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and needle in cell.source:
+            tree = _code_tree(cell.source)
+            if tree is not None:
+                yield i, tree
+
+
 def _is_say(call: ast.Call) -> bool:
     f = call.func
     return (isinstance(f, ast.Name) and f.id == "say") or (isinstance(f, ast.Attribute) and f.attr == "say")
@@ -317,21 +326,19 @@ def say_problems(nb) -> list[str]:
     """``say(...)`` calls of a notebook without a Chinese version (``zh=``), or whose Chinese formats other values
     than its English (the same numbers must appear in both)."""
     problems = []
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or "say(" not in cell.source:
-            continue
-        tree = _code_tree(cell.source)
-        if tree is None:
-            continue
+    for i, tree in _parsed_code_cells(nb, "say("):
         texts = _text_assignments(tree)
         for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and _is_say(n)):
             zh = next((k.value for k in call.keywords if k.arg == "zh"), None)
             where = f"cell {i}, line {call.lineno}"
             if zh is None:
                 problems.append(f"{where}: say() without zh=: {ast.unparse(call)[:90]}")
-            elif call.args and _placeholders(call.args[0], texts) != _placeholders(zh, texts):
-                problems.append(f"{where}: say()'s Chinese formats {_placeholders(zh, texts)}, its English "
-                                f"{_placeholders(call.args[0], texts)}")
+                continue
+            if not call.args:
+                continue
+            en_values, zh_values = _placeholders(call.args[0], texts), _placeholders(zh, texts)
+            if en_values != zh_values:
+                problems.append(f"{where}: say()'s Chinese formats {zh_values}, its English {en_values}")
     return problems
 
 
@@ -348,12 +355,7 @@ def printed_prose(nb) -> list[str]:
     show in English — say it with ``say(text, zh=...)``, or move it into the markdown (``answer(...)``)."""
     found = []
     words = re.compile(r"(?:[A-Za-z][A-Za-z'’-]*[,;:]?\s+){%d,}[A-Za-z]" % (PROSE_WORDS - 1))
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or "print(" not in cell.source:
-            continue
-        tree = _code_tree(cell.source)
-        if tree is None:
-            continue
+    for i, tree in _parsed_code_cells(nb, "print("):
         for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
             if isinstance(call.func, ast.Name) and call.func.id == "print":
                 for s in _strings(call):
