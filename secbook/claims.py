@@ -126,6 +126,11 @@ class Comparison:
         return VERDICT_ZH[self.verdict]
 
     @property
+    def one_way(self) -> bool:
+        """Whether every round had ``a`` on the same side of ``b`` (all faster, or all slower)."""
+        return self.low > 1 or self.high < 1
+
+    @property
     def than(self) -> str:
         """:attr:`verdict` with the word that joins it to ``b`` in a sentence: ``"faster than"``, ``"slower than"``,
         ``"about as fast as"``, ``"not clearly faster than"`` or ``"not clearly slower than"``."""
@@ -143,7 +148,7 @@ class Comparison:
         if self.verdict == "about as fast":
             return f"{self.a} was about as fast as {self.b} ({times(self.median)}; {span})"
         if self.verdict.startswith("not clearly"):
-            if self.low > 1 or self.high < 1:  # every round the same way, but not every one beyond the margin
+            if self.one_way:  # every round the same way, but not every one beyond the margin
                 return (f"{self.a} was {self.verdict} than {self.b}: {times(self.median)} at the median, every round "
                         f"the same way but not every one by more than {self.tolerance:.0%} ({span}) — too close to "
                         f"call on this machine's noise")
@@ -158,7 +163,7 @@ class Comparison:
             return f"{self.a} 与 {self.b} 速度相当（{times_zh(self.median)}；{span}）"
         if self.verdict.startswith("not clearly"):
             way = "更快" if self.verdict.endswith("faster") else "更慢"
-            if self.low > 1 or self.high < 1:
+            if self.one_way:
                 return (f"{self.a} 并不明显比 {self.b} {way}：中位数为 {times_zh(self.median)}，各轮方向一致，"
                         f"但并非每轮都超过 {self.tolerance:.0%} 的余量（{span}）——在这台机器的噪声下难分高下")
             return (f"{self.a} 并不明显比 {self.b} {way}：中位数为 {times_zh(self.median)}，"

@@ -103,11 +103,16 @@ def run_model(model: str, entries=ENTRIES, rounds: int = 5, warmup: int = 1, pro
         raise ValueError(f"need rounds >= 1, warmup >= 0, new_tokens >= 2 and prompt_len >= 1; got rounds={rounds}, "
                          f"warmup={warmup}, new_tokens={new_tokens}, prompt_len={prompt_len}")
     threads = threads or default_threads()
-    groups = process_groups(_available(list(entries), log))
+    entries = _available(list(entries), log)
+    groups = process_groups(entries)
     if isolate and len(groups) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from .. import roofline
+
+        if bandwidth is None:  # one MBU denominator for every group
+            bandwidth = roofline.measure_machine().bandwidth
         rows = []
         for group in groups:
             log(f"{model}: a process for {', '.join(dict.fromkeys(e[0] for e in group))}")
@@ -141,6 +146,7 @@ def _in_child(args: tuple, progress: bool) -> list[dict]:
 
 def _run_model(model, entries, rounds, warmup, prompt_len, new_tokens, threads, questions, pause_s, bandwidth,
                log) -> list[dict]:
+    """The timing itself, on ``entries`` already checked available (:func:`_available`), all in this process."""
     from .. import roofline
     from ..measure import peak_memory, prompt_ids, token_agreement
     from . import formats
@@ -153,7 +159,6 @@ def _run_model(model, entries, rounds, warmup, prompt_len, new_tokens, threads, 
     ids = prompt_ids(tok, prompt_len)[0].tolist()
     chat = bool(getattr(tok, "chat_template", None)) and questions
     max_len = max(512, prompt_len + new_tokens + 8)
-    entries = _available(list(entries), log)
 
     runners: dict[tuple[str, str], Runner] = {}
     first: dict[tuple[str, str], list[int]] = {}
